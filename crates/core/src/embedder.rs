@@ -1,0 +1,301 @@
+//! The public entry point: a loaded model plus tokenizer, prompts, pooling and batching.
+//!
+//! ```no_run
+//! # #[cfg(feature = "fs")] {
+//! use burn::backend::Flex;
+//! use qzhou_core::{Embedder, EmbedOptions, LoadOptions};
+//! let embedder = Embedder::<Flex>::from_dir("tests/fixtures/tiny-qwen2", &Default::default(), &LoadOptions::default())?;
+//! let vectors = embedder.embed(&["what is the capital of France?"], &EmbedOptions::query())?;
+//! # }
+//! # Ok::<(), qzhou_core::QzhouError>(())
+//! ```
+
+use burn::prelude::*;
+
+use crate::batching::{pad_batch, plan_batches};
+use crate::config::{AttentionMode, QwenConfig};
+use crate::error::{QzhouError, Result};
+use crate::model::QwenEncoder;
+use crate::pooling::{l2_normalize, pool, Pooling};
+use crate::prompts::{query_prefix, task_instruction, InstructionSide, PromptStyle, DEFAULT_INSTRUCTION};
+use crate::sentence_transformers::{SentenceTransformersConfig, SentenceTransformersFiles};
+use crate::tokenizer::{TextTokenizer, Truncation};
+use crate::weights::Checkpoint;
+
+/// Default padded-token budget of one forward pass.
+pub const DEFAULT_BATCH_TOKENS: usize = 16_384;
+/// Default cap on texts per forward pass.
+pub const DEFAULT_MAX_BATCH: usize = 64;
+/// Default max length when neither the caller nor the model folder sets one (QZhou's
+/// advertised context; its benchmark scripts used 1024).
+pub const DEFAULT_MAX_LENGTH: usize = 8192;
+
+/// Everything a model folder provides, as bytes (no file system access in this crate's core).
+pub struct ModelFiles {
+    /// `config.json`.
+    pub config: Vec<u8>,
+    /// `tokenizer.json`.
+    pub tokenizer: Vec<u8>,
+    /// The safetensors checkpoint (one file or all shards).
+    pub checkpoint: Checkpoint,
+    /// Optional sentence-transformers files.
+    pub sentence_transformers: SentenceTransformersFiles,
+}
+
+/// Choices made when loading; `None` means "as the model folder says".
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Attention mode; default: bidirectional for QZhou (`QZhouModel`), else causal.
+    pub attention: Option<AttentionMode>,
+    /// Pooling; default: the folder's Pooling module, else mean when bidirectional and last
+    /// token when causal.
+    pub pooling: Option<Pooling>,
+    /// L2 normalisation; default: whether the folder has a Normalize module, else on.
+    pub normalize: Option<bool>,
+    /// Max tokens per text; default: `sentence_bert_config.json`, else
+    /// min(max_position_embeddings, 8192).
+    pub max_length: Option<usize>,
+    /// What to do with longer texts.
+    pub truncation: Truncation,
+    /// Padded-token budget of one forward pass.
+    pub batch_tokens: usize,
+    /// Most texts in one forward pass.
+    pub max_batch: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            attention: None,
+            pooling: None,
+            normalize: None,
+            max_length: None,
+            truncation: Truncation::Truncate,
+            batch_tokens: DEFAULT_BATCH_TOKENS,
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+/// Which side of a task a text is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextKind {
+    /// A query: gets the instruction prefix.
+    #[default]
+    Query,
+    /// A document/passage: no prefix unless the task applies its instruction to every input.
+    Document,
+}
+
+/// Per-call options of [`Embedder::embed`].
+#[derive(Debug, Clone, Default)]
+pub struct EmbedOptions {
+    /// Query or document.
+    pub kind: TextKind,
+    /// An mteb task name whose QZhou instruction (and instruction side) to use.
+    pub task: Option<String>,
+    /// An explicit instruction (wins over `task`).
+    pub instruction: Option<String>,
+    /// Spelling of the query template.
+    pub prompt_style: PromptStyle,
+}
+
+impl EmbedOptions {
+    /// Queries with the model's default query prompt.
+    pub fn query() -> Self {
+        Self { kind: TextKind::Query, ..Self::default() }
+    }
+    /// Documents (no prefix).
+    pub fn document() -> Self {
+        Self { kind: TextKind::Document, ..Self::default() }
+    }
+    /// Set the task.
+    pub fn with_task(mut self, task: impl Into<String>) -> Self {
+        self.task = Some(task.into());
+        self
+    }
+    /// Set an explicit instruction.
+    pub fn with_instruction(mut self, instruction: impl Into<String>) -> Self {
+        self.instruction = Some(instruction.into());
+        self
+    }
+}
+
+/// A loaded embedding model on one device.
+pub struct Embedder<B: Backend> {
+    model: QwenEncoder<B>,
+    tokenizer: TextTokenizer,
+    config: QwenConfig,
+    sentence_transformers: SentenceTransformersConfig,
+    pooling: Pooling,
+    normalize: bool,
+    batch_tokens: usize,
+    max_batch: usize,
+    device: B::Device,
+}
+
+impl<B: Backend> Embedder<B> {
+    /// Build from a model folder's bytes.
+    pub fn from_files(files: ModelFiles, device: &B::Device, options: &LoadOptions) -> Result<Self> {
+        if options.batch_tokens == 0 || options.max_batch == 0 {
+            return Err(QzhouError::InvalidOption("batch token budget and max batch must be at least 1".into()));
+        }
+        let config = QwenConfig::from_json(&files.config)?;
+        let st = SentenceTransformersConfig::from_files(&files.sentence_transformers)?;
+        let attention = options.attention.unwrap_or_else(|| config.native_attention());
+        let pooling = options.pooling.or(st.pooling).unwrap_or(match attention {
+            AttentionMode::Bidirectional => Pooling::Mean,
+            AttentionMode::Causal => Pooling::LastToken,
+        });
+        let normalize = options.normalize.or(st.normalize).unwrap_or(true);
+        let max_length = options
+            .max_length
+            .or(st.max_seq_length)
+            .unwrap_or(config.max_position_embeddings.min(DEFAULT_MAX_LENGTH));
+        if max_length > config.max_position_embeddings {
+            return Err(QzhouError::InvalidOption(format!(
+                "max length {max_length} exceeds the model's max_position_embeddings {}",
+                config.max_position_embeddings
+            )));
+        }
+        let tokenizer = TextTokenizer::from_json(&files.tokenizer, max_length, options.truncation)?;
+        let model = QwenEncoder::load(&config, attention, &files.checkpoint, device)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            config,
+            sentence_transformers: st,
+            pooling,
+            normalize,
+            batch_tokens: options.batch_tokens,
+            max_batch: options.max_batch,
+            device: device.clone(),
+        })
+    }
+
+    /// Embedding dimension.
+    pub fn dim(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    /// The model config.
+    pub fn config(&self) -> &QwenConfig {
+        &self.config
+    }
+
+    /// The Burn module (for training or custom pipelines).
+    pub fn model(&self) -> &QwenEncoder<B> {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Pooling in force.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// Whether outputs are L2-normalised.
+    pub fn normalize(&self) -> bool {
+        self.normalize
+    }
+
+    /// Attention mode in force.
+    pub fn attention(&self) -> AttentionMode {
+        self.model.attention_mode()
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// The exact string put before each text for these options.
+    pub fn prefix(&self, options: &EmbedOptions) -> Result<String> {
+        let (instruction, side) = match (&options.instruction, &options.task) {
+            (Some(i), _) => (Some(i.clone()), InstructionSide::Query),
+            (None, Some(task)) => {
+                let t = task_instruction(task)?;
+                (Some(t.instruction.clone()), t.apply_to)
+            }
+            (None, None) => (None, InstructionSide::Query),
+        };
+        let prompts = &self.sentence_transformers.prompts;
+        Ok(match (options.kind, instruction) {
+            (TextKind::Query, Some(i)) => query_prefix(&i, options.prompt_style),
+            (TextKind::Document, Some(i)) if side == InstructionSide::All => query_prefix(&i, options.prompt_style),
+            (TextKind::Document, Some(_)) => String::new(),
+            (TextKind::Query, None) => match prompts.get("query") {
+                Some(p) => p.clone(),
+                None => query_prefix(DEFAULT_INSTRUCTION, options.prompt_style),
+            },
+            (TextKind::Document, None) => prompts
+                .get("document")
+                .or_else(|| prompts.get("passage"))
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Embed `texts` (prefix chosen by `options`), one vector per text in input order.
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S], options: &EmbedOptions) -> Result<Vec<Vec<f32>>> {
+        let ids = self.tokenize(texts, options)?;
+        self.embed_token_ids(&ids)
+    }
+
+    /// Token ids of `texts` after prefixing, checking for empty and (optionally) over-long texts.
+    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S], options: &EmbedOptions) -> Result<Vec<Vec<u32>>> {
+        if let Some(index) = texts.iter().position(|t| t.as_ref().trim().is_empty()) {
+            return Err(QzhouError::EmptyText { index });
+        }
+        let prefix = self.prefix(options)?;
+        let full: Vec<String> = texts.iter().map(|t| format!("{prefix}{}", t.as_ref())).collect();
+        self.tokenizer.encode(&full)
+    }
+
+    /// Embed already-tokenised texts, batching by length under the token budget. A text's
+    /// embedding does not depend on its batch mates (padding keys are masked, pooling is masked).
+    pub fn embed_token_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+        if let Some(index) = lengths.iter().position(|&l| l == 0) {
+            return Err(QzhouError::EmptyText { index });
+        }
+        let mut out = vec![Vec::new(); ids.len()];
+        for batch in plan_batches(&lengths, self.batch_tokens, self.max_batch) {
+            let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+            let rows = self.embed_batch(&seqs)?;
+            for (k, &i) in batch.iter().enumerate() {
+                let row = rows[k * self.dim()..(k + 1) * self.dim()].to_vec();
+                if row.iter().any(|v| !v.is_finite()) {
+                    return Err(QzhouError::NonFinite { index: i });
+                }
+                out[i] = row;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One padded forward pass; returns `[batch × dim]` values row-major.
+    fn embed_batch(&self, seqs: &[&[u32]]) -> Result<Vec<f32>> {
+        let (input_ids, mask) = pad_batch::<B>(seqs, self.tokenizer.pad_id(), &self.device);
+        let pooled = self.encode(input_ids, mask);
+        let data = pooled.try_into_data().map_err(|e| QzhouError::Backend(format!("{e:?}")))?;
+        data.convert::<f32>().into_vec::<f32>().map_err(|e| QzhouError::Backend(format!("{e:?}")))
+    }
+
+    /// Forward + pooling (+ normalisation) on device tensors: `input_ids`/`attention_mask`
+    /// `[batch, seq]` (right-padded) -> `[batch, dim]`. The building block for async callers
+    /// (WebGPU) and training.
+    pub fn encode(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        let hidden = self.model.forward(input_ids, attention_mask.clone());
+        let pooled = pool(hidden, attention_mask, self.pooling);
+        if self.normalize {
+            l2_normalize(pooled)
+        } else {
+            pooled
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The whole Qwen2/Qwen3 stack used as a text encoder: token embedding, decoder layers,
+//! final norm. One definition for every backend (CPU, wgpu/WebGPU, CUDA) and for training.
+
+use burn::module::Param;
+use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::prelude::*;
+
+use super::attention::SelfAttention;
+use super::layer::DecoderLayer;
+use super::mlp::SwiGluMlp;
+use super::rope::rope_tables;
+use crate::config::{AttentionMode, QwenConfig};
+use crate::error::{QzhouError, Result, ShapeMismatch};
+use crate::weights::Checkpoint;
+
+/// Qwen decoder run as an encoder: returns the final hidden state of every token.
+#[derive(Module, Debug)]
+pub struct QwenEncoder<B: Backend> {
+    /// Token embedding `[vocab, hidden]`.
+    pub embed_tokens: Embedding<B>,
+    /// Decoder layers.
+    pub layers: Vec<DecoderLayer<B>>,
+    /// Final RMSNorm.
+    pub norm: RmsNorm<B>,
+    /// RoPE base θ.
+    pub rope_theta: f64,
+    /// Width of one attention head.
+    pub head_dim: usize,
+    /// Query heads (for the mask shape).
+    pub num_heads: usize,
+    /// `true`: causal mask; `false`: bidirectional (padding keys only).
+    pub causal: bool,
+}
+
+impl<B: Backend> QwenEncoder<B> {
+    /// The attention mode in force.
+    pub fn attention_mode(&self) -> AttentionMode {
+        if self.causal {
+            AttentionMode::Causal
+        } else {
+            AttentionMode::Bidirectional
+        }
+    }
+
+    /// Switch between bidirectional and causal attention (weights unchanged).
+    pub fn with_attention(mut self, mode: AttentionMode) -> Self {
+        self.causal = mode == AttentionMode::Causal;
+        self
+    }
+
+    /// Hidden size = embedding dimension.
+    pub fn hidden_size(&self) -> usize {
+        self.embed_tokens.weight.dims()[1]
+    }
+
+    /// Boolean mask `[batch, heads, seq, seq]`, `true` where a query must not see a key:
+    /// padding keys always, future keys too when causal. Built explicitly (as candle's qwen2
+    /// does) so every backend computes the same thing.
+    pub fn attention_mask(&self, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 4, Bool> {
+        let [b, s] = attention_mask.dims();
+        let device = attention_mask.device();
+        let padding = attention_mask.equal_elem(0).reshape([b, 1, 1, s]).expand([b, 1, s, s]);
+        let mask = if self.causal {
+            let future = Tensor::<B, 2, Bool>::tril_mask([s, s], 0, &device)
+                .reshape([1, 1, s, s])
+                .expand([b, 1, s, s]);
+            padding.bool_or(future)
+        } else {
+            padding
+        };
+        mask.expand([b, self.num_heads, s, s])
+    }
+
+    /// `input_ids`: `[batch, seq]` token ids, right-padded; `attention_mask`: `[batch, seq]`,
+    /// 1 for real tokens and 0 for padding. Returns the final hidden states `[batch, seq, hidden]`.
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [_, s] = input_ids.dims();
+        let device = input_ids.device();
+        let (cos, sin) = rope_tables::<B>(self.rope_theta, self.head_dim, s, &device);
+        let mask = self.attention_mask(attention_mask);
+        let mut x = self.embed_tokens.forward(input_ids);
+        for layer in &self.layers {
+            x = layer.forward(x, &cos, &sin, mask.clone());
+        }
+        self.norm.forward(x)
+    }
+
+    /// Build the encoder from a checkpoint, checking every tensor name, shape and dtype first
+    /// and reporting all problems in one [`QzhouError::WeightMismatch`]. Accepts names with or
+    /// without the `model.` prefix; ignores `lm_head.*` and `rotary_emb.inv_freq` buffers.
+    pub fn load(
+        config: &QwenConfig,
+        attention: AttentionMode,
+        checkpoint: &Checkpoint,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let plan = WeightPlan::new(config, checkpoint)?;
+        let mut loader = Loader { checkpoint, plan: &plan, device };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("layers.{i}.");
+            let a = format!("{p}self_attn.");
+            let norm = |l: &mut Loader<B>, n: &str| l.rms_norm(n, config.rms_norm_eps);
+            layers.push(DecoderLayer {
+                input_layernorm: norm(&mut loader, &format!("{p}input_layernorm"))?,
+                self_attn: SelfAttention {
+                    q_proj: loader.linear(&format!("{a}q_proj"), config.attention_bias)?,
+                    k_proj: loader.linear(&format!("{a}k_proj"), config.attention_bias)?,
+                    v_proj: loader.linear(&format!("{a}v_proj"), config.attention_bias)?,
+                    o_proj: loader.linear(&format!("{a}o_proj"), false)?,
+                    q_norm: if config.qk_norm { Some(norm(&mut loader, &format!("{a}q_norm"))?) } else { None },
+                    k_norm: if config.qk_norm { Some(norm(&mut loader, &format!("{a}k_norm"))?) } else { None },
+                    num_heads: config.num_attention_heads,
+                    num_kv_heads: config.num_key_value_heads,
+                    head_dim: config.head_dim,
+                },
+                post_attention_layernorm: norm(&mut loader, &format!("{p}post_attention_layernorm"))?,
+                mlp: SwiGluMlp {
+                    gate_proj: loader.linear(&format!("{p}mlp.gate_proj"), false)?,
+                    up_proj: loader.linear(&format!("{p}mlp.up_proj"), false)?,
+                    down_proj: loader.linear(&format!("{p}mlp.down_proj"), false)?,
+                },
+            });
+        }
+        Ok(Self {
+            embed_tokens: Embedding { weight: Param::from_tensor(loader.tensor::<2>("embed_tokens.weight")?) },
+            layers,
+            norm: loader.rms_norm("norm", config.rms_norm_eps)?,
+            rope_theta: config.rope_theta,
+            head_dim: config.head_dim,
+            num_heads: config.num_attention_heads,
+            causal: attention == AttentionMode::Causal,
+        })
+    }
+}
+
+/// Expected tensor names (without prefix) and their HF-layout shapes for a config.
+pub fn expected_tensors(config: &QwenConfig) -> Vec<(String, Vec<usize>)> {
+    let h = config.hidden_size;
+    let q = config.num_attention_heads * config.head_dim;
+    let kv = config.num_key_value_heads * config.head_dim;
+    let ff = config.intermediate_size;
+    let mut v = vec![("embed_tokens.weight".to_string(), vec![config.vocab_size, h])];
+    for i in 0..config.num_hidden_layers {
+        let p = format!("layers.{i}.");
+        v.push((format!("{p}input_layernorm.weight"), vec![h]));
+        v.push((format!("{p}post_attention_layernorm.weight"), vec![h]));
+        for (n, out) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+            v.push((format!("{p}self_attn.{n}.weight"), vec![out, h]));
+            if config.attention_bias {
+                v.push((format!("{p}self_attn.{n}.bias"), vec![out]));
+            }
+        }
+        v.push((format!("{p}self_attn.o_proj.weight"), vec![h, q]));
+        if config.qk_norm {
+            v.push((format!("{p}self_attn.q_norm.weight"), vec![config.head_dim]));
+            v.push((format!("{p}self_attn.k_norm.weight"), vec![config.head_dim]));
+        }
+        v.push((format!("{p}mlp.gate_proj.weight"), vec![ff, h]));
+        v.push((format!("{p}mlp.up_proj.weight"), vec![ff, h]));
+        v.push((format!("{p}mlp.down_proj.weight"), vec![h, ff]));
+    }
+    v.push(("norm.weight".to_string(), vec![h]));
+    v
+}
+
+/// The validated mapping from model names to checkpoint names.
+struct WeightPlan {
+    /// `"model."` when the checkpoint uses it, else empty.
+    prefix: String,
+}
+
+impl WeightPlan {
+    fn new(config: &QwenConfig, checkpoint: &Checkpoint) -> Result<Self> {
+        let names = checkpoint.names();
+        let prefix = if names.iter().any(|n| n.starts_with("model.")) { "model." } else { "" }.to_string();
+        let expected = expected_tensors(config);
+        let mut missing = Vec::new();
+        let mut mis_shaped = Vec::new();
+        let mut bad_dtype = Vec::new();
+        for (name, shape) in &expected {
+            let full = format!("{prefix}{name}");
+            match checkpoint.meta(&full) {
+                None => missing.push(full),
+                Some(meta) => {
+                    if &meta.shape != shape {
+                        mis_shaped.push(ShapeMismatch { name: full.clone(), expected: shape.clone(), found: meta.shape });
+                    }
+                    if let Err(d) = meta.dtype {
+                        bad_dtype.push((full, d));
+                    }
+                }
+            }
+        }
+        let wanted: std::collections::HashSet<String> =
+            expected.iter().map(|(n, _)| format!("{prefix}{n}")).collect();
+        let unexpected: Vec<String> = names
+            .into_iter()
+            .filter(|n| !wanted.contains(n))
+            .filter(|n| !n.starts_with("lm_head.") && !n.ends_with("rotary_emb.inv_freq"))
+            .collect();
+        if missing.is_empty() && unexpected.is_empty() && mis_shaped.is_empty() && bad_dtype.is_empty() {
+            Ok(Self { prefix })
+        } else {
+            Err(QzhouError::WeightMismatch { missing, unexpected, mis_shaped, bad_dtype })
+        }
+    }
+}
+
+struct Loader<'a, B: Backend> {
+    checkpoint: &'a Checkpoint,
+    plan: &'a WeightPlan,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn tensor<const D: usize>(&mut self, name: &str) -> Result<Tensor<B, D>> {
+        let full = format!("{}{name}", self.plan.prefix);
+        let shape = self.checkpoint.meta(&full).map(|m| m.shape).unwrap_or_default();
+        let values = self.checkpoint.read_f32(&full)?;
+        let data = TensorData::new(values, shape);
+        Ok(Tensor::from_data(data, self.device))
+    }
+
+    /// HF stores Linear weights `[out, in]`; Burn computes `x @ W` with `W: [in, out]`, so the
+    /// parameter is the transposed view (no copy), exactly what `LinearLayout::Col` does.
+    fn linear(&mut self, name: &str, bias: bool) -> Result<Linear<B>> {
+        let weight = self.tensor::<2>(&format!("{name}.weight"))?.transpose();
+        let bias = if bias { Some(Param::from_tensor(self.tensor::<1>(&format!("{name}.bias"))?)) } else { None };
+        Ok(Linear { weight: Param::from_tensor(weight), bias })
+    }
+
+    fn rms_norm(&mut self, name: &str, eps: f64) -> Result<RmsNorm<B>> {
+        Ok(RmsNorm { gamma: Param::from_tensor(self.tensor::<1>(&format!("{name}.weight"))?), epsilon: eps })
+    }
+}
