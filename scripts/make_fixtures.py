@@ -33,7 +33,7 @@ import zipfile
 
 import numpy as np
 import torch
-from transformers import Qwen2Config, Qwen2Model, Qwen3Config, Qwen3ForCausalLM
+from transformers import Qwen2Config, Qwen2Model, Qwen3Config, Qwen3ForCausalLM, Qwen3Model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -164,7 +164,6 @@ def build_qwen2(folder, tok):
     json.dump(c, open(os.path.join(folder, "config.json"), "w"), indent=2)
     write_tokenizer(folder, qwen25_from_qwen3(tok))
     write_sentence_transformers(folder, "mean", "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: ")
-    return model
 
 
 def build_qwen3(folder, tok):
@@ -179,13 +178,11 @@ def build_qwen3(folder, tok):
         for p in lm.parameters():
             p.copy_(p.to(torch.bfloat16).to(torch.float32))
     lm.to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
-    lm.float()
     c = json.load(open(os.path.join(folder, "config.json")))
     c["architectures"] = ["Qwen3ForCausalLM"]
     json.dump(c, open(os.path.join(folder, "config.json"), "w"), indent=2)
     write_tokenizer(folder, tok)
     write_sentence_transformers(folder, "lasttoken", "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:")
-    return lm.model
 
 
 def clean(folder):
@@ -223,13 +220,15 @@ def main():
     from tokenizers import Tokenizer
 
     expected = {"max_length": MAX_LENGTH, "texts": TEXTS, "models": {}}
-    for name, builder in (("tiny-qwen2", build_qwen2), ("tiny-qwen3", build_qwen3)):
+    for name, builder, cls in (("tiny-qwen2", build_qwen2, Qwen2Model), ("tiny-qwen3", build_qwen3, Qwen3Model)):
         folder = os.path.join(FIXTURES, name)
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder)
-        model = builder(folder, tok)
-        model.config._attn_implementation = "eager"
+        builder(folder, tok)
         clean(folder)
+        # The reference runs on what is on disk, reloaded in fp32: an in-memory model that went
+        # through bf16 would carry a bf16-rounded RoPE inv_freq buffer.
+        model = cls.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
         tk = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
         tk.enable_truncation(MAX_LENGTH)
         ids = [tk.encode(t).ids for t in TEXTS]

@@ -1,0 +1,72 @@
+//! Choosing a Burn backend at run time and running generic code on it.
+
+use anyhow::{bail, Result};
+use burn::prelude::Backend;
+use clap::ValueEnum;
+
+/// Compute backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Burn's Flex CPU backend (gemm + SIMD + rayon).
+    Cpu,
+    /// Burn's wgpu backend (WGSL on Vulkan, Metal, DX12; lavapipe without a GPU).
+    Wgpu,
+    /// Burn's CUDA backend (needs a build with `--features cuda`).
+    Cuda,
+}
+
+/// Floating-point type the model computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    /// 32-bit float (every backend).
+    F32,
+    /// IEEE half (CUDA).
+    F16,
+    /// bfloat16 (CUDA).
+    Bf16,
+}
+
+/// Something to run on whichever backend is chosen.
+pub trait BackendJob {
+    /// Run on backend `B` with `device`; returns a short backend description too.
+    fn run<B: Backend>(self, device: B::Device, description: &str) -> Result<()>;
+}
+
+/// Dispatch `job` to the chosen backend and dtype.
+pub fn dispatch<J: BackendJob>(kind: BackendKind, dtype: DTypeArg, device_index: usize, job: J) -> Result<()> {
+    match (kind, dtype) {
+        (BackendKind::Cpu, DTypeArg::F32) => job.run::<burn::backend::Flex>(Default::default(), "cpu (flex, f32)"),
+        (BackendKind::Cpu, d) => bail!("the CPU backend computes in f32 only (asked for {d:?})"),
+        (BackendKind::Wgpu, DTypeArg::F32) => {
+            #[cfg(feature = "wgpu")]
+            {
+                let device = if device_index == 0 {
+                    burn::backend::wgpu::WgpuDevice::DefaultDevice
+                } else {
+                    burn::backend::wgpu::WgpuDevice::DiscreteGpu(device_index)
+                };
+                job.run::<burn::backend::Wgpu>(device, "wgpu (WGSL, f32)")
+            }
+            #[cfg(not(feature = "wgpu"))]
+            bail!("this qzhou was built without the wgpu backend (cargo feature `wgpu`)")
+        }
+        (BackendKind::Wgpu, d) => bail!("the wgpu backend computes in f32 only here (asked for {d:?}; WGSL has no bf16)"),
+        (BackendKind::Cuda, d) => {
+            #[cfg(feature = "cuda")]
+            {
+                use burn::backend::cuda::{Cuda, CudaDevice};
+                let device = CudaDevice::new(device_index);
+                match d {
+                    DTypeArg::F32 => job.run::<Cuda<f32>>(device, "cuda (f32)"),
+                    DTypeArg::F16 => job.run::<Cuda<half::f16>>(device, "cuda (f16)"),
+                    DTypeArg::Bf16 => job.run::<Cuda<half::bf16>>(device, "cuda (bf16)"),
+                }
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = (d, device_index);
+                bail!("this qzhou was built without CUDA; rebuild with `cargo build --release -p qzhou-cli --features cuda`")
+            }
+        }
+    }
+}

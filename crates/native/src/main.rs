@@ -1,0 +1,37 @@
+//! `qzhou`: embed text with QZhou-Embedding or any Qwen2/Qwen3 embedding model, on CPU, wgpu
+//! or CUDA. Every error ends the process with a non-zero status and a one-line reason.
+
+mod backend;
+mod embed;
+mod hub;
+mod input;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+/// QZhou-Embedding toolchain.
+#[derive(Parser)]
+#[command(name = "qzhou", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embed texts (arguments, a text file or JSONL) and write JSONL or .npy.
+    Embed(embed::EmbedArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Embed(args) => embed::run(args),
+    };
+    if let Err(e) = result {
+        // One line: the chain of causes joined, no backtrace.
+        let msg = format!("{e:#}").replace('\n', " ");
+        eprintln!("qzhou: error: {msg}");
+        std::process::exit(1);
+    }
+}
