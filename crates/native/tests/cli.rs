@@ -17,6 +17,10 @@ fn fixture(name: &str) -> PathBuf {
 fn qzhou(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_qzhou"));
     cmd.args(args).env_remove("HF_HUB_CACHE").env_remove("HF_ENDPOINT").env_remove("HF_HOME");
+    // The hub test talks to 127.0.0.1: keep any proxy configured for the registries out of it.
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+        cmd.env_remove(var);
+    }
     for (k, v) in envs {
         cmd.env(k, v);
     }
