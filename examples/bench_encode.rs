@@ -25,7 +25,14 @@ fn rss() -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-fn run<B: Backend>(dir: &str, device: B::Device, batch: usize, seq: usize, iters: usize, name: &str) {
+fn run<B: Backend>(
+    dir: &str,
+    device: B::Device,
+    batch: usize,
+    seq: usize,
+    iters: usize,
+    name: &str,
+) {
     let t0 = Instant::now();
     let options = LoadOptions {
         attention: Some(AttentionMode::Bidirectional),
@@ -41,7 +48,11 @@ fn run<B: Backend>(dir: &str, device: B::Device, batch: usize, seq: usize, iters
     let (load_peak, load_rss) = rss();
     // Fixed token ids (no tokenizer cost): 100 + (i·7919 + j·104729) mod 150000.
     let ids: Vec<Vec<u32>> = (0..batch)
-        .map(|i| (0..seq).map(|j| 100 + ((i * 7919 + j * 104729) % 150_000) as u32).collect())
+        .map(|i| {
+            (0..seq)
+                .map(|j| 100 + ((i * 7919 + j * 104729) % 150_000) as u32)
+                .collect()
+        })
         .collect();
     embedder.embed_token_ids(&ids).expect("warm-up");
     let t = Instant::now();
@@ -89,10 +100,28 @@ fn make_random_model(dir: &str, tokenizer: &str) {
         tensors.push((name, shape, bytes));
     }
     std::fs::create_dir_all(dir).unwrap();
-    let views: Vec<(String, TensorView)> =
-        tensors.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
-    safetensors::serialize_to_file(views, None, std::path::Path::new(dir).join("model.safetensors").as_path()).unwrap();
-    std::fs::write(std::path::Path::new(dir).join("config.json"), config.to_string()).unwrap();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(
+        views,
+        None,
+        std::path::Path::new(dir)
+            .join("model.safetensors")
+            .as_path(),
+    )
+    .unwrap();
+    std::fs::write(
+        std::path::Path::new(dir).join("config.json"),
+        config.to_string(),
+    )
+    .unwrap();
     std::fs::copy(tokenizer, std::path::Path::new(dir).join("tokenizer.json")).unwrap();
     println!("wrote {dir}");
 }
@@ -112,9 +141,18 @@ fn main() {
         "cpu" => run::<burn::backend::Flex>(dir, Default::default(), batch, seq, iters, "cpu/flex"),
         "wgpu" => run::<burn::backend::Wgpu>(dir, Default::default(), batch, seq, iters, "wgpu"),
         #[cfg(feature = "cuda")]
-        "cuda" => run::<burn::backend::Cuda>(dir, Default::default(), batch, seq, iters, "cuda/f32"),
+        "cuda" => {
+            run::<burn::backend::Cuda>(dir, Default::default(), batch, seq, iters, "cuda/f32")
+        }
         #[cfg(feature = "cuda")]
-        "cuda-bf16" => run::<burn::backend::Cuda<half::bf16>>(dir, Default::default(), batch, seq, iters, "cuda/bf16"),
+        "cuda-bf16" => run::<burn::backend::Cuda<half::bf16>>(
+            dir,
+            Default::default(),
+            batch,
+            seq,
+            iters,
+            "cuda/bf16",
+        ),
         other => {
             eprintln!("unknown backend {other}");
             std::process::exit(2);

@@ -8,7 +8,9 @@ use qzhou_core::{AttentionMode, Embedder, LoadOptions, Pooling};
 use serde_json::Value;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// `fixtures/expected.json`, written by `scripts/make_fixtures.py` with transformers.
@@ -18,11 +20,19 @@ pub struct Expected {
 
 impl Expected {
     pub fn load() -> Self {
-        let text = std::fs::read_to_string(fixture("expected.json")).expect("fixtures/expected.json");
-        Self { json: serde_json::from_str(&text).unwrap() }
+        let text =
+            std::fs::read_to_string(fixture("expected.json")).expect("fixtures/expected.json");
+        Self {
+            json: serde_json::from_str(&text).unwrap(),
+        }
     }
     pub fn texts(&self) -> Vec<String> {
-        self.json["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+        self.json["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
     }
     pub fn max_length(&self) -> usize {
         self.json["max_length"].as_u64().unwrap() as usize
@@ -32,7 +42,13 @@ impl Expected {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect())
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect()
+            })
             .collect()
     }
     /// `run` is `bidirectional-mean` or `causal-lasttoken`.
@@ -41,7 +57,13 @@ impl Expected {
             .as_array()
             .unwrap_or_else(|| panic!("no run {run} for {model}"))
             .iter()
-            .map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect()
+            })
             .collect()
     }
 }
@@ -55,7 +77,10 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dimension mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Assert every row of `got` matches `want` within the bounds; report the worst row.
@@ -66,7 +91,10 @@ pub fn assert_close(got: &[Vec<f32>], want: &[Vec<f32>], min_cos: f64, max_diff:
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let c = cosine(g, w);
         let d = max_abs_diff(g, w);
-        assert!(c >= min_cos && d <= max_diff, "{what}: row {i}: cos {c:.9} (min {min_cos}), max|Δ| {d:.3e} (max {max_diff:.0e})");
+        assert!(
+            c >= min_cos && d <= max_diff,
+            "{what}: row {i}: cos {c:.9} (min {min_cos}), max|Δ| {d:.3e} (max {max_diff:.0e})"
+        );
         worst_cos = worst_cos.min(c);
         worst_diff = worst_diff.max(d);
     }
@@ -74,13 +102,26 @@ pub fn assert_close(got: &[Vec<f32>], want: &[Vec<f32>], min_cos: f64, max_diff:
 }
 
 pub const RUNS: [(&str, AttentionMode, Pooling); 2] = [
-    ("bidirectional-mean", AttentionMode::Bidirectional, Pooling::Mean),
-    ("causal-lasttoken", AttentionMode::Causal, Pooling::LastToken),
+    (
+        "bidirectional-mean",
+        AttentionMode::Bidirectional,
+        Pooling::Mean,
+    ),
+    (
+        "causal-lasttoken",
+        AttentionMode::Causal,
+        Pooling::LastToken,
+    ),
 ];
 
 pub const MODELS: [&str; 2] = ["tiny-qwen2", "tiny-qwen3"];
 
-pub fn load<B: Backend>(model: &str, attention: AttentionMode, pooling: Pooling, device: &B::Device) -> Embedder<B> {
+pub fn load<B: Backend>(
+    model: &str,
+    attention: AttentionMode,
+    pooling: Pooling,
+    device: &B::Device,
+) -> Embedder<B> {
     let options = LoadOptions {
         attention: Some(attention),
         pooling: Some(pooling),
@@ -92,7 +133,12 @@ pub fn load<B: Backend>(model: &str, attention: AttentionMode, pooling: Pooling,
 
 /// Parity with transformers on every model × (attention, pooling) run, then batch invariance:
 /// each text alone vs all texts in one padded batch of mixed lengths.
-pub fn check_reference_parity<B: Backend>(device: &B::Device, min_cos: f64, max_diff: f32, backend: &str) {
+pub fn check_reference_parity<B: Backend>(
+    device: &B::Device,
+    min_cos: f64,
+    max_diff: f32,
+    backend: &str,
+) {
     let expected = Expected::load();
     for model in MODELS {
         let ids = expected.token_ids(model);
@@ -100,12 +146,38 @@ pub fn check_reference_parity<B: Backend>(device: &B::Device, min_cos: f64, max_
             let embedder = load::<B>(model, attention, pooling, device);
             let want = expected.embeddings(model, run);
             let batched = embedder.embed_token_ids(&ids).unwrap();
-            assert_close(&batched, &want, min_cos, max_diff, &format!("{backend} {model} {run} batched"));
-            let alone: Vec<Vec<f32>> =
-                ids.iter().map(|i| embedder.embed_token_ids(std::slice::from_ref(i)).unwrap().remove(0)).collect();
-            assert_close(&alone, &want, min_cos, max_diff, &format!("{backend} {model} {run} alone"));
-            let invariance = alone.iter().zip(&batched).map(|(a, b)| max_abs_diff(a, b)).fold(0.0, f32::max);
-            assert!(invariance <= 1e-5, "{backend} {model} {run}: alone vs batched max|Δ| {invariance:e}");
+            assert_close(
+                &batched,
+                &want,
+                min_cos,
+                max_diff,
+                &format!("{backend} {model} {run} batched"),
+            );
+            let alone: Vec<Vec<f32>> = ids
+                .iter()
+                .map(|i| {
+                    embedder
+                        .embed_token_ids(std::slice::from_ref(i))
+                        .unwrap()
+                        .remove(0)
+                })
+                .collect();
+            assert_close(
+                &alone,
+                &want,
+                min_cos,
+                max_diff,
+                &format!("{backend} {model} {run} alone"),
+            );
+            let invariance = alone
+                .iter()
+                .zip(&batched)
+                .map(|(a, b)| max_abs_diff(a, b))
+                .fold(0.0, f32::max);
+            assert!(
+                invariance <= 1e-5,
+                "{backend} {model} {run}: alone vs batched max|Δ| {invariance:e}"
+            );
             eprintln!("{backend} {model} {run}: batch invariance max|Δ| {invariance:.3e}");
         }
     }

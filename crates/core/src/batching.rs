@@ -14,7 +14,9 @@ pub fn plan_batches(lengths: &[usize], max_tokens: usize, max_batch: usize) -> V
     for i in order {
         let len = lengths[i].max(1);
         let new_longest = longest.max(len);
-        if !current.is_empty() && ((current.len() + 1) * new_longest > max_tokens || current.len() >= max_batch) {
+        if !current.is_empty()
+            && ((current.len() + 1) * new_longest > max_tokens || current.len() >= max_batch)
+        {
             batches.push(std::mem::take(&mut current));
             longest = 0;
         }
@@ -72,6 +74,9 @@ mod tests {
     #[test]
     fn max_batch_caps_the_count() {
         let batches = plan_batches(&[1; 10], 1000, 4);
-        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 4, 2]);
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![4, 4, 2]
+        );
     }
 }

@@ -113,7 +113,9 @@ fn check_rope_type(v: &Value, field: &str) -> Result<()> {
     if kind == "default" {
         Ok(())
     } else {
-        Err(QzhouError::Unsupported(format!("`{field}` of type `{kind}`")))
+        Err(QzhouError::Unsupported(format!(
+            "`{field}` of type `{kind}`"
+        )))
     }
 }
 
@@ -150,13 +152,17 @@ impl QwenConfig {
             QzhouError::Config("missing `rope_theta` (top level or in `rope_parameters`)".into())
         })?;
         if !(rope_theta.is_finite() && rope_theta > 1.0) {
-            return Err(QzhouError::Config(format!("`rope_theta` {rope_theta} must be > 1")));
+            return Err(QzhouError::Config(format!(
+                "`rope_theta` {rope_theta} must be > 1"
+            )));
         }
 
         let hidden_size = required(raw.hidden_size, "hidden_size")?;
         let num_attention_heads = required(raw.num_attention_heads, "num_attention_heads")?;
-        let num_key_value_heads =
-            required(raw.num_key_value_heads.or(Some(num_attention_heads)), "num_key_value_heads")?;
+        let num_key_value_heads = required(
+            raw.num_key_value_heads.or(Some(num_attention_heads)),
+            "num_key_value_heads",
+        )?;
         if num_attention_heads % num_key_value_heads != 0 {
             return Err(QzhouError::Config(format!(
                 "num_attention_heads {num_attention_heads} is not a multiple of num_key_value_heads {num_key_value_heads}"
@@ -174,11 +180,15 @@ impl QwenConfig {
             }
         };
         if head_dim % 2 != 0 {
-            return Err(QzhouError::Config(format!("head_dim {head_dim} must be even for RoPE")));
+            return Err(QzhouError::Config(format!(
+                "head_dim {head_dim} must be even for RoPE"
+            )));
         }
         let rms_norm_eps = raw.rms_norm_eps.unwrap_or(1e-6);
         if !(rms_norm_eps.is_finite() && rms_norm_eps > 0.0) {
-            return Err(QzhouError::Config(format!("`rms_norm_eps` {rms_norm_eps} must be > 0")));
+            return Err(QzhouError::Config(format!(
+                "`rms_norm_eps` {rms_norm_eps} must be > 0"
+            )));
         }
         let (attention_bias, qk_norm) = match model_type {
             ModelType::Qwen2 => (true, false),
@@ -219,7 +229,8 @@ impl QwenConfig {
         let kv = self.num_key_value_heads * self.head_dim;
         let bias = if self.attention_bias { q + 2 * kv } else { 0 };
         let norms = if self.qk_norm { 2 * self.head_dim } else { 0 };
-        let layer = h * q + 2 * h * kv + q * h + bias + norms + 3 * h * self.intermediate_size + 2 * h;
+        let layer =
+            h * q + 2 * h * kv + q * h + bias + norms + 3 * h * self.intermediate_size + 2 * h;
         self.vocab_size * h + self.num_hidden_layers * layer + h
     }
 }
@@ -249,7 +260,10 @@ mod tests {
             "num_attention_heads":4,"num_key_value_heads":2,"head_dim":16,"vocab_size":10,
             "rope_parameters":{"rope_theta":5000.0,"rope_type":"default"}}"#;
         let c = QwenConfig::from_json(j.as_bytes()).unwrap();
-        assert_eq!((c.head_dim, c.rope_theta, c.qk_norm, c.attention_bias), (16, 5000.0, true, false));
+        assert_eq!(
+            (c.head_dim, c.rope_theta, c.qk_norm, c.attention_bias),
+            (16, 5000.0, true, false)
+        );
         assert_eq!(c.native_attention(), AttentionMode::Causal);
     }
 
@@ -259,10 +273,15 @@ mod tests {
         let with = |k: &str, v: Value| {
             let mut b = base.clone();
             b[k] = v;
-            QwenConfig::from_json(b.to_string().as_bytes()).unwrap_err().to_string()
+            QwenConfig::from_json(b.to_string().as_bytes())
+                .unwrap_err()
+                .to_string()
         };
         assert!(with("model_type", "llama".into()).contains("unsupported model_type `llama`"));
-        let e = with("rope_scaling", serde_json::json!({"type": "yarn", "factor": 4.0}));
+        let e = with(
+            "rope_scaling",
+            serde_json::json!({"type": "yarn", "factor": 4.0}),
+        );
         assert!(e.contains("rope_scaling") && e.contains("yarn"), "{e}");
         assert!(with("hidden_act", "gelu".into()).contains("hidden_act"));
         assert!(with("use_sliding_window", true.into()).contains("sliding"));

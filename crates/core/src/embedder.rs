@@ -17,7 +17,9 @@ use crate::config::{AttentionMode, QwenConfig};
 use crate::error::{QzhouError, Result};
 use crate::model::QwenEncoder;
 use crate::pooling::{l2_normalize, pool, Pooling};
-use crate::prompts::{query_prefix, task_instruction, InstructionSide, PromptStyle, DEFAULT_INSTRUCTION};
+use crate::prompts::{
+    query_prefix, task_instruction, InstructionSide, PromptStyle, DEFAULT_INSTRUCTION,
+};
 use crate::sentence_transformers::{SentenceTransformersConfig, SentenceTransformersFiles};
 use crate::tokenizer::{TextTokenizer, Truncation};
 use crate::weights::Checkpoint;
@@ -103,11 +105,17 @@ pub struct EmbedOptions {
 impl EmbedOptions {
     /// Queries with the model's default query prompt.
     pub fn query() -> Self {
-        Self { kind: TextKind::Query, ..Self::default() }
+        Self {
+            kind: TextKind::Query,
+            ..Self::default()
+        }
     }
     /// Documents (no prefix).
     pub fn document() -> Self {
-        Self { kind: TextKind::Document, ..Self::default() }
+        Self {
+            kind: TextKind::Document,
+            ..Self::default()
+        }
     }
     /// Set the task.
     pub fn with_task(mut self, task: impl Into<String>) -> Self {
@@ -136,13 +144,21 @@ pub struct Embedder<B: Backend> {
 
 impl<B: Backend> Embedder<B> {
     /// Build from a model folder's bytes.
-    pub fn from_files(files: ModelFiles, device: &B::Device, options: &LoadOptions) -> Result<Self> {
+    pub fn from_files(
+        files: ModelFiles,
+        device: &B::Device,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         if options.batch_tokens == 0 || options.max_batch == 0 {
-            return Err(QzhouError::InvalidOption("batch token budget and max batch must be at least 1".into()));
+            return Err(QzhouError::InvalidOption(
+                "batch token budget and max batch must be at least 1".into(),
+            ));
         }
         let config = QwenConfig::from_json(&files.config)?;
         let st = SentenceTransformersConfig::from_files(&files.sentence_transformers)?;
-        let attention = options.attention.unwrap_or_else(|| config.native_attention());
+        let attention = options
+            .attention
+            .unwrap_or_else(|| config.native_attention());
         let pooling = options.pooling.or(st.pooling).unwrap_or(match attention {
             AttentionMode::Bidirectional => Pooling::Mean,
             AttentionMode::Causal => Pooling::LastToken,
@@ -226,7 +242,9 @@ impl<B: Backend> Embedder<B> {
         let prompts = &self.sentence_transformers.prompts;
         Ok(match (options.kind, instruction) {
             (TextKind::Query, Some(i)) => query_prefix(&i, options.prompt_style),
-            (TextKind::Document, Some(i)) if side == InstructionSide::All => query_prefix(&i, options.prompt_style),
+            (TextKind::Document, Some(i)) if side == InstructionSide::All => {
+                query_prefix(&i, options.prompt_style)
+            }
             (TextKind::Document, Some(_)) => String::new(),
             (TextKind::Query, None) => match prompts.get("query") {
                 Some(p) => p.clone(),
@@ -241,18 +259,29 @@ impl<B: Backend> Embedder<B> {
     }
 
     /// Embed `texts` (prefix chosen by `options`), one vector per text in input order.
-    pub fn embed<S: AsRef<str>>(&self, texts: &[S], options: &EmbedOptions) -> Result<Vec<Vec<f32>>> {
+    pub fn embed<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        options: &EmbedOptions,
+    ) -> Result<Vec<Vec<f32>>> {
         let ids = self.tokenize(texts, options)?;
         self.embed_token_ids(&ids)
     }
 
     /// Token ids of `texts` after prefixing, checking for empty and (optionally) over-long texts.
-    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S], options: &EmbedOptions) -> Result<Vec<Vec<u32>>> {
+    pub fn tokenize<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        options: &EmbedOptions,
+    ) -> Result<Vec<Vec<u32>>> {
         if let Some(index) = texts.iter().position(|t| t.as_ref().trim().is_empty()) {
             return Err(QzhouError::EmptyText { index });
         }
         let prefix = self.prefix(options)?;
-        let full: Vec<String> = texts.iter().map(|t| format!("{prefix}{}", t.as_ref())).collect();
+        let full: Vec<String> = texts
+            .iter()
+            .map(|t| format!("{prefix}{}", t.as_ref()))
+            .collect();
         self.tokenizer.encode(&full)
     }
 
@@ -282,14 +311,22 @@ impl<B: Backend> Embedder<B> {
     fn embed_batch(&self, seqs: &[&[u32]]) -> Result<Vec<f32>> {
         let (input_ids, mask) = pad_batch::<B>(seqs, self.tokenizer.pad_id(), &self.device);
         let pooled = self.encode(input_ids, mask);
-        let data = pooled.try_into_data().map_err(|e| QzhouError::Backend(format!("{e:?}")))?;
-        data.convert::<f32>().into_vec::<f32>().map_err(|e| QzhouError::Backend(format!("{e:?}")))
+        let data = pooled
+            .try_into_data()
+            .map_err(|e| QzhouError::Backend(format!("{e:?}")))?;
+        data.convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| QzhouError::Backend(format!("{e:?}")))
     }
 
     /// Forward + pooling (+ normalisation) on device tensors: `input_ids`/`attention_mask`
     /// `[batch, seq]` (right-padded) -> `[batch, dim]`. The building block for async callers
     /// (WebGPU) and training.
-    pub fn encode(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+    pub fn encode(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 2> {
         let hidden = self.model.forward(input_ids, attention_mask.clone());
         let pooled = pool(hidden, attention_mask, self.pooling);
         if self.normalize {

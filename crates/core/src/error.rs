@@ -15,7 +15,11 @@ pub struct ShapeMismatch {
 
 impl fmt::Display for ShapeMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (expected {:?}, found {:?})", self.name, self.expected, self.found)
+        write!(
+            f,
+            "{} (expected {:?}, found {:?})",
+            self.name, self.expected, self.found
+        )
     }
 }
 
@@ -156,7 +160,10 @@ fn describe_mismatch(
         parts.push(format!("wrong shape [{}]", v.join(", ")));
     }
     if !bad_dtype.is_empty() {
-        let v: Vec<String> = bad_dtype.iter().map(|(n, d)| format!("{n} ({d})")).collect();
+        let v: Vec<String> = bad_dtype
+            .iter()
+            .map(|(n, d)| format!("{n} ({d})"))
+            .collect();
         parts.push(format!("unsupported dtype [{}]", v.join(", ")));
     }
     parts.join("; ")

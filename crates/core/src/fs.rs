@@ -23,7 +23,13 @@ impl FileSource {
     pub fn open(path: &Path) -> Result<Self> {
         let name = path.display().to_string();
         let file = File::open(path).map_err(|e| io_error(path, e))?;
-        let len = file.metadata().map_err(|e| QzhouError::Io { name: name.clone(), source: e })?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| QzhouError::Io {
+                name: name.clone(),
+                source: e,
+            })?
+            .len();
         Ok(Self { name, file, len })
     }
 }
@@ -32,7 +38,10 @@ fn io_error(path: &Path, e: std::io::Error) -> QzhouError {
     if e.kind() == std::io::ErrorKind::NotFound {
         QzhouError::MissingFile(path.display().to_string())
     } else {
-        QzhouError::Io { name: path.display().to_string(), source: e }
+        QzhouError::Io {
+            name: path.display().to_string(),
+            source: e,
+        }
     }
 }
 
@@ -71,7 +80,10 @@ fn read_optional(path: PathBuf) -> Result<Option<Vec<u8>>> {
     match std::fs::read(&path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(QzhouError::Io { name: path.display().to_string(), source: e }),
+        Err(e) => Err(QzhouError::Io {
+            name: path.display().to_string(),
+            source: e,
+        }),
     }
 }
 
@@ -93,7 +105,11 @@ pub fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
     };
     let files = names
         .iter()
-        .map(|n| Ok(SafetensorsFile::open(Box::new(FileSource::open(&dir.join(n))?))?))
+        .map(|n| {
+            Ok(SafetensorsFile::open(Box::new(FileSource::open(
+                &dir.join(n),
+            )?))?)
+        })
         .collect::<Result<Vec<_>>>()?;
     Checkpoint::new(files)
 }
@@ -104,7 +120,10 @@ impl ModelFiles {
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
-            return Err(QzhouError::MissingFile(format!("{} (model folder)", dir.display())));
+            return Err(QzhouError::MissingFile(format!(
+                "{} (model folder)",
+                dir.display()
+            )));
         }
         let modules = read_optional(dir.join("modules.json"))?;
         let pooling_dir = match &modules {
@@ -131,7 +150,11 @@ impl ModelFiles {
 
 impl<B: Backend> Embedder<B> {
     /// Load a model folder onto `device`.
-    pub fn from_dir(dir: impl AsRef<Path>, device: &B::Device, options: &LoadOptions) -> Result<Self> {
+    pub fn from_dir(
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         Self::from_files(ModelFiles::from_dir(dir)?, device, options)
     }
 }

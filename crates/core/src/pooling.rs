@@ -31,17 +31,27 @@ impl std::str::FromStr for Pooling {
 
 /// Pool `hidden` `[batch, seq, hidden]` under `attention_mask` `[batch, seq]` (1 = real token,
 /// right padding) into `[batch, hidden]`.
-pub fn pool<B: Backend>(hidden: Tensor<B, 3>, attention_mask: Tensor<B, 2, Int>, pooling: Pooling) -> Tensor<B, 2> {
+pub fn pool<B: Backend>(
+    hidden: Tensor<B, 3>,
+    attention_mask: Tensor<B, 2, Int>,
+    pooling: Pooling,
+) -> Tensor<B, 2> {
     let [b, s, h] = hidden.dims();
     match pooling {
         Pooling::Mean => {
             let mask = attention_mask.float();
             let counts = mask.clone().sum_dim(1); // [b, 1]
-            let summed = (hidden * mask.reshape([b, s, 1])).sum_dim(1).reshape([b, h]);
+            let summed = (hidden * mask.reshape([b, s, 1]))
+                .sum_dim(1)
+                .reshape([b, h]);
             summed / counts
         }
         Pooling::LastToken => {
-            let last = attention_mask.sum_dim(1).sub_scalar(1).reshape([b, 1, 1]).repeat_dim(2, h);
+            let last = attention_mask
+                .sum_dim(1)
+                .sub_scalar(1)
+                .reshape([b, 1, 1])
+                .repeat_dim(2, h);
             hidden.gather(1, last).reshape([b, h])
         }
         Pooling::FirstToken => hidden.narrow(1, 0, 1).reshape([b, h]),

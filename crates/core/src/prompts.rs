@@ -31,7 +31,9 @@ impl std::str::FromStr for PromptStyle {
         match s {
             "space" => Ok(Self::Space),
             "no-space" | "nospace" => Ok(Self::NoSpace),
-            other => Err(QzhouError::InvalidOption(format!("prompt style `{other}` (expected space or no-space)"))),
+            other => Err(QzhouError::InvalidOption(format!(
+                "prompt style `{other}` (expected space or no-space)"
+            ))),
         }
     }
 }
@@ -127,11 +129,19 @@ pub fn task_instruction(name: &str) -> Result<&'static TaskInstruction> {
     let suggestion = t
         .tasks
         .iter()
-        .map(|x| (strsim::levenshtein(&x.task.to_lowercase(), &name.to_lowercase()), &x.task))
+        .map(|x| {
+            (
+                strsim::levenshtein(&x.task.to_lowercase(), &name.to_lowercase()),
+                &x.task,
+            )
+        })
         .min()
         .filter(|(d, _)| *d <= 4)
         .map(|(_, n)| n.clone());
-    Err(QzhouError::UnknownTask { name: name.to_string(), suggestion })
+    Err(QzhouError::UnknownTask {
+        name: name.to_string(),
+        suggestion,
+    })
 }
 
 #[cfg(test)]
@@ -144,27 +154,50 @@ mod tests {
             format_query(DEFAULT_INSTRUCTION, "what is the capital of France?", PromptStyle::Space),
             "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: what is the capital of France?"
         );
-        assert_eq!(format_query("X", "y", PromptStyle::NoSpace), "Instruct: X\nQuery:y");
+        assert_eq!(
+            format_query("X", "y", PromptStyle::NoSpace),
+            "Instruct: X\nQuery:y"
+        );
     }
 
     #[test]
     fn table_covers_both_benchmarks() {
-        let eng = all_tasks().iter().filter(|t| t.benchmark == "MTEB(eng, v2)").count();
-        let cmn = all_tasks().iter().filter(|t| t.benchmark == "MTEB(cmn, v1)").count();
+        let eng = all_tasks()
+            .iter()
+            .filter(|t| t.benchmark == "MTEB(eng, v2)")
+            .count();
+        let cmn = all_tasks()
+            .iter()
+            .filter(|t| t.benchmark == "MTEB(cmn, v1)")
+            .count();
         assert_eq!((eng, cmn), (41, 31));
         let fiqa = task_instruction("FiQA2018").unwrap();
-        assert_eq!(fiqa.instruction, "Given a financial question, retrieve user replies that best answer the question");
+        assert_eq!(
+            fiqa.instruction,
+            "Given a financial question, retrieve user replies that best answer the question"
+        );
         assert_eq!(fiqa.apply_to, InstructionSide::Query);
         let arguana = task_instruction("ArguAna").unwrap();
         assert_eq!(arguana.apply_to, InstructionSide::All);
-        assert_eq!(task_instruction("Cmnli").unwrap().instruction, "Retrieve semantically similar text.");
-        assert_eq!(task_instruction("STSB").unwrap().instruction, "Retrieve semantically similar text");
-        assert_eq!(task_instruction("MedrxivClusteringS2S").unwrap().task, "MedrxivClusteringS2S.v2");
+        assert_eq!(
+            task_instruction("Cmnli").unwrap().instruction,
+            "Retrieve semantically similar text."
+        );
+        assert_eq!(
+            task_instruction("STSB").unwrap().instruction,
+            "Retrieve semantically similar text"
+        );
+        assert_eq!(
+            task_instruction("MedrxivClusteringS2S").unwrap().task,
+            "MedrxivClusteringS2S.v2"
+        );
         assert_eq!(task_instruction("fiqa2018").unwrap().task, "FiQA2018");
         for t in all_tasks() {
             let side = t.apply_to;
             match t.task_type {
-                TaskType::Retrieval if t.benchmark == "MTEB(cmn, v1)" => assert_eq!(side, InstructionSide::Query),
+                TaskType::Retrieval if t.benchmark == "MTEB(cmn, v1)" => {
+                    assert_eq!(side, InstructionSide::Query)
+                }
                 TaskType::Retrieval => {}
                 _ => assert_eq!(side, InstructionSide::All, "{}", t.task),
             }
@@ -175,7 +208,9 @@ mod tests {
     fn unknown_task_suggests_the_closest() {
         let e = task_instruction("FiQA2019").unwrap_err().to_string();
         assert_eq!(e, "unknown task `FiQA2019` (did you mean `FiQA2018`?)");
-        let e = task_instruction("completely different").unwrap_err().to_string();
+        let e = task_instruction("completely different")
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "unknown task `completely different`");
     }
 }

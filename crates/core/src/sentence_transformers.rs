@@ -49,25 +49,42 @@ struct ModuleEntry {
 /// Parse `modules.json`; returns the Pooling module's folder (if any) and whether a Normalize
 /// module is present.
 pub fn parse_modules(bytes: &[u8]) -> Result<(Option<String>, bool)> {
-    let err = |reason: String| QzhouError::SentenceTransformers { file: "modules.json".into(), reason };
-    let modules: Vec<ModuleEntry> = serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?;
-    let pooling = modules.iter().find(|m| m.kind.ends_with(".Pooling")).map(|m| m.path.clone());
+    let err = |reason: String| QzhouError::SentenceTransformers {
+        file: "modules.json".into(),
+        reason,
+    };
+    let modules: Vec<ModuleEntry> =
+        serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?;
+    let pooling = modules
+        .iter()
+        .find(|m| m.kind.ends_with(".Pooling"))
+        .map(|m| m.path.clone());
     let normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
     if let Some(other) = modules.iter().find(|m| {
-        !(m.kind.ends_with(".Transformer") || m.kind.ends_with(".Pooling") || m.kind.ends_with(".Normalize"))
+        !(m.kind.ends_with(".Transformer")
+            || m.kind.ends_with(".Pooling")
+            || m.kind.ends_with(".Normalize"))
     }) {
-        return Err(err(format!("module `{}` is not supported (only Transformer, Pooling, Normalize)", other.kind)));
+        return Err(err(format!(
+            "module `{}` is not supported (only Transformer, Pooling, Normalize)",
+            other.kind
+        )));
     }
     Ok((pooling, normalize))
 }
 
 /// Parse a Pooling module config into our [`Pooling`].
 pub fn parse_pooling(bytes: &[u8]) -> Result<Pooling> {
-    let err = |reason: String| QzhouError::SentenceTransformers { file: "1_Pooling/config.json".into(), reason };
+    let err = |reason: String| QzhouError::SentenceTransformers {
+        file: "1_Pooling/config.json".into(),
+        reason,
+    };
     let v: Value = serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?;
     let on = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
     if v.get("include_prompt").and_then(Value::as_bool) == Some(false) {
-        return Err(err("include_prompt = false is not supported (QZhou pools over the prompt too)".into()));
+        return Err(err(
+            "include_prompt = false is not supported (QZhou pools over the prompt too)".into(),
+        ));
     }
     let modes = [
         ("pooling_mode_mean_tokens", Some(Pooling::Mean)),
@@ -82,7 +99,9 @@ pub fn parse_pooling(bytes: &[u8]) -> Result<Pooling> {
         [(_, Some(p))] => Ok(*p),
         [(k, None)] => Err(err(format!("`{k}` is not supported"))),
         [] => Err(err("no pooling mode is enabled".into())),
-        _ => Err(err("several pooling modes at once (concatenated outputs) are not supported".into())),
+        _ => Err(err(
+            "several pooling modes at once (concatenated outputs) are not supported".into(),
+        )),
     }
 }
 
@@ -103,19 +122,24 @@ impl SentenceTransformersConfig {
                 prompts: BTreeMap<String, String>,
                 default_prompt_name: Option<String>,
             }
-            let raw: Raw = serde_json::from_slice(c).map_err(|e| QzhouError::SentenceTransformers {
-                file: "config_sentence_transformers.json".into(),
-                reason: e.to_string(),
-            })?;
+            let raw: Raw =
+                serde_json::from_slice(c).map_err(|e| QzhouError::SentenceTransformers {
+                    file: "config_sentence_transformers.json".into(),
+                    reason: e.to_string(),
+                })?;
             out.prompts = raw.prompts;
             out.default_prompt_name = raw.default_prompt_name;
         }
         if let Some(s) = &files.sentence_bert_config {
-            let v: Value = serde_json::from_slice(s).map_err(|e| QzhouError::SentenceTransformers {
-                file: "sentence_bert_config.json".into(),
-                reason: e.to_string(),
-            })?;
-            out.max_seq_length = v.get("max_seq_length").and_then(Value::as_u64).map(|n| n as usize);
+            let v: Value =
+                serde_json::from_slice(s).map_err(|e| QzhouError::SentenceTransformers {
+                    file: "sentence_bert_config.json".into(),
+                    reason: e.to_string(),
+                })?;
+            out.max_seq_length = v
+                .get("max_seq_length")
+                .and_then(Value::as_u64)
+                .map(|n| n as usize);
         }
         Ok(out)
     }
@@ -145,11 +169,24 @@ mod tests {
 
     #[test]
     fn unsupported_pooling_is_an_error_naming_the_file() {
-        let e = parse_pooling(br#"{"pooling_mode_max_tokens":true}"#).unwrap_err().to_string();
-        assert!(e.starts_with("1_Pooling/config.json") && e.contains("max_tokens"), "{e}");
-        assert!(parse_pooling(br#"{"pooling_mode_mean_tokens":true,"pooling_mode_cls_token":true}"#).is_err());
-        assert!(parse_modules(b"{").unwrap_err().to_string().starts_with("modules.json"));
-        let e = parse_modules(br#"[{"path":"2_Dense","type":"sentence_transformers.models.Dense"}]"#).unwrap_err();
+        let e = parse_pooling(br#"{"pooling_mode_max_tokens":true}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("1_Pooling/config.json") && e.contains("max_tokens"),
+            "{e}"
+        );
+        assert!(parse_pooling(
+            br#"{"pooling_mode_mean_tokens":true,"pooling_mode_cls_token":true}"#
+        )
+        .is_err());
+        assert!(parse_modules(b"{")
+            .unwrap_err()
+            .to_string()
+            .starts_with("modules.json"));
+        let e =
+            parse_modules(br#"[{"path":"2_Dense","type":"sentence_transformers.models.Dense"}]"#)
+                .unwrap_err();
         assert!(e.to_string().contains("Dense"));
     }
 }

@@ -39,9 +39,12 @@ impl TextTokenizer {
     /// Parse `tokenizer.json` bytes. `max_length` counts every token, special ones included.
     pub fn from_json(bytes: &[u8], max_length: usize, truncation: Truncation) -> Result<Self> {
         if max_length == 0 {
-            return Err(QzhouError::InvalidOption("max length must be at least 1".into()));
+            return Err(QzhouError::InvalidOption(
+                "max length must be at least 1".into(),
+            ));
         }
-        let mut inner = Tokenizer::from_bytes(bytes).map_err(|e| QzhouError::Tokenizer(e.to_string()))?;
+        let mut inner =
+            Tokenizer::from_bytes(bytes).map_err(|e| QzhouError::Tokenizer(e.to_string()))?;
         inner
             .with_truncation(Some(TruncationParams {
                 max_length,
@@ -55,7 +58,12 @@ impl TextTokenizer {
             .iter()
             .find_map(|t| inner.token_to_id(t))
             .unwrap_or(0);
-        Ok(Self { inner, max_length, truncation, pad_id })
+        Ok(Self {
+            inner,
+            max_length,
+            truncation,
+            pad_id,
+        })
     }
 
     /// Maximum tokens per text.
@@ -79,7 +87,10 @@ impl TextTokenizer {
                 if text.trim().is_empty() {
                     return Err(QzhouError::EmptyText { index });
                 }
-                let enc = self.inner.encode(text, true).map_err(|e| QzhouError::Tokenizer(e.to_string()))?;
+                let enc = self
+                    .inner
+                    .encode(text, true)
+                    .map_err(|e| QzhouError::Tokenizer(e.to_string()))?;
                 if self.truncation == Truncation::Error && !enc.get_overflowing().is_empty() {
                     let tokens = self
                         .inner
@@ -89,7 +100,11 @@ impl TextTokenizer {
                         .encode(text, true)
                         .map_err(|e| QzhouError::Tokenizer(e.to_string()))?
                         .len();
-                    return Err(QzhouError::TextTooLong { index, tokens, max_length: self.max_length });
+                    return Err(QzhouError::TextTooLong {
+                        index,
+                        tokens,
+                        max_length: self.max_length,
+                    });
                 }
                 Ok(enc.get_ids().to_vec())
             })
@@ -98,6 +113,8 @@ impl TextTokenizer {
 
     /// The text of `ids` (for diagnostics).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| QzhouError::Tokenizer(e.to_string()))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| QzhouError::Tokenizer(e.to_string()))
     }
 }

@@ -37,7 +37,10 @@ pub struct MemorySource {
 impl MemorySource {
     /// Wrap `bytes` under the label `name`.
     pub fn new(name: impl Into<String>, bytes: impl Into<Arc<[u8]>>) -> Self {
-        Self { name: name.into(), bytes: bytes.into() }
+        Self {
+            name: name.into(),
+            bytes: bytes.into(),
+        }
     }
 }
 
@@ -50,9 +53,15 @@ impl ByteSource for MemorySource {
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         let start = usize::try_from(offset).map_err(std::io::Error::other)?;
-        let end = start.checked_add(buf.len()).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end of the buffer")
-        })?;
+        let end = start
+            .checked_add(buf.len())
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "read past the end of the buffer",
+                )
+            })?;
         buf.copy_from_slice(&self.bytes[start..end]);
         Ok(())
     }
@@ -71,17 +80,27 @@ const MAX_HEADER: u64 = 100_000_000;
 impl SafetensorsFile {
     /// Parse the header of `source`; fails with the file name on any inconsistency.
     pub fn open(source: Box<dyn ByteSource>) -> Result<Self> {
-        let bad = |reason: String| QzhouError::Safetensors { file: source.name().to_string(), reason };
-        let io = |e: std::io::Error| QzhouError::Io { name: source.name().to_string(), source: e };
+        let bad = |reason: String| QzhouError::Safetensors {
+            file: source.name().to_string(),
+            reason,
+        };
+        let io = |e: std::io::Error| QzhouError::Io {
+            name: source.name().to_string(),
+            source: e,
+        };
         let total = source.len();
         if total < 8 {
-            return Err(bad(format!("only {total} bytes; a header needs at least 8")));
+            return Err(bad(format!(
+                "only {total} bytes; a header needs at least 8"
+            )));
         }
         let mut len_bytes = [0u8; 8];
         source.read_exact_at(0, &mut len_bytes).map_err(io)?;
         let n = u64::from_le_bytes(len_bytes);
         if n > MAX_HEADER || n + 8 > total {
-            return Err(bad(format!("header length {n} does not fit a {total}-byte file")));
+            return Err(bad(format!(
+                "header length {n} does not fit a {total}-byte file"
+            )));
         }
         let mut header = vec![0u8; n as usize];
         source.read_exact_at(8, &mut header).map_err(io)?;
@@ -94,7 +113,11 @@ impl SafetensorsFile {
                 total - 8 - n
             )));
         }
-        Ok(Self { source, data_start: 8 + n, metadata })
+        Ok(Self {
+            source,
+            data_start: 8 + n,
+            metadata,
+        })
     }
 
     /// Label of the underlying source.
@@ -124,8 +147,13 @@ pub fn shard_file_names(index_json: &[u8]) -> Result<Vec<String>> {
     if files.is_empty() {
         return Err(QzhouError::ShardIndex("`weight_map` is empty".into()));
     }
-    if let Some(f) = files.iter().find(|f| f.contains('/') || f.contains('\\') || f.starts_with('.')) {
-        return Err(QzhouError::ShardIndex(format!("shard name `{f}` must be a plain file name")));
+    if let Some(f) = files
+        .iter()
+        .find(|f| f.contains('/') || f.contains('\\') || f.starts_with('.'))
+    {
+        return Err(QzhouError::ShardIndex(format!(
+            "shard name `{f}` must be a plain file name"
+        )));
     }
     Ok(files)
 }
@@ -178,7 +206,9 @@ impl Checkpoint {
 
     /// A checkpoint held in one in-memory safetensors buffer.
     pub fn from_bytes(name: &str, bytes: impl Into<Arc<[u8]>>) -> Result<Self> {
-        Self::new(vec![SafetensorsFile::open(Box::new(MemorySource::new(name, bytes)))?])
+        Self::new(vec![SafetensorsFile::open(Box::new(MemorySource::new(
+            name, bytes,
+        )))?])
     }
 
     /// Every tensor name, sorted.
@@ -203,7 +233,10 @@ impl Checkpoint {
             Dtype::BF16 => Ok(StoredDtype::BF16),
             other => Err(format!("{other:?}")),
         };
-        Some(TensorMeta { shape: info.shape.clone(), dtype })
+        Some(TensorMeta {
+            shape: info.shape.clone(),
+            dtype,
+        })
     }
 
     /// Read `name` as little-endian f32 values (converting f16/bf16), in the file's layout.
@@ -220,12 +253,17 @@ impl Checkpoint {
         let info = file.metadata.info(name).ok_or_else(missing)?;
         let (start, end) = info.data_offsets;
         let offset = file.data_start + start as u64;
-        let io = |e| QzhouError::Io { name: file.name().to_string(), source: e };
+        let io = |e| QzhouError::Io {
+            name: file.name().to_string(),
+            source: e,
+        };
         match info.dtype {
             Dtype::F32 => {
                 let n = (end - start) / 4;
                 let mut out = vec![0f32; n];
-                file.source.read_exact_at(offset, bytemuck::cast_slice_mut(&mut out)).map_err(io)?;
+                file.source
+                    .read_exact_at(offset, bytemuck::cast_slice_mut(&mut out))
+                    .map_err(io)?;
                 if cfg!(target_endian = "big") {
                     for v in &mut out {
                         *v = f32::from_bits(u32::from_le(v.to_bits()));
@@ -276,8 +314,14 @@ mod tests {
     fn reads_f32_f16_bf16_as_f32() {
         let vals = [1.5f32, -2.25, 0.0, 3.0e-3];
         let f32b: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let f16b: Vec<u8> = vals.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
-        let bf16b: Vec<u8> = vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+        let f16b: Vec<u8> = vals
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let bf16b: Vec<u8> = vals
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
         let bytes = file(&[
             ("a", Dtype::F32, vec![2, 2], f32b),
             ("b", Dtype::F16, vec![4], f16b),
@@ -285,32 +329,56 @@ mod tests {
         ]);
         let ck = Checkpoint::from_bytes("t.safetensors", bytes).unwrap();
         assert_eq!(ck.read_f32("a").unwrap(), vals);
-        let h: Vec<f32> = vals.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
+        let h: Vec<f32> = vals
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_f32())
+            .collect();
         assert_eq!(ck.read_f32("b").unwrap(), h);
-        let b: Vec<f32> = vals.iter().map(|v| half::bf16::from_f32(*v).to_f32()).collect();
+        let b: Vec<f32> = vals
+            .iter()
+            .map(|v| half::bf16::from_f32(*v).to_f32())
+            .collect();
         assert_eq!(ck.read_f32("c").unwrap(), b);
         assert_eq!(ck.meta("a").unwrap().shape, vec![2, 2]);
     }
 
     #[test]
     fn broken_files_name_the_file() {
-        let e = Checkpoint::from_bytes("w.safetensors", vec![1u8, 2, 3]).err().unwrap().to_string();
+        let e = Checkpoint::from_bytes("w.safetensors", vec![1u8, 2, 3])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("w.safetensors") && e.contains("8"), "{e}");
         let mut good = file(&[("a", Dtype::F32, vec![1], 1f32.to_le_bytes().to_vec())]);
         good.pop(); // truncated data
-        let e = Checkpoint::from_bytes("w.safetensors", good).err().unwrap().to_string();
-        assert!(e.contains("w.safetensors") && e.contains("data bytes"), "{e}");
+        let e = Checkpoint::from_bytes("w.safetensors", good)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("w.safetensors") && e.contains("data bytes"),
+            "{e}"
+        );
         let mut junk = 5u64.to_le_bytes().to_vec();
         junk.extend_from_slice(b"{nope");
-        let e = Checkpoint::from_bytes("w.safetensors", junk).err().unwrap().to_string();
+        let e = Checkpoint::from_bytes("w.safetensors", junk)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("bad header"), "{e}");
     }
 
     #[test]
     fn shard_index_lists_each_file_once() {
         let j = br#"{"metadata":{"total_size":8},"weight_map":{"a":"m-2.safetensors","b":"m-1.safetensors","c":"m-2.safetensors"}}"#;
-        assert_eq!(shard_file_names(j).unwrap(), vec!["m-1.safetensors", "m-2.safetensors"]);
+        assert_eq!(
+            shard_file_names(j).unwrap(),
+            vec!["m-1.safetensors", "m-2.safetensors"]
+        );
         assert!(shard_file_names(br#"{"weight_map":{"a":"../x"}}"#).is_err());
-        assert!(shard_file_names(b"[]").unwrap_err().to_string().starts_with("model.safetensors.index.json"));
+        assert!(shard_file_names(b"[]")
+            .unwrap_err()
+            .to_string()
+            .starts_with("model.safetensors.index.json"));
     }
 }

@@ -33,9 +33,16 @@ pub trait BackendJob {
 }
 
 /// Dispatch `job` to the chosen backend and dtype.
-pub fn dispatch<J: BackendJob>(kind: BackendKind, dtype: DTypeArg, device_index: usize, job: J) -> Result<()> {
+pub fn dispatch<J: BackendJob>(
+    kind: BackendKind,
+    dtype: DTypeArg,
+    device_index: usize,
+    job: J,
+) -> Result<()> {
     match (kind, dtype) {
-        (BackendKind::Cpu, DTypeArg::F32) => job.run::<burn::backend::Flex>(Default::default(), "cpu (flex, f32)"),
+        (BackendKind::Cpu, DTypeArg::F32) => {
+            job.run::<burn::backend::Flex>(Default::default(), "cpu (flex, f32)")
+        }
         (BackendKind::Cpu, d) => bail!("the CPU backend computes in f32 only (asked for {d:?})"),
         (BackendKind::Wgpu, DTypeArg::F32) => {
             #[cfg(feature = "wgpu")]
@@ -50,7 +57,9 @@ pub fn dispatch<J: BackendJob>(kind: BackendKind, dtype: DTypeArg, device_index:
             #[cfg(not(feature = "wgpu"))]
             bail!("this qzhou was built without the wgpu backend (cargo feature `wgpu`)")
         }
-        (BackendKind::Wgpu, d) => bail!("the wgpu backend computes in f32 only here (asked for {d:?}; WGSL has no bf16)"),
+        (BackendKind::Wgpu, d) => {
+            bail!("the wgpu backend computes in f32 only here (asked for {d:?}; WGSL has no bf16)")
+        }
         (BackendKind::Cuda, d) => {
             #[cfg(feature = "cuda")]
             {

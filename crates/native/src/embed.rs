@@ -6,7 +6,9 @@ use anyhow::{bail, Context, Result};
 use burn::prelude::Backend;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use qzhou_core::{AttentionMode, EmbedOptions, Embedder, LoadOptions, Pooling, PromptStyle, TextKind, Truncation};
+use qzhou_core::{
+    AttentionMode, EmbedOptions, Embedder, LoadOptions, Pooling, PromptStyle, TextKind, Truncation,
+};
 
 use crate::backend::{dispatch, BackendJob, BackendKind, DTypeArg};
 use crate::hub::resolve_model;
@@ -101,27 +103,54 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     };
     crate::output::resolve_format(args.output_format, args.output.as_deref())?;
     let model_dir = resolve_model(&args.model, &args.revision, args.cache_dir.as_deref())?;
-    let show_progress = args.input.is_some() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let show_progress =
+        args.input.is_some() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (backend, dtype, device) = (args.backend, args.dtype, args.device);
-    dispatch(backend, dtype, device, EmbedJob { args, texts, model_dir, show_progress })
+    dispatch(
+        backend,
+        dtype,
+        device,
+        EmbedJob {
+            args,
+            texts,
+            model_dir,
+            show_progress,
+        },
+    )
 }
 
 impl BackendJob for EmbedJob {
     fn run<B: Backend>(self, device: B::Device, _description: &str) -> Result<()> {
         let a = &self.args;
         let load = LoadOptions {
-            attention: a.attention.as_deref().map(str::parse::<AttentionMode>).transpose()?,
-            pooling: a.pooling.as_deref().map(str::parse::<Pooling>).transpose()?,
+            attention: a
+                .attention
+                .as_deref()
+                .map(str::parse::<AttentionMode>)
+                .transpose()?,
+            pooling: a
+                .pooling
+                .as_deref()
+                .map(str::parse::<Pooling>)
+                .transpose()?,
             normalize: if a.no_normalize { Some(false) } else { None },
             max_length: a.max_length,
-            truncation: if a.no_truncate { Truncation::Error } else { Truncation::Truncate },
+            truncation: if a.no_truncate {
+                Truncation::Error
+            } else {
+                Truncation::Truncate
+            },
             batch_tokens: a.batch_tokens,
             ..LoadOptions::default()
         };
         let embedder = Embedder::<B>::from_dir(&self.model_dir, &device, &load)
             .with_context(|| format!("loading {}", self.model_dir.display()))?;
         let options = EmbedOptions {
-            kind: if a.document { TextKind::Document } else { TextKind::Query },
+            kind: if a.document {
+                TextKind::Document
+            } else {
+                TextKind::Query
+            },
             task: a.task.clone(),
             instruction: a.instruction.clone(),
             prompt_style: a.prompt_style.parse::<PromptStyle>()?,
@@ -130,9 +159,11 @@ impl BackendJob for EmbedJob {
         let bar = if self.show_progress {
             let bar = ProgressBar::new(self.texts.len() as u64);
             bar.set_style(
-                ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} texts ({per_sec}, eta {eta})")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:40}] {pos}/{len} texts ({per_sec}, eta {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             bar
         } else {
@@ -141,7 +172,9 @@ impl BackendJob for EmbedJob {
         let mut rows = Vec::with_capacity(self.texts.len());
         for (c, chunk) in self.texts.chunks(CHUNK).enumerate() {
             let strs: Vec<&str> = chunk.iter().map(|t| t.text.as_str()).collect();
-            let got = embedder.embed(&strs, &options).map_err(|e| renumber(e, c * CHUNK, &self.texts))?;
+            let got = embedder
+                .embed(&strs, &options)
+                .map_err(|e| renumber(e, c * CHUNK, &self.texts))?;
             rows.extend(got);
             bar.inc(chunk.len() as u64);
         }
@@ -155,7 +188,9 @@ impl BackendJob for EmbedJob {
 fn renumber(e: qzhou_core::QzhouError, offset: usize, texts: &[InputText]) -> anyhow::Error {
     use qzhou_core::QzhouError::*;
     let index = match &e {
-        EmptyText { index } | TextTooLong { index, .. } | NonFinite { index } => Some(offset + index),
+        EmptyText { index } | TextTooLong { index, .. } | NonFinite { index } => {
+            Some(offset + index)
+        }
         _ => None,
     };
     match index {

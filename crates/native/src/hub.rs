@@ -21,7 +21,10 @@ fn is_hub_id(spec: &str) -> bool {
     let parts: Vec<&str> = spec.split('/').collect();
     parts.len() == 2
         && parts.iter().all(|p| {
-            !p.is_empty() && !p.starts_with('.') && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            !p.is_empty()
+                && !p.starts_with('.')
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
 }
 
@@ -36,15 +39,28 @@ pub fn resolve_model(spec: &str, revision: &str, cache_dir: Option<&Path>) -> Re
         return Ok(local.to_path_buf());
     }
     if !is_hub_id(spec) {
-        bail!("model folder {spec} not found (and `{spec}` is not a hub id of the form owner/name)");
+        bail!(
+            "model folder {spec} not found (and `{spec}` is not a hub id of the form owner/name)"
+        );
     }
-    let mut builder = ApiBuilder::from_env().with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if let Some(dir) = cache_dir.map(Path::to_path_buf).or_else(|| std::env::var_os("HF_HUB_CACHE").map(PathBuf::from)) {
+    let mut builder =
+        ApiBuilder::from_env().with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if let Some(dir) = cache_dir
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("HF_HUB_CACHE").map(PathBuf::from))
+    {
         builder = builder.with_cache_dir(dir);
     }
     let api = builder.build().context("setting up the hub client")?;
-    let repo = api.repo(Repo::with_revision(spec.to_string(), RepoType::Model, revision.to_string()));
-    let fetch = |file: &str| repo.get(file).with_context(|| format!("downloading {file} of {spec}@{revision}"));
+    let repo = api.repo(Repo::with_revision(
+        spec.to_string(),
+        RepoType::Model,
+        revision.to_string(),
+    ));
+    let fetch = |file: &str| {
+        repo.get(file)
+            .with_context(|| format!("downloading {file} of {spec}@{revision}"))
+    };
     let config = fetch(REQUIRED[0])?;
     fetch(REQUIRED[1])?;
     match repo.get("model.safetensors.index.json") {
@@ -57,16 +73,24 @@ pub fn resolve_model(spec: &str, revision: &str, cache_dir: Option<&Path>) -> Re
         Err(e) if is_not_found(&e) => {
             fetch("model.safetensors")?;
         }
-        Err(e) => return Err(e).with_context(|| format!("downloading model.safetensors.index.json of {spec}")),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("downloading model.safetensors.index.json of {spec}"))
+        }
     }
     for file in OPTIONAL {
         match repo.get(file) {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e).with_context(|| format!("downloading {file} of {spec}@{revision}")),
+            Err(e) => {
+                return Err(e).with_context(|| format!("downloading {file} of {spec}@{revision}"))
+            }
         }
     }
-    Ok(config.parent().expect("a downloaded file has a folder").to_path_buf())
+    Ok(config
+        .parent()
+        .expect("a downloaded file has a folder")
+        .to_path_buf())
 }
 
 #[cfg(test)]

@@ -35,7 +35,10 @@ pub fn read_file(path: &str, format: InputFormat) -> Result<Vec<InputText>> {
         InputFormat::Jsonl => true,
         InputFormat::Text => false,
         InputFormat::Auto => {
-            let ext = Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("");
+            let ext = Path::new(path)
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("");
             matches!(ext, "jsonl" | "ndjson")
         }
     };
@@ -53,7 +56,8 @@ pub fn read_file(path: &str, format: InputFormat) -> Result<Vec<InputText>> {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(&line).with_context(|| format!("{path}:{lineno}: malformed JSON"))?;
+            let v: Value = serde_json::from_str(&line)
+                .with_context(|| format!("{path}:{lineno}: malformed JSON"))?;
             let Some(text) = v.get("text").and_then(Value::as_str) else {
                 bail!("{path}:{lineno}: no string field `text`");
             };
@@ -61,13 +65,19 @@ pub fn read_file(path: &str, format: InputFormat) -> Result<Vec<InputText>> {
                 bail!("{path}:{lineno}: `text` is empty");
             }
             let id = v.get("id").cloned().unwrap_or(Value::from(position));
-            out.push(InputText { id, text: text.to_string() });
+            out.push(InputText {
+                id,
+                text: text.to_string(),
+            });
         } else {
             let text = line.strip_suffix('\r').unwrap_or(&line);
             if text.trim().is_empty() {
                 bail!("{path}:{lineno}: empty line (one text per line; use JSONL for texts with newlines)");
             }
-            out.push(InputText { id: Value::from(position), text: text.to_string() });
+            out.push(InputText {
+                id: Value::from(position),
+                text: text.to_string(),
+            });
         }
     }
     if out.is_empty() {
@@ -85,7 +95,10 @@ pub fn from_args(texts: &[String]) -> Result<Vec<InputText>> {
             if t.trim().is_empty() {
                 bail!("text argument #{i} is empty");
             }
-            Ok(InputText { id: Value::from(i), text: t.clone() })
+            Ok(InputText {
+                id: Value::from(i),
+                text: t.clone(),
+            })
         })
         .collect()
 }
@@ -103,15 +116,35 @@ mod tests {
 
     #[test]
     fn jsonl_with_ids_and_errors_with_line_numbers() {
-        let f = write("{\"id\":\"a\",\"text\":\"x\"}\n\n{\"text\":\"y\"}\n", ".jsonl");
+        let f = write(
+            "{\"id\":\"a\",\"text\":\"x\"}\n\n{\"text\":\"y\"}\n",
+            ".jsonl",
+        );
         let texts = read_file(f.path().to_str().unwrap(), InputFormat::Auto).unwrap();
-        assert_eq!(texts[0], InputText { id: "a".into(), text: "x".into() });
-        assert_eq!(texts[1], InputText { id: 1.into(), text: "y".into() });
+        assert_eq!(
+            texts[0],
+            InputText {
+                id: "a".into(),
+                text: "x".into()
+            }
+        );
+        assert_eq!(
+            texts[1],
+            InputText {
+                id: 1.into(),
+                text: "y".into()
+            }
+        );
         let f = write("{\"text\":\"x\"}\n{\"text\": 3}\n", ".jsonl");
-        let e = read_file(f.path().to_str().unwrap(), InputFormat::Auto).unwrap_err().to_string();
+        let e = read_file(f.path().to_str().unwrap(), InputFormat::Auto)
+            .unwrap_err()
+            .to_string();
         assert!(e.ends_with(":2: no string field `text`"), "{e}");
         let f = write("{\"text\":\"x\"\n", ".jsonl");
-        let e = format!("{:#}", read_file(f.path().to_str().unwrap(), InputFormat::Auto).unwrap_err());
+        let e = format!(
+            "{:#}",
+            read_file(f.path().to_str().unwrap(), InputFormat::Auto).unwrap_err()
+        );
         assert!(e.contains(":1: malformed JSON"), "{e}");
     }
 
@@ -119,11 +152,21 @@ mod tests {
     fn text_files_reject_blank_lines() {
         let f = write("one\r\ntwo\n", ".txt");
         let t = read_file(f.path().to_str().unwrap(), InputFormat::Auto).unwrap();
-        assert_eq!(t.iter().map(|x| x.text.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+        assert_eq!(
+            t.iter().map(|x| x.text.as_str()).collect::<Vec<_>>(),
+            ["one", "two"]
+        );
         let f = write("one\n\nthree\n", ".txt");
-        let e = read_file(f.path().to_str().unwrap(), InputFormat::Text).unwrap_err().to_string();
-        assert!(e.ends_with(":2: empty line (one text per line; use JSONL for texts with newlines)"), "{e}");
-        let e = read_file("/no/such/file.txt", InputFormat::Auto).unwrap_err().to_string();
+        let e = read_file(f.path().to_str().unwrap(), InputFormat::Text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(":2: empty line (one text per line; use JSONL for texts with newlines)"),
+            "{e}"
+        );
+        let e = read_file("/no/such/file.txt", InputFormat::Auto)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "cannot open input /no/such/file.txt");
     }
 }

@@ -24,14 +24,21 @@ pub enum OutputFormat {
 pub fn resolve_format(format: OutputFormat, path: Option<&Path>) -> Result<OutputFormat> {
     Ok(match (format, path) {
         (OutputFormat::Npy, None) => bail!("--output-format npy needs --output FILE"),
-        (OutputFormat::Auto, Some(p)) if p.extension().is_some_and(|e| e == "npy") => OutputFormat::Npy,
+        (OutputFormat::Auto, Some(p)) if p.extension().is_some_and(|e| e == "npy") => {
+            OutputFormat::Npy
+        }
         (OutputFormat::Auto, _) => OutputFormat::Jsonl,
         (f, _) => f,
     })
 }
 
 /// Write `rows` (with their ids) to `path`, or JSONL to stdout when `path` is `None`.
-pub fn write_embeddings(path: Option<&Path>, format: OutputFormat, ids: &[Value], rows: &[Vec<f32>]) -> Result<()> {
+pub fn write_embeddings(
+    path: Option<&Path>,
+    format: OutputFormat,
+    ids: &[Value],
+    rows: &[Vec<f32>],
+) -> Result<()> {
     let format = resolve_format(format, path)?;
     match path {
         None => {
@@ -89,7 +96,8 @@ fn atomic_write(path: &Path, body: impl FnOnce(&mut dyn Write) -> Result<()>) ->
         w.flush()?;
     }
     tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -111,7 +119,10 @@ mod tests {
         let jl = dir.path().join("e.jsonl");
         write_embeddings(Some(&jl), OutputFormat::Auto, &ids, &rows).unwrap();
         let text = std::fs::read_to_string(&jl).unwrap();
-        assert_eq!(text, "{\"embedding\":[1.0,2.0],\"id\":\"a\"}\n{\"embedding\":[3.0,-4.5],\"id\":7}\n");
+        assert_eq!(
+            text,
+            "{\"embedding\":[1.0,2.0],\"id\":\"a\"}\n{\"embedding\":[3.0,-4.5],\"id\":7}\n"
+        );
     }
 
     #[test]
@@ -125,7 +136,11 @@ mod tests {
         });
         assert!(r.is_err());
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "precious\n");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file left behind");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temporary file left behind"
+        );
         assert!(resolve_format(OutputFormat::Npy, None).is_err());
     }
 }

@@ -16,9 +16,19 @@ fn fixture(name: &str) -> PathBuf {
 
 fn qzhou(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_qzhou"));
-    cmd.args(args).env_remove("HF_HUB_CACHE").env_remove("HF_ENDPOINT").env_remove("HF_HOME");
+    cmd.args(args)
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_ENDPOINT")
+        .env_remove("HF_HOME");
     // The hub test talks to 127.0.0.1: keep any proxy configured for the registries out of it.
-    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
         cmd.env_remove(var);
     }
     for (k, v) in envs {
@@ -28,7 +38,11 @@ fn qzhou(args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "qzhou failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "qzhou failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
@@ -36,8 +50,15 @@ fn ok(out: &Output) -> String {
 fn fails_with(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "expected failure, got success");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
-    assert!(stderr.starts_with("qzhou: error: ") && stderr.contains(needle), "`{needle}` not in: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    assert!(
+        stderr.starts_with("qzhou: error: ") && stderr.contains(needle),
+        "`{needle}` not in: {stderr}"
+    );
 }
 
 fn expected() -> Value {
@@ -49,7 +70,12 @@ fn rows(jsonl: &str) -> Vec<(Value, Vec<f32>)> {
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            let e = v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+            let e = v["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
             (v["id"].clone(), e)
         })
         .collect()
@@ -58,14 +84,28 @@ fn rows(jsonl: &str) -> Vec<(Value, Vec<f32>)> {
 fn assert_matches_reference(got: &[Vec<f32>], model: &str, run: &str) {
     let want = &expected()["models"][model]["embeddings"][run];
     for (i, g) in got.iter().enumerate() {
-        let w: Vec<f32> = want[i].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
-        let d = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let w: Vec<f32> = want[i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let d = g
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(d <= 1e-5, "row {i}: max|Δ| {d}");
     }
 }
 
 fn texts() -> Vec<String> {
-    expected()["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+    expected()["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -83,7 +123,10 @@ fn embeds_arguments_like_transformers() {
     let model = fixture("tiny-qwen3");
     let mut args = vec!["embed", "--model", model.to_str().unwrap(), "--document"];
     args.extend(texts.iter().map(String::as_str));
-    let got: Vec<Vec<f32>> = rows(&ok(&qzhou(&args, &[]))).into_iter().map(|r| r.1).collect();
+    let got: Vec<Vec<f32>> = rows(&ok(&qzhou(&args, &[])))
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
     assert_matches_reference(&got, "tiny-qwen3", "causal-lasttoken");
 }
 
@@ -91,11 +134,27 @@ fn embeds_arguments_like_transformers() {
 fn jsonl_in_npy_out_and_queries_get_the_prompt() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    let lines: Vec<String> = texts().iter().enumerate().map(|(i, t)| serde_json::json!({"id": format!("t{i}"), "text": t}).to_string()).collect();
+    let lines: Vec<String> = texts()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"id": format!("t{i}"), "text": t}).to_string())
+        .collect();
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let npy = dir.path().join("out.npy");
     let model = fixture("tiny-qwen2");
-    ok(&qzhou(&["embed", "-m", model.to_str().unwrap(), "--document", "-i", input.to_str().unwrap(), "-o", npy.to_str().unwrap()], &[]));
+    ok(&qzhou(
+        &[
+            "embed",
+            "-m",
+            model.to_str().unwrap(),
+            "--document",
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            npy.to_str().unwrap(),
+        ],
+        &[],
+    ));
     let bytes = std::fs::read(&npy).unwrap();
     let arr = npyz::NpyFile::new(&bytes[..]).unwrap();
     assert_eq!(arr.shape(), &[texts().len() as u64, 32]);
@@ -104,7 +163,15 @@ fn jsonl_in_npy_out_and_queries_get_the_prompt() {
     assert_matches_reference(&got, "tiny-qwen2", "bidirectional-mean");
 
     // `--query` (default) adds the web-search instruction: same as the pre-formatted text 0.
-    let q = rows(&ok(&qzhou(&["embed", "-m", model.to_str().unwrap(), "what is the capital of France?"], &[])));
+    let q = rows(&ok(&qzhou(
+        &[
+            "embed",
+            "-m",
+            model.to_str().unwrap(),
+            "what is the capital of France?",
+        ],
+        &[],
+    )));
     assert_matches_reference(&[q[0].1.clone()], "tiny-qwen2", "bidirectional-mean");
 }
 
@@ -112,27 +179,88 @@ fn jsonl_in_npy_out_and_queries_get_the_prompt() {
 fn errors_are_one_line_and_keep_existing_output() {
     let model = fixture("tiny-qwen2");
     let m = model.to_str().unwrap();
-    fails_with(&qzhou(&["embed", "-m", "/no/such/model", "hi"], &[]), "model folder /no/such/model not found");
-    fails_with(&qzhou(&["embed", "-m", m, "--task", "NoSuchTask", "hi"], &[]), "unknown task `NoSuchTask`");
-    fails_with(&qzhou(&["embed", "-m", m, "ok", ""], &[]), "text argument #1 is empty");
+    fails_with(
+        &qzhou(&["embed", "-m", "/no/such/model", "hi"], &[]),
+        "model folder /no/such/model not found",
+    );
+    fails_with(
+        &qzhou(&["embed", "-m", m, "--task", "NoSuchTask", "hi"], &[]),
+        "unknown task `NoSuchTask`",
+    );
+    fails_with(
+        &qzhou(&["embed", "-m", m, "ok", ""], &[]),
+        "text argument #1 is empty",
+    );
     fails_with(&qzhou(&["embed", "-m", m], &[]), "no texts");
-    fails_with(&qzhou(&["embed", "-m", m, "--max-length", "4", "--no-truncate", "one two three four five"], &[]), "more than the maximum length 4");
-    fails_with(&qzhou(&["embed", "-m", m, "--backend", "cpu", "--dtype", "bf16", "hi"], &[]), "f32 only");
+    fails_with(
+        &qzhou(
+            &[
+                "embed",
+                "-m",
+                m,
+                "--max-length",
+                "4",
+                "--no-truncate",
+                "one two three four five",
+            ],
+            &[],
+        ),
+        "more than the maximum length 4",
+    );
+    fails_with(
+        &qzhou(
+            &[
+                "embed",
+                "-m",
+                m,
+                "--backend",
+                "cpu",
+                "--dtype",
+                "bf16",
+                "hi",
+            ],
+            &[],
+        ),
+        "f32 only",
+    );
     #[cfg(not(feature = "cuda"))]
-    fails_with(&qzhou(&["embed", "-m", m, "--backend", "cuda", "hi"], &[]), "built without CUDA");
+    fails_with(
+        &qzhou(&["embed", "-m", m, "--backend", "cuda", "hi"], &[]),
+        "built without CUDA",
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
     std::fs::write(&out, "precious\n").unwrap();
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"text\": \"fine\"}\n{\"text\": \n").unwrap();
-    fails_with(&qzhou(&["embed", "-m", m, "-i", bad.to_str().unwrap(), "-o", out.to_str().unwrap()], &[]), "bad.jsonl:2: malformed JSON");
+    fails_with(
+        &qzhou(
+            &[
+                "embed",
+                "-m",
+                m,
+                "-i",
+                bad.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "bad.jsonl:2: malformed JSON",
+    );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "precious\n");
 }
 
 /// Serve `dir` as hub repo `org/name` at revision `main`, the way hf-hub expects: ETag,
 /// x-repo-commit and byte ranges.
-fn serve_hub(dir: PathBuf) -> (String, std::thread::JoinHandle<()>, std::sync::Arc<tiny_http::Server>) {
+fn serve_hub(
+    dir: PathBuf,
+) -> (
+    String,
+    std::thread::JoinHandle<()>,
+    std::sync::Arc<tiny_http::Server>,
+) {
     let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
     let addr = format!("http://{}", server.server_addr().to_ip().unwrap());
     let s = server.clone();
@@ -149,22 +277,42 @@ fn serve_hub(dir: PathBuf) -> (String, std::thread::JoinHandle<()>, std::sync::A
                 continue;
             };
             let etag = format!("\"{:016x}{:08x}\"", fnv(&bytes), bytes.len());
-            let range = req.headers().iter().find(|h| h.field.equiv("Range")).map(|h| h.value.as_str().to_string());
-            let (status, body, content_range) = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
-                Some(r) => {
-                    let (a, b) = r.split_once('-').unwrap();
-                    let a: usize = a.parse().unwrap();
-                    let b: usize = if b.is_empty() { bytes.len() - 1 } else { b.parse::<usize>().unwrap().min(bytes.len() - 1) };
-                    (206, bytes[a..=b].to_vec(), Some(format!("bytes {a}-{b}/{}", bytes.len())))
-                }
-                None => (200, bytes.clone(), None),
-            };
+            let range = req
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv("Range"))
+                .map(|h| h.value.as_str().to_string());
+            let (status, body, content_range) =
+                match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
+                    Some(r) => {
+                        let (a, b) = r.split_once('-').unwrap();
+                        let a: usize = a.parse().unwrap();
+                        let b: usize = if b.is_empty() {
+                            bytes.len() - 1
+                        } else {
+                            b.parse::<usize>().unwrap().min(bytes.len() - 1)
+                        };
+                        (
+                            206,
+                            bytes[a..=b].to_vec(),
+                            Some(format!("bytes {a}-{b}/{}", bytes.len())),
+                        )
+                    }
+                    None => (200, bytes.clone(), None),
+                };
             let mut resp = tiny_http::Response::from_data(body)
                 .with_status_code(status)
                 .with_header(tiny_http::Header::from_bytes("ETag", etag).unwrap())
-                .with_header(tiny_http::Header::from_bytes("x-repo-commit", "0123456789abcdef0123456789abcdef01234567").unwrap());
+                .with_header(
+                    tiny_http::Header::from_bytes(
+                        "x-repo-commit",
+                        "0123456789abcdef0123456789abcdef01234567",
+                    )
+                    .unwrap(),
+                );
             if let Some(cr) = content_range {
-                resp = resp.with_header(tiny_http::Header::from_bytes("Content-Range", cr).unwrap());
+                resp =
+                    resp.with_header(tiny_http::Header::from_bytes("Content-Range", cr).unwrap());
             }
             let _ = req.respond(resp);
         }
@@ -173,22 +321,50 @@ fn serve_hub(dir: PathBuf) -> (String, std::thread::JoinHandle<()>, std::sync::A
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 #[test]
 fn downloads_from_a_hub_endpoint_and_caches() {
     let (endpoint, _handle, server) = serve_hub(fixture("tiny-qwen3"));
     let home = tempfile::tempdir().unwrap();
-    let envs = [("HF_ENDPOINT", endpoint.as_str()), ("HF_HOME", home.path().to_str().unwrap())];
-    let hub = ok(&qzhou(&["embed", "-m", "org/tiny", "--document", "Hello"], &envs));
-    let local = ok(&qzhou(&["embed", "-m", fixture("tiny-qwen3").to_str().unwrap(), "--document", "Hello"], &[]));
+    let envs = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HOME", home.path().to_str().unwrap()),
+    ];
+    let hub = ok(&qzhou(
+        &["embed", "-m", "org/tiny", "--document", "Hello"],
+        &envs,
+    ));
+    let local = ok(&qzhou(
+        &[
+            "embed",
+            "-m",
+            fixture("tiny-qwen3").to_str().unwrap(),
+            "--document",
+            "Hello",
+        ],
+        &[],
+    ));
     assert_eq!(hub, local);
-    let snapshot = home.path().join("hub/models--org--tiny/snapshots/0123456789abcdef0123456789abcdef01234567");
-    for f in ["config.json", "tokenizer.json", "model.safetensors", "modules.json", "1_Pooling/config.json"] {
+    let snapshot = home
+        .path()
+        .join("hub/models--org--tiny/snapshots/0123456789abcdef0123456789abcdef01234567");
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "modules.json",
+        "1_Pooling/config.json",
+    ] {
         assert!(snapshot.join(f).exists(), "{f} not cached");
     }
     // A missing repository is an error naming the file.
-    fails_with(&qzhou(&["embed", "-m", "org/missing", "x"], &envs), "downloading config.json of org/missing@main");
+    fails_with(
+        &qzhou(&["embed", "-m", "org/missing", "x"], &envs),
+        "downloading config.json of org/missing@main",
+    );
     server.unblock();
 }

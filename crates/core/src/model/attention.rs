@@ -64,14 +64,24 @@ impl<B: Backend> SelfAttention<B> {
         mask: Tensor<B, 4, Bool>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
-        let q = self.heads(self.q_proj.forward(x.clone()), self.num_heads, self.q_norm.as_ref());
-        let k = self.heads(self.k_proj.forward(x.clone()), self.num_kv_heads, self.k_norm.as_ref());
+        let q = self.heads(
+            self.q_proj.forward(x.clone()),
+            self.num_heads,
+            self.q_norm.as_ref(),
+        );
+        let k = self.heads(
+            self.k_proj.forward(x.clone()),
+            self.num_kv_heads,
+            self.k_norm.as_ref(),
+        );
         let v = self.heads(self.v_proj.forward(x), self.num_kv_heads, None);
         let q = apply_rope(q, cos, sin);
         let k = self.repeat_kv(apply_rope(k, cos, sin));
         let v = self.repeat_kv(v);
         let out = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
-        let out = out.swap_dims(1, 2).reshape([b, s, self.num_heads * self.head_dim]);
+        let out = out
+            .swap_dims(1, 2)
+            .reshape([b, s, self.num_heads * self.head_dim]);
         self.o_proj.forward(out)
     }
 }

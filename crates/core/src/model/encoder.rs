@@ -59,7 +59,10 @@ impl<B: Backend> QwenEncoder<B> {
     pub fn attention_mask(&self, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 4, Bool> {
         let [b, s] = attention_mask.dims();
         let device = attention_mask.device();
-        let padding = attention_mask.equal_elem(0).reshape([b, 1, 1, s]).expand([b, 1, s, s]);
+        let padding = attention_mask
+            .equal_elem(0)
+            .reshape([b, 1, 1, s])
+            .expand([b, 1, s, s]);
         let mask = if self.causal {
             let future = Tensor::<B, 2, Bool>::tril_mask([s, s], 0, &device)
                 .reshape([1, 1, s, s])
@@ -73,7 +76,11 @@ impl<B: Backend> QwenEncoder<B> {
 
     /// `input_ids`: `[batch, seq]` token ids, right-padded; `attention_mask`: `[batch, seq]`,
     /// 1 for real tokens and 0 for padding. Returns the final hidden states `[batch, seq, hidden]`.
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
         let [_, s] = input_ids.dims();
         let device = input_ids.device();
         let (cos, sin) = rope_tables::<B>(self.rope_theta, self.head_dim, s, &device);
@@ -95,7 +102,11 @@ impl<B: Backend> QwenEncoder<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let plan = WeightPlan::new(config, checkpoint)?;
-        let mut loader = Loader { checkpoint, plan: &plan, device };
+        let mut loader = Loader {
+            checkpoint,
+            plan: &plan,
+            device,
+        };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("layers.{i}.");
@@ -108,13 +119,24 @@ impl<B: Backend> QwenEncoder<B> {
                     k_proj: loader.linear(&format!("{a}k_proj"), config.attention_bias)?,
                     v_proj: loader.linear(&format!("{a}v_proj"), config.attention_bias)?,
                     o_proj: loader.linear(&format!("{a}o_proj"), false)?,
-                    q_norm: if config.qk_norm { Some(norm(&mut loader, &format!("{a}q_norm"))?) } else { None },
-                    k_norm: if config.qk_norm { Some(norm(&mut loader, &format!("{a}k_norm"))?) } else { None },
+                    q_norm: if config.qk_norm {
+                        Some(norm(&mut loader, &format!("{a}q_norm"))?)
+                    } else {
+                        None
+                    },
+                    k_norm: if config.qk_norm {
+                        Some(norm(&mut loader, &format!("{a}k_norm"))?)
+                    } else {
+                        None
+                    },
                     num_heads: config.num_attention_heads,
                     num_kv_heads: config.num_key_value_heads,
                     head_dim: config.head_dim,
                 },
-                post_attention_layernorm: norm(&mut loader, &format!("{p}post_attention_layernorm"))?,
+                post_attention_layernorm: norm(
+                    &mut loader,
+                    &format!("{p}post_attention_layernorm"),
+                )?,
                 mlp: SwiGluMlp {
                     gate_proj: loader.linear(&format!("{p}mlp.gate_proj"), false)?,
                     up_proj: loader.linear(&format!("{p}mlp.up_proj"), false)?,
@@ -123,7 +145,9 @@ impl<B: Backend> QwenEncoder<B> {
             });
         }
         Ok(Self {
-            embed_tokens: Embedding { weight: Param::from_tensor(loader.tensor::<2>("embed_tokens.weight")?) },
+            embed_tokens: Embedding {
+                weight: Param::from_tensor(loader.tensor::<2>("embed_tokens.weight")?),
+            },
             layers,
             norm: loader.rms_norm("norm", config.rms_norm_eps)?,
             rope_theta: config.rope_theta,
@@ -140,7 +164,10 @@ pub fn expected_tensors(config: &QwenConfig) -> Vec<(String, Vec<usize>)> {
     let q = config.num_attention_heads * config.head_dim;
     let kv = config.num_key_value_heads * config.head_dim;
     let ff = config.intermediate_size;
-    let mut v = vec![("embed_tokens.weight".to_string(), vec![config.vocab_size, h])];
+    let mut v = vec![(
+        "embed_tokens.weight".to_string(),
+        vec![config.vocab_size, h],
+    )];
     for i in 0..config.num_hidden_layers {
         let p = format!("layers.{i}.");
         v.push((format!("{p}input_layernorm.weight"), vec![h]));
@@ -173,7 +200,12 @@ struct WeightPlan {
 impl WeightPlan {
     fn new(config: &QwenConfig, checkpoint: &Checkpoint) -> Result<Self> {
         let names = checkpoint.names();
-        let prefix = if names.iter().any(|n| n.starts_with("model.")) { "model." } else { "" }.to_string();
+        let prefix = if names.iter().any(|n| n.starts_with("model.")) {
+            "model."
+        } else {
+            ""
+        }
+        .to_string();
         let expected = expected_tensors(config);
         let mut missing = Vec::new();
         let mut mis_shaped = Vec::new();
@@ -184,7 +216,11 @@ impl WeightPlan {
                 None => missing.push(full),
                 Some(meta) => {
                     if &meta.shape != shape {
-                        mis_shaped.push(ShapeMismatch { name: full.clone(), expected: shape.clone(), found: meta.shape });
+                        mis_shaped.push(ShapeMismatch {
+                            name: full.clone(),
+                            expected: shape.clone(),
+                            found: meta.shape,
+                        });
                     }
                     if let Err(d) = meta.dtype {
                         bad_dtype.push((full, d));
@@ -192,17 +228,28 @@ impl WeightPlan {
                 }
             }
         }
-        let wanted: std::collections::HashSet<String> =
-            expected.iter().map(|(n, _)| format!("{prefix}{n}")).collect();
+        let wanted: std::collections::HashSet<String> = expected
+            .iter()
+            .map(|(n, _)| format!("{prefix}{n}"))
+            .collect();
         let unexpected: Vec<String> = names
             .into_iter()
             .filter(|n| !wanted.contains(n))
             .filter(|n| !n.starts_with("lm_head.") && !n.ends_with("rotary_emb.inv_freq"))
             .collect();
-        if missing.is_empty() && unexpected.is_empty() && mis_shaped.is_empty() && bad_dtype.is_empty() {
+        if missing.is_empty()
+            && unexpected.is_empty()
+            && mis_shaped.is_empty()
+            && bad_dtype.is_empty()
+        {
             Ok(Self { prefix })
         } else {
-            Err(QzhouError::WeightMismatch { missing, unexpected, mis_shaped, bad_dtype })
+            Err(QzhouError::WeightMismatch {
+                missing,
+                unexpected,
+                mis_shaped,
+                bad_dtype,
+            })
         }
     }
 }
@@ -216,7 +263,11 @@ struct Loader<'a, B: Backend> {
 impl<B: Backend> Loader<'_, B> {
     fn tensor<const D: usize>(&mut self, name: &str) -> Result<Tensor<B, D>> {
         let full = format!("{}{name}", self.plan.prefix);
-        let shape = self.checkpoint.meta(&full).map(|m| m.shape).unwrap_or_default();
+        let shape = self
+            .checkpoint
+            .meta(&full)
+            .map(|m| m.shape)
+            .unwrap_or_default();
         let values = self.checkpoint.read_f32(&full)?;
         let data = TensorData::new(values, shape);
         Ok(Tensor::from_data(data, self.device))
@@ -226,11 +277,23 @@ impl<B: Backend> Loader<'_, B> {
     /// parameter is the transposed view (no copy), exactly what `LinearLayout::Col` does.
     fn linear(&mut self, name: &str, bias: bool) -> Result<Linear<B>> {
         let weight = self.tensor::<2>(&format!("{name}.weight"))?.transpose();
-        let bias = if bias { Some(Param::from_tensor(self.tensor::<1>(&format!("{name}.bias"))?)) } else { None };
-        Ok(Linear { weight: Param::from_tensor(weight), bias })
+        let bias = if bias {
+            Some(Param::from_tensor(
+                self.tensor::<1>(&format!("{name}.bias"))?,
+            ))
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
     }
 
     fn rms_norm(&mut self, name: &str, eps: f64) -> Result<RmsNorm<B>> {
-        Ok(RmsNorm { gamma: Param::from_tensor(self.tensor::<1>(&format!("{name}.weight"))?), epsilon: eps })
+        Ok(RmsNorm {
+            gamma: Param::from_tensor(self.tensor::<1>(&format!("{name}.weight"))?),
+            epsilon: eps,
+        })
     }
 }

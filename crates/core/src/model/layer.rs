@@ -28,7 +28,10 @@ impl<B: Backend> DecoderLayer<B> {
         sin: &Tensor<B, 2>,
         mask: Tensor<B, 4, Bool>,
     ) -> Tensor<B, 3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), cos, sin, mask);
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), cos, sin, mask);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }

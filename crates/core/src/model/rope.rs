@@ -43,7 +43,11 @@ fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 }
 
 /// Rotate `x` `[batch, heads, seq, head_dim]` by the tables from [`rope_tables`] `[seq, head_dim]`.
-pub fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 4> {
+pub fn apply_rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 2>,
+    sin: &Tensor<B, 2>,
+) -> Tensor<B, 4> {
     let cos = cos.clone().unsqueeze::<4>();
     let sin = sin.clone().unsqueeze::<4>();
     x.clone() * cos + rotate_half(x) * sin
