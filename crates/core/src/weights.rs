@@ -239,10 +239,11 @@ impl Checkpoint {
         })
     }
 
-    /// Read `name` as little-endian f32 values (converting f16/bf16), in the file's layout.
+    /// Read `name` as little-endian f32 values (converting f16/bf16) with its shape, in the
+    /// file's layout.
     /// f32 data lands directly in the returned buffer; half-precision data passes through one
     /// temporary buffer of its own size.
-    pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+    pub fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let missing = || QzhouError::WeightMismatch {
             missing: vec![name.to_string()],
             unexpected: vec![],
@@ -257,7 +258,7 @@ impl Checkpoint {
             name: file.name().to_string(),
             source: e,
         };
-        match info.dtype {
+        let values = match info.dtype {
             Dtype::F32 => {
                 let n = (end - start) / 4;
                 let mut out = vec![0f32; n];
@@ -269,14 +270,13 @@ impl Checkpoint {
                         *v = f32::from_bits(u32::from_le(v.to_bits()));
                     }
                 }
-                Ok(out)
+                out
             }
             Dtype::F16 | Dtype::BF16 => {
                 let mut raw = vec![0u8; end - start];
                 file.source.read_exact_at(offset, &mut raw).map_err(io)?;
                 let bf16 = info.dtype == Dtype::BF16;
-                Ok(raw
-                    .chunks_exact(2)
+                raw.chunks_exact(2)
                     .map(|c| {
                         let b = [c[0], c[1]];
                         if bf16 {
@@ -285,15 +285,18 @@ impl Checkpoint {
                             half::f16::from_le_bytes(b).to_f32()
                         }
                     })
-                    .collect())
+                    .collect()
             }
-            other => Err(QzhouError::WeightMismatch {
-                missing: vec![],
-                unexpected: vec![],
-                mis_shaped: vec![],
-                bad_dtype: vec![(name.to_string(), format!("{other:?}"))],
-            }),
-        }
+            other => {
+                return Err(QzhouError::WeightMismatch {
+                    missing: vec![],
+                    unexpected: vec![],
+                    mis_shaped: vec![],
+                    bad_dtype: vec![(name.to_string(), format!("{other:?}"))],
+                })
+            }
+        };
+        Ok((values, info.shape.clone()))
     }
 }
 
@@ -328,17 +331,17 @@ mod tests {
             ("c", Dtype::BF16, vec![4], bf16b),
         ]);
         let ck = Checkpoint::from_bytes("t.safetensors", bytes).unwrap();
-        assert_eq!(ck.read_f32("a").unwrap(), vals);
+        assert_eq!(ck.read_f32("a").unwrap(), (vals.to_vec(), vec![2, 2]));
         let h: Vec<f32> = vals
             .iter()
             .map(|v| half::f16::from_f32(*v).to_f32())
             .collect();
-        assert_eq!(ck.read_f32("b").unwrap(), h);
+        assert_eq!(ck.read_f32("b").unwrap(), (h, vec![4]));
         let b: Vec<f32> = vals
             .iter()
             .map(|v| half::bf16::from_f32(*v).to_f32())
             .collect();
-        assert_eq!(ck.read_f32("c").unwrap(), b);
+        assert_eq!(ck.read_f32("c").unwrap(), (b, vec![4]));
         assert_eq!(ck.meta("a").unwrap().shape, vec![2, 2]);
     }
 

@@ -28,8 +28,8 @@ pub enum DTypeArg {
 
 /// Something to run on whichever backend is chosen.
 pub trait BackendJob {
-    /// Run on backend `B` with `device`; returns a short backend description too.
-    fn run<B: Backend>(self, device: B::Device, description: &str) -> Result<()>;
+    /// Run on backend `B` with `device`.
+    fn run<B: Backend>(self, device: B::Device) -> Result<()>;
 }
 
 /// Dispatch `job` to the chosen backend and dtype.
@@ -40,9 +40,7 @@ pub fn dispatch<J: BackendJob>(
     job: J,
 ) -> Result<()> {
     match (kind, dtype) {
-        (BackendKind::Cpu, DTypeArg::F32) => {
-            job.run::<burn::backend::Flex>(Default::default(), "cpu (flex, f32)")
-        }
+        (BackendKind::Cpu, DTypeArg::F32) => job.run::<burn::backend::Flex>(Default::default()),
         (BackendKind::Cpu, d) => bail!("the CPU backend computes in f32 only (asked for {d:?})"),
         (BackendKind::Wgpu, DTypeArg::F32) => {
             #[cfg(feature = "wgpu")]
@@ -52,7 +50,7 @@ pub fn dispatch<J: BackendJob>(
                 } else {
                     burn::backend::wgpu::WgpuDevice::DiscreteGpu(device_index)
                 };
-                job.run::<burn::backend::Wgpu>(device, "wgpu (WGSL, f32)")
+                job.run::<burn::backend::Wgpu>(device)
             }
             #[cfg(not(feature = "wgpu"))]
             bail!("this qzhou was built without the wgpu backend (cargo feature `wgpu`)")
@@ -66,9 +64,9 @@ pub fn dispatch<J: BackendJob>(
                 use burn::backend::cuda::{Cuda, CudaDevice};
                 let device = CudaDevice::new(device_index);
                 match d {
-                    DTypeArg::F32 => job.run::<Cuda<f32>>(device, "cuda (f32)"),
-                    DTypeArg::F16 => job.run::<Cuda<half::f16>>(device, "cuda (f16)"),
-                    DTypeArg::Bf16 => job.run::<Cuda<half::bf16>>(device, "cuda (bf16)"),
+                    DTypeArg::F32 => job.run::<Cuda<f32>>(device),
+                    DTypeArg::F16 => job.run::<Cuda<half::f16>>(device),
+                    DTypeArg::Bf16 => job.run::<Cuda<half::bf16>>(device),
                 }
             }
             #[cfg(not(feature = "cuda"))]

@@ -120,7 +120,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
 }
 
 impl BackendJob for EmbedJob {
-    fn run<B: Backend>(self, device: B::Device, _description: &str) -> Result<()> {
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let a = &self.args;
         let load = LoadOptions {
             attention: a

@@ -102,7 +102,7 @@ impl<B: Backend> QwenEncoder<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let plan = WeightPlan::new(config, checkpoint)?;
-        let mut loader = Loader {
+        let loader = Loader {
             checkpoint,
             plan: &plan,
             device,
@@ -111,21 +111,21 @@ impl<B: Backend> QwenEncoder<B> {
         for i in 0..config.num_hidden_layers {
             let p = format!("layers.{i}.");
             let a = format!("{p}self_attn.");
-            let norm = |l: &mut Loader<B>, n: &str| l.rms_norm(n, config.rms_norm_eps);
+            let norm = |n: &str| loader.rms_norm(n, config.rms_norm_eps);
             layers.push(DecoderLayer {
-                input_layernorm: norm(&mut loader, &format!("{p}input_layernorm"))?,
+                input_layernorm: norm(&format!("{p}input_layernorm"))?,
                 self_attn: SelfAttention {
                     q_proj: loader.linear(&format!("{a}q_proj"), config.attention_bias)?,
                     k_proj: loader.linear(&format!("{a}k_proj"), config.attention_bias)?,
                     v_proj: loader.linear(&format!("{a}v_proj"), config.attention_bias)?,
                     o_proj: loader.linear(&format!("{a}o_proj"), false)?,
                     q_norm: if config.qk_norm {
-                        Some(norm(&mut loader, &format!("{a}q_norm"))?)
+                        Some(norm(&format!("{a}q_norm"))?)
                     } else {
                         None
                     },
                     k_norm: if config.qk_norm {
-                        Some(norm(&mut loader, &format!("{a}k_norm"))?)
+                        Some(norm(&format!("{a}k_norm"))?)
                     } else {
                         None
                     },
@@ -133,10 +133,7 @@ impl<B: Backend> QwenEncoder<B> {
                     num_kv_heads: config.num_key_value_heads,
                     head_dim: config.head_dim,
                 },
-                post_attention_layernorm: norm(
-                    &mut loader,
-                    &format!("{p}post_attention_layernorm"),
-                )?,
+                post_attention_layernorm: norm(&format!("{p}post_attention_layernorm"))?,
                 mlp: SwiGluMlp {
                     gate_proj: loader.linear(&format!("{p}mlp.gate_proj"), false)?,
                     up_proj: loader.linear(&format!("{p}mlp.up_proj"), false)?,
@@ -261,21 +258,16 @@ struct Loader<'a, B: Backend> {
 }
 
 impl<B: Backend> Loader<'_, B> {
-    fn tensor<const D: usize>(&mut self, name: &str) -> Result<Tensor<B, D>> {
+    fn tensor<const D: usize>(&self, name: &str) -> Result<Tensor<B, D>> {
         let full = format!("{}{name}", self.plan.prefix);
-        let shape = self
-            .checkpoint
-            .meta(&full)
-            .map(|m| m.shape)
-            .unwrap_or_default();
-        let values = self.checkpoint.read_f32(&full)?;
+        let (values, shape) = self.checkpoint.read_f32(&full)?;
         let data = TensorData::new(values, shape);
         Ok(Tensor::from_data(data, self.device))
     }
 
     /// HF stores Linear weights `[out, in]`; Burn computes `x @ W` with `W: [in, out]`, so the
     /// parameter is the transposed view (no copy), exactly what `LinearLayout::Col` does.
-    fn linear(&mut self, name: &str, bias: bool) -> Result<Linear<B>> {
+    fn linear(&self, name: &str, bias: bool) -> Result<Linear<B>> {
         let weight = self.tensor::<2>(&format!("{name}.weight"))?.transpose();
         let bias = if bias {
             Some(Param::from_tensor(
@@ -290,7 +282,7 @@ impl<B: Backend> Loader<'_, B> {
         })
     }
 
-    fn rms_norm(&mut self, name: &str, eps: f64) -> Result<RmsNorm<B>> {
+    fn rms_norm(&self, name: &str, eps: f64) -> Result<RmsNorm<B>> {
         Ok(RmsNorm {
             gamma: Param::from_tensor(self.tensor::<1>(&format!("{name}.weight"))?),
             epsilon: eps,
