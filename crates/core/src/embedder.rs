@@ -22,7 +22,8 @@ use crate::prompts::{
 };
 use crate::sentence_transformers::{SentenceTransformersConfig, SentenceTransformersFiles};
 use crate::tokenizer::{TextTokenizer, Truncation};
-use crate::weights::Checkpoint;
+#[allow(unused_imports)] // named in docs
+use crate::weights::{Checkpoint, TensorSource};
 
 /// Default padded-token budget of one forward pass.
 pub const DEFAULT_BATCH_TOKENS: usize = 16_384;
@@ -38,8 +39,9 @@ pub struct ModelFiles {
     pub config: Vec<u8>,
     /// `tokenizer.json`.
     pub tokenizer: Vec<u8>,
-    /// The safetensors checkpoint (one file or all shards).
-    pub checkpoint: Checkpoint,
+    /// The weights: a safetensors [`Checkpoint`] (one file or all shards), a web
+    /// [`crate::weight_pack::WeightPack`], or any other [`TensorSource`].
+    pub weights: Box<dyn TensorSource>,
     /// Optional sentence-transformers files.
     pub sentence_transformers: SentenceTransformersFiles,
 }
@@ -100,6 +102,10 @@ pub struct EmbedOptions {
     pub instruction: Option<String>,
     /// Spelling of the query template.
     pub prompt_style: PromptStyle,
+    /// Pooling for this call; `None`: the model's.
+    pub pooling: Option<Pooling>,
+    /// L2 normalisation for this call; `None`: the model's.
+    pub normalize: Option<bool>,
 }
 
 impl EmbedOptions {
@@ -175,7 +181,7 @@ impl<B: Backend> Embedder<B> {
             )));
         }
         let tokenizer = TextTokenizer::from_json(&files.tokenizer, max_length, options.truncation)?;
-        let model = QwenEncoder::load(&config, attention, &files.checkpoint, device)?;
+        let model = QwenEncoder::load(&config, attention, files.weights.as_ref(), device)?;
         Ok(Self {
             model,
             tokenizer,
@@ -265,7 +271,29 @@ impl<B: Backend> Embedder<B> {
         options: &EmbedOptions,
     ) -> Result<Vec<Vec<f32>>> {
         let ids = self.tokenize(texts, options)?;
-        self.embed_token_ids(&ids)
+        self.embed_token_ids_with(&ids, self.readout(options))
+    }
+
+    /// [`Embedder::embed`] with asynchronous read-back: the only way to read a WebGPU tensor
+    /// in a browser, and fine on every backend.
+    pub async fn embed_async<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        options: &EmbedOptions,
+    ) -> Result<Vec<Vec<f32>>> {
+        let ids = self.tokenize(texts, options)?;
+        let readout = self.readout(options);
+        let mut out = vec![Vec::new(); ids.len()];
+        for batch in self.plan(&ids)? {
+            let (input_ids, mask) = self.pad(&ids, &batch);
+            let pooled = self.encode_with(input_ids, mask, readout.0, readout.1);
+            let data = pooled
+                .into_data_async()
+                .await
+                .map_err(|e| QzhouError::Backend(format!("{e:?}")))?;
+            self.place(&mut out, &batch, to_f32(data)?)?;
+        }
+        Ok(out)
     }
 
     /// Token ids of `texts` after prefixing, checking for empty and (optionally) over-long texts.
@@ -288,35 +316,60 @@ impl<B: Backend> Embedder<B> {
     /// Embed already-tokenised texts, batching by length under the token budget. A text's
     /// embedding does not depend on its batch mates (padding keys are masked, pooling is masked).
     pub fn embed_token_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-        if let Some(index) = lengths.iter().position(|&l| l == 0) {
-            return Err(QzhouError::EmptyText { index });
-        }
+        self.embed_token_ids_with(ids, (self.pooling, self.normalize))
+    }
+
+    fn embed_token_ids_with(
+        &self,
+        ids: &[Vec<u32>],
+        (pooling, normalize): (Pooling, bool),
+    ) -> Result<Vec<Vec<f32>>> {
         let mut out = vec![Vec::new(); ids.len()];
-        for batch in plan_batches(&lengths, self.batch_tokens, self.max_batch) {
-            let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
-            let rows = self.embed_batch(&seqs)?;
-            for (k, &i) in batch.iter().enumerate() {
-                let row = rows[k * self.dim()..(k + 1) * self.dim()].to_vec();
-                if row.iter().any(|v| !v.is_finite()) {
-                    return Err(QzhouError::NonFinite { index: i });
-                }
-                out[i] = row;
-            }
+        for batch in self.plan(ids)? {
+            let (input_ids, mask) = self.pad(ids, &batch);
+            let pooled = self.encode_with(input_ids, mask, pooling, normalize);
+            let data = pooled
+                .try_into_data()
+                .map_err(|e| QzhouError::Backend(format!("{e:?}")))?;
+            self.place(&mut out, &batch, to_f32(data)?)?;
         }
         Ok(out)
     }
 
-    /// One padded forward pass; returns `[batch × dim]` values row-major.
-    fn embed_batch(&self, seqs: &[&[u32]]) -> Result<Vec<f32>> {
-        let (input_ids, mask) = pad_batch::<B>(seqs, self.tokenizer.pad_id(), &self.device);
-        let pooled = self.encode(input_ids, mask);
-        let data = pooled
-            .try_into_data()
-            .map_err(|e| QzhouError::Backend(format!("{e:?}")))?;
-        data.convert::<f32>()
-            .into_vec::<f32>()
-            .map_err(|e| QzhouError::Backend(format!("{e:?}")))
+    /// Pooling and normalisation for a call.
+    fn readout(&self, options: &EmbedOptions) -> (Pooling, bool) {
+        (
+            options.pooling.unwrap_or(self.pooling),
+            options.normalize.unwrap_or(self.normalize),
+        )
+    }
+
+    /// Batches (indices into `ids`) by length under the token budget; empty texts are errors.
+    fn plan(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<usize>>> {
+        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+        if let Some(index) = lengths.iter().position(|&l| l == 0) {
+            return Err(QzhouError::EmptyText { index });
+        }
+        Ok(plan_batches(&lengths, self.batch_tokens, self.max_batch))
+    }
+
+    /// The padded `[batch, seq]` ids and mask of one planned batch.
+    fn pad(&self, ids: &[Vec<u32>], batch: &[usize]) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+        let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+        pad_batch::<B>(&seqs, self.tokenizer.pad_id(), &self.device)
+    }
+
+    /// Scatter a batch's `[batch × dim]` rows back to input order, refusing NaN/inf.
+    fn place(&self, out: &mut [Vec<f32>], batch: &[usize], rows: Vec<f32>) -> Result<()> {
+        let dim = self.dim();
+        for (k, &i) in batch.iter().enumerate() {
+            let row = rows[k * dim..(k + 1) * dim].to_vec();
+            if row.iter().any(|v| !v.is_finite()) {
+                return Err(QzhouError::NonFinite { index: i });
+            }
+            out[i] = row;
+        }
+        Ok(())
     }
 
     /// Forward + pooling (+ normalisation) on device tensors: `input_ids`/`attention_mask`
@@ -327,12 +380,30 @@ impl<B: Backend> Embedder<B> {
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
     ) -> Tensor<B, 2> {
+        self.encode_with(input_ids, attention_mask, self.pooling, self.normalize)
+    }
+
+    /// [`Embedder::encode`] with an explicit pooling and normalisation.
+    pub fn encode_with(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Tensor<B, 2> {
         let hidden = self.model.forward(input_ids, attention_mask.clone());
-        let pooled = pool(hidden, attention_mask, self.pooling);
-        if self.normalize {
+        let pooled = pool(hidden, attention_mask, pooling);
+        if normalize {
             l2_normalize(pooled)
         } else {
             pooled
         }
     }
+}
+
+/// Values of a read-back tensor as `f32`.
+fn to_f32(data: TensorData) -> Result<Vec<f32>> {
+    data.convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| QzhouError::Backend(format!("{e:?}")))
 }

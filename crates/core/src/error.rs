@@ -52,6 +52,10 @@ pub enum QzhouError {
     #[error("model.safetensors.index.json: {0}")]
     ShardIndex(String),
 
+    /// A web weight pack (manifest or weight file) is malformed, truncated or corrupt.
+    #[error("weight pack: {0}")]
+    Pack(String),
+
     /// The checkpoint does not match the model config. Lists every problem at once.
     #[error("weights do not match the config: {}", describe_mismatch(.missing, .unexpected, .mis_shaped, .bad_dtype))]
     WeightMismatch {

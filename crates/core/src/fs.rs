@@ -8,7 +8,7 @@ use burn::prelude::*;
 
 use crate::embedder::{Embedder, LoadOptions, ModelFiles};
 use crate::error::{QzhouError, Result};
-use crate::sentence_transformers::{parse_modules, SentenceTransformersFiles};
+use crate::sentence_transformers::SentenceTransformersFiles;
 use crate::weights::{shard_file_names, ByteSource, Checkpoint, SafetensorsFile};
 
 /// A file read with positioned reads (no seek state, no full read into memory).
@@ -125,25 +125,13 @@ impl ModelFiles {
                 dir.display()
             )));
         }
-        let modules = read_optional(dir.join("modules.json"))?;
-        let pooling_dir = match &modules {
-            Some(m) => parse_modules(m)?.0,
-            None => None,
-        };
-        let pooling = match pooling_dir {
-            Some(p) => read_optional(dir.join(p).join("config.json"))?,
-            None => read_optional(dir.join("1_Pooling").join("config.json"))?,
-        };
         Ok(Self {
             config: read_required(dir, "config.json")?,
             tokenizer: read_required(dir, "tokenizer.json")?,
-            checkpoint: open_checkpoint(dir)?,
-            sentence_transformers: SentenceTransformersFiles {
-                modules,
-                pooling,
-                config: read_optional(dir.join("config_sentence_transformers.json"))?,
-                sentence_bert_config: read_optional(dir.join("sentence_bert_config.json"))?,
-            },
+            weights: Box::new(open_checkpoint(dir)?),
+            sentence_transformers: SentenceTransformersFiles::gather(|name| {
+                read_optional(dir.join(name))
+            })?,
         })
     }
 }

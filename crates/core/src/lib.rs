@@ -21,8 +21,10 @@ pub mod fs;
 pub mod model;
 pub mod pooling;
 pub mod prompts;
+pub mod quantization;
 pub mod sentence_transformers;
 pub mod tokenizer;
+pub mod weight_pack;
 pub mod weights;
 
 pub use config::{AttentionMode, ModelType, QwenConfig};
@@ -30,4 +32,7 @@ pub use embedder::{EmbedOptions, Embedder, LoadOptions, ModelFiles, TextKind};
 pub use error::{QzhouError, Result};
 pub use pooling::Pooling;
 pub use prompts::PromptStyle;
+pub use quantization::Quantization;
 pub use tokenizer::{TextTokenizer, Truncation};
+pub use weight_pack::{PackManifest, WeightPack};
+pub use weights::{Checkpoint, TensorSource};

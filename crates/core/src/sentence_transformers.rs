@@ -38,6 +38,30 @@ pub struct SentenceTransformersFiles {
     pub sentence_bert_config: Option<Vec<u8>>,
 }
 
+impl SentenceTransformersFiles {
+    /// Gather the optional files of a folder through `read(relative path)`, which returns
+    /// `Ok(None)` for an absent file. The Pooling config's folder comes from `modules.json`
+    /// (default `1_Pooling`).
+    pub fn gather(mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>>) -> Result<Self> {
+        let modules = read("modules.json")?;
+        let pooling_dir = match &modules {
+            Some(m) => parse_modules(m)?.0,
+            None => None,
+        };
+        let pooling_dir = pooling_dir.unwrap_or_else(|| "1_Pooling".to_string());
+        let pooling = read(&format!(
+            "{}/config.json",
+            pooling_dir.trim_end_matches('/')
+        ))?;
+        Ok(Self {
+            modules,
+            pooling,
+            config: read("config_sentence_transformers.json")?,
+            sentence_bert_config: read("sentence_bert_config.json")?,
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct ModuleEntry {
     #[serde(default)]

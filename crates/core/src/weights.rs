@@ -167,6 +167,33 @@ pub enum StoredDtype {
     F16,
     /// bfloat16.
     BF16,
+    /// Block-quantised 8-bit (web weight packs, see [`crate::quantization`]).
+    Q8,
+    /// Block-quantised 4-bit (web weight packs, see [`crate::quantization`]).
+    Q4,
+}
+
+/// Named tensors that the model loader reads one at a time as `f32`: a safetensors
+/// [`Checkpoint`], a web [`crate::weight_pack::WeightPack`], or anything else.
+pub trait TensorSource {
+    /// Every tensor name, sorted.
+    fn names(&self) -> Vec<String>;
+    /// Shape (file layout) and dtype of `name`, without reading its data.
+    fn meta(&self, name: &str) -> Option<TensorMeta>;
+    /// The values of `name` widened (or dequantised) to `f32`, row-major, with its shape.
+    fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)>;
+}
+
+impl TensorSource for Checkpoint {
+    fn names(&self) -> Vec<String> {
+        Checkpoint::names(self)
+    }
+    fn meta(&self, name: &str) -> Option<TensorMeta> {
+        Checkpoint::meta(self, name)
+    }
+    fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        Checkpoint::read_f32(self, name)
+    }
 }
 
 /// Shape and dtype of one stored tensor.

@@ -154,6 +154,7 @@ impl BackendJob for EmbedJob {
             task: a.task.clone(),
             instruction: a.instruction.clone(),
             prompt_style: a.prompt_style.parse::<PromptStyle>()?,
+            ..EmbedOptions::default()
         };
         embedder.prefix(&options)?; // unknown task: fail before any work
         let bar = if self.show_progress {

@@ -3,6 +3,7 @@
 
 mod backend;
 mod embed;
+mod export_web;
 mod hub;
 mod input;
 mod output;
@@ -21,12 +22,15 @@ struct Cli {
 enum Command {
     /// Embed texts (arguments, a text file or JSONL) and write JSONL or .npy.
     Embed(embed::EmbedArgs),
+    /// Write web weight packs (f32, f16, q8, q4) of a model folder for the npm package.
+    ExportWeb(export_web::ExportWebArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
+        Command::ExportWeb(args) => export_web::run(args),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, no backtrace.

@@ -78,7 +78,10 @@ fn write_npy(w: &mut dyn Write, rows: &[Vec<f32>]) -> Result<()> {
 }
 
 /// Write through a temporary file next to `path`, then rename it over `path`.
-fn atomic_write(path: &Path, body: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+pub(crate) fn atomic_write(
+    path: &Path,
+    body: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -94,6 +97,13 @@ fn atomic_write(path: &Path, body: impl FnOnce(&mut dyn Write) -> Result<()>) ->
         let mut w = BufWriter::new(tmp.as_file_mut());
         body(&mut w)?;
         w.flush()?;
+    }
+    // tempfile creates 0600; results and exported models are meant to be read (and served).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     }
     tmp.as_file().sync_all()?;
     tmp.persist(path)

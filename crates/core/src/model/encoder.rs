@@ -11,7 +11,7 @@ use super::mlp::SwiGluMlp;
 use super::rope::rope_tables;
 use crate::config::{AttentionMode, QwenConfig};
 use crate::error::{QzhouError, Result, ShapeMismatch};
-use crate::weights::Checkpoint;
+use crate::weights::TensorSource;
 
 /// Qwen decoder run as an encoder: returns the final hidden state of every token.
 #[derive(Module, Debug)]
@@ -98,7 +98,7 @@ impl<B: Backend> QwenEncoder<B> {
     pub fn load(
         config: &QwenConfig,
         attention: AttentionMode,
-        checkpoint: &Checkpoint,
+        checkpoint: &dyn TensorSource,
         device: &B::Device,
     ) -> Result<Self> {
         let plan = WeightPlan::new(config, checkpoint)?;
@@ -155,6 +155,12 @@ impl<B: Backend> QwenEncoder<B> {
     }
 }
 
+/// Check that `weights` hold exactly the tensors `config` needs (names, shapes, dtypes),
+/// reporting every problem at once, without reading any tensor data.
+pub fn check_weights(config: &QwenConfig, weights: &dyn TensorSource) -> Result<()> {
+    WeightPlan::new(config, weights).map(|_| ())
+}
+
 /// Expected tensor names (without prefix) and their HF-layout shapes for a config.
 pub fn expected_tensors(config: &QwenConfig) -> Vec<(String, Vec<usize>)> {
     let h = config.hidden_size;
@@ -195,7 +201,7 @@ struct WeightPlan {
 }
 
 impl WeightPlan {
-    fn new(config: &QwenConfig, checkpoint: &Checkpoint) -> Result<Self> {
+    fn new(config: &QwenConfig, checkpoint: &dyn TensorSource) -> Result<Self> {
         let names = checkpoint.names();
         let prefix = if names.iter().any(|n| n.starts_with("model.")) {
             "model."
@@ -252,7 +258,7 @@ impl WeightPlan {
 }
 
 struct Loader<'a, B: Backend> {
-    checkpoint: &'a Checkpoint,
+    checkpoint: &'a dyn TensorSource,
     plan: &'a WeightPlan,
     device: &'a B::Device,
 }

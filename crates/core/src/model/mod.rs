@@ -7,7 +7,7 @@ mod mlp;
 mod rope;
 
 pub use attention::SelfAttention;
-pub use encoder::{expected_tensors, QwenEncoder};
+pub use encoder::{check_weights, expected_tensors, QwenEncoder};
 pub use layer::DecoderLayer;
 pub use mlp::SwiGluMlp;
 pub use rope::{apply_rope, rope_tables};

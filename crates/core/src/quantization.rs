@@ -1,0 +1,338 @@
+//! Block quantisation of weights for web weight packs (`qzhou export-web`).
+//!
+//! Every 2-D weight is cut along its last (input) dimension into blocks of [`BLOCK_SIZE`]
+//! contiguous values, each with its own scale:
+//!
+//! * **q8** — symmetric: `scale = max|x| / 127`, `q = round(x / scale)` in `[-127, 127]`,
+//!   one `i8` per value; `x ≈ q · scale`. 8.5 bits per weight with the `f16` scale.
+//! * **q4** — asymmetric: `scale = (max − min) / 15`, `q = round((x − min) / scale)` in
+//!   `[0, 15]`, two values per byte (low nibble first); `x ≈ min + q · scale`. 5 bits per
+//!   weight with the `f16` scale and `f16` min. The offset uses all 16 levels on skewed
+//!   blocks, which symmetric 4-bit (GGML Q4_0) wastes.
+//! * **f16** — IEEE half, no blocks. **f32** — unchanged.
+//!
+//! Why 32: it is the block of GGML's Q8_0/Q4_1 and the smallest common group size of
+//! GPTQ/AWQ, small enough that one outlier spoils only 32 values, and every Qwen2/Qwen3
+//! hidden, head and MLP width is a multiple of it; a block is 8 (q8) or 4 (q4) `u32` words,
+//! so a WGSL kernel reads whole words. Tensors whose last dimension is not a multiple of 32
+//! (and 1-D tensors: norms, biases) are stored as `f32`.
+
+use half::f16;
+
+use crate::error::{QzhouError, Result};
+
+/// Values per quantisation block along the last dimension.
+pub const BLOCK_SIZE: usize = 32;
+
+/// Storage scheme of a weight pack (and of each tensor in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quantization {
+    /// 32-bit float, unchanged.
+    F32,
+    /// IEEE half.
+    F16,
+    /// 8-bit symmetric blocks.
+    Q8,
+    /// 4-bit asymmetric blocks.
+    Q4,
+}
+
+impl Quantization {
+    /// All schemes, in the order `export-web` writes them.
+    pub const ALL: [Quantization; 4] = [Self::F32, Self::F16, Self::Q8, Self::Q4];
+
+    /// The name used in manifests, file names and APIs: `f32`, `f16`, `q8`, `q4`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Q8 => "q8",
+            Self::Q4 => "q4",
+        }
+    }
+
+    /// Bytes one tensor of `numel` values takes in this scheme (data + scales + mins).
+    pub fn stored_bytes(self, numel: usize) -> usize {
+        let blocks = numel / BLOCK_SIZE;
+        match self {
+            Self::F32 => numel * 4,
+            Self::F16 => numel * 2,
+            Self::Q8 => numel + blocks * 2,
+            Self::Q4 => numel / 2 + blocks * 4,
+        }
+    }
+
+    /// The scheme a tensor of `shape` is actually stored in when the pack asks for `self`:
+    /// blocks need a 2-D tensor whose last dimension is a multiple of [`BLOCK_SIZE`].
+    pub fn for_shape(self, shape: &[usize]) -> Self {
+        match self {
+            Self::Q8 | Self::Q4 if shape.len() < 2 || shape[shape.len() - 1] % BLOCK_SIZE != 0 => {
+                Self::F32
+            }
+            Self::F16 if shape.len() < 2 => Self::F32,
+            other => other,
+        }
+    }
+}
+
+impl std::fmt::Display for Quantization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Quantization {
+    type Err = QzhouError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Ok(Self::F32),
+            "f16" | "fp16" => Ok(Self::F16),
+            "q8" | "int8" => Ok(Self::Q8),
+            "q4" | "int4" => Ok(Self::Q4),
+            other => Err(QzhouError::InvalidOption(format!(
+                "unsupported quantization `{other}` (expected one of f32, f16, q8, q4)"
+            ))),
+        }
+    }
+}
+
+/// Encode `values` (row-major, length a multiple of [`BLOCK_SIZE`] for q8/q4) into the
+/// little-endian byte layout of `scheme`: q8 = `i8` data then `f16` scales; q4 = packed
+/// nibbles then `f16` scales then `f16` mins; f16/f32 = the values.
+pub fn quantize(values: &[f32], scheme: Quantization) -> Result<Vec<u8>> {
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(QzhouError::InvalidOption(format!(
+            "cannot quantize a non-finite value ({}) at index {i}",
+            values[i]
+        )));
+    }
+    let blocked = matches!(scheme, Quantization::Q8 | Quantization::Q4);
+    if blocked && values.len() % BLOCK_SIZE != 0 {
+        return Err(QzhouError::InvalidOption(format!(
+            "{scheme} needs a multiple of {BLOCK_SIZE} values, got {}",
+            values.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(scheme.stored_bytes(values.len()));
+    match scheme {
+        Quantization::F32 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        Quantization::F16 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
+        Quantization::Q8 => {
+            let mut scales = Vec::with_capacity(values.len() / BLOCK_SIZE * 2);
+            for block in values.chunks_exact(BLOCK_SIZE) {
+                let absmax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+                // Round the scale to f16 first so encoding uses the scale decoding will see.
+                let scale = f16::from_f32(absmax / 127.0);
+                let s = scale.to_f32();
+                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+                out.extend(
+                    block
+                        .iter()
+                        .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8),
+                );
+                scales.extend_from_slice(&scale.to_le_bytes());
+            }
+            out.extend_from_slice(&scales);
+        }
+        Quantization::Q4 => {
+            let blocks = values.len() / BLOCK_SIZE;
+            let mut scales = Vec::with_capacity(blocks * 2);
+            let mut mins = Vec::with_capacity(blocks * 2);
+            for block in values.chunks_exact(BLOCK_SIZE) {
+                let lo = block.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = block.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let min = f16::from_f32(lo);
+                let scale = f16::from_f32((hi - min.to_f32()).max(0.0) / 15.0);
+                let (m, s) = (min.to_f32(), scale.to_f32());
+                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+                let q = |v: f32| ((v - m) * inv).round().clamp(0.0, 15.0) as u8;
+                out.extend(block.chunks_exact(2).map(|p| q(p[0]) | (q(p[1]) << 4)));
+                scales.extend_from_slice(&scale.to_le_bytes());
+                mins.extend_from_slice(&min.to_le_bytes());
+            }
+            out.extend_from_slice(&scales);
+            out.extend_from_slice(&mins);
+        }
+    }
+    Ok(out)
+}
+
+/// Decode `numel` values stored by [`quantize`] in `scheme`. `bytes` must be exactly
+/// [`Quantization::stored_bytes`] long.
+pub fn dequantize(bytes: &[u8], numel: usize, scheme: Quantization) -> Result<Vec<f32>> {
+    let expected = scheme.stored_bytes(numel);
+    let blocked = matches!(scheme, Quantization::Q8 | Quantization::Q4);
+    if bytes.len() != expected || (blocked && numel % BLOCK_SIZE != 0) {
+        return Err(QzhouError::InvalidOption(format!(
+            "{scheme} data for {numel} values must be {expected} bytes, got {}",
+            bytes.len()
+        )));
+    }
+    let half_at = |b: &[u8], i: usize| f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32();
+    Ok(match scheme {
+        Quantization::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Quantization::F16 => (0..numel).map(|i| half_at(bytes, i)).collect(),
+        Quantization::Q8 => {
+            let (data, scales) = bytes.split_at(numel);
+            data.iter()
+                .enumerate()
+                .map(|(i, &q)| q as i8 as f32 * half_at(scales, i / BLOCK_SIZE))
+                .collect()
+        }
+        Quantization::Q4 => {
+            let blocks = numel / BLOCK_SIZE;
+            let (data, rest) = bytes.split_at(numel / 2);
+            let (scales, mins) = rest.split_at(blocks * 2);
+            let mut out = Vec::with_capacity(numel);
+            for (i, &pair) in data.iter().enumerate() {
+                let b = 2 * i / BLOCK_SIZE;
+                let (s, m) = (half_at(scales, b), half_at(mins, b));
+                out.push(m + (pair & 0x0f) as f32 * s);
+                out.push(m + (pair >> 4) as f32 * s);
+            }
+            out
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values spread like trained weights (a few outliers included).
+    fn weights(n: usize) -> Vec<f32> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let u = (state >> 11) as f32 / (1u64 << 53) as f32 - 0.5;
+                if i % 97 == 0 {
+                    u * 0.8
+                } else {
+                    u * 0.08
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn f32_and_f16_round_trip() {
+        let v = weights(64);
+        assert_eq!(
+            dequantize(
+                &quantize(&v, Quantization::F32).unwrap(),
+                64,
+                Quantization::F32
+            )
+            .unwrap(),
+            v
+        );
+        let h = dequantize(
+            &quantize(&v, Quantization::F16).unwrap(),
+            64,
+            Quantization::F16,
+        )
+        .unwrap();
+        for (a, b) in v.iter().zip(&h) {
+            assert_eq!(*b, f16::from_f32(*a).to_f32());
+        }
+    }
+
+    /// Error bound from the scheme: |x − x̂| ≤ scale/2 per value (plus f16 rounding of the
+    /// scale/min, below 1e-3 relative), so the worst error is max|x|/254 (q8) and
+    /// (max − min)/30 (q4) per block.
+    #[test]
+    fn block_error_is_within_half_a_step() {
+        let v = weights(BLOCK_SIZE * 40);
+        for scheme in [Quantization::Q8, Quantization::Q4] {
+            let bytes = quantize(&v, scheme).unwrap();
+            assert_eq!(bytes.len(), scheme.stored_bytes(v.len()));
+            let d = dequantize(&bytes, v.len(), scheme).unwrap();
+            for (block, dq) in v.chunks(BLOCK_SIZE).zip(d.chunks(BLOCK_SIZE)) {
+                let lo = block.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = block.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let absmax = lo.abs().max(hi.abs());
+                let step = match scheme {
+                    Quantization::Q8 => absmax / 127.0,
+                    _ => (hi - lo) / 15.0,
+                };
+                for (a, b) in block.iter().zip(dq) {
+                    assert!(
+                        (a - b).abs() <= step * 0.5 * 1.01 + 1e-6,
+                        "{scheme}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn known_q8_and_q4_bytes() {
+        // q8: absmax 127 → scale 1.0 exactly; values are their own codes.
+        let mut v = vec![0f32; BLOCK_SIZE];
+        v[0] = 127.0;
+        v[1] = -3.0;
+        v[2] = 2.4; // rounds to 2
+        let b = quantize(&v, Quantization::Q8).unwrap();
+        assert_eq!(&b[..3], &[127u8, (-3i8) as u8, 2]);
+        assert_eq!(&b[BLOCK_SIZE..], &f16::from_f32(1.0).to_le_bytes());
+        // q4: min 0, max 15 → scale 1; values 0..15 pack low nibble first.
+        let v: Vec<f32> = (0..BLOCK_SIZE).map(|i| (i % 16) as f32).collect();
+        let b = quantize(&v, Quantization::Q4).unwrap();
+        assert_eq!(b[0], 0x10);
+        assert_eq!(b[7], 0xfe);
+        assert_eq!(dequantize(&b, BLOCK_SIZE, Quantization::Q4).unwrap(), v);
+    }
+
+    #[test]
+    fn constant_and_zero_blocks_decode_exactly() {
+        for scheme in [Quantization::Q8, Quantization::Q4] {
+            let zeros = vec![0f32; BLOCK_SIZE];
+            let d = dequantize(&quantize(&zeros, scheme).unwrap(), BLOCK_SIZE, scheme).unwrap();
+            assert_eq!(d, zeros);
+        }
+        let c = vec![0.5f32; BLOCK_SIZE];
+        let d = dequantize(
+            &quantize(&c, Quantization::Q4).unwrap(),
+            BLOCK_SIZE,
+            Quantization::Q4,
+        )
+        .unwrap();
+        assert_eq!(d, c);
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        assert!(quantize(&[1.0; 31], Quantization::Q8)
+            .unwrap_err()
+            .to_string()
+            .contains("multiple of 32"));
+        let mut v = vec![0.0; 32];
+        v[5] = f32::NAN;
+        assert!(quantize(&v, Quantization::Q4)
+            .unwrap_err()
+            .to_string()
+            .contains("index 5"));
+        assert!(dequantize(&[0u8; 10], 32, Quantization::Q8)
+            .unwrap_err()
+            .to_string()
+            .contains("34 bytes"));
+        assert!("q3"
+            .parse::<Quantization>()
+            .unwrap_err()
+            .to_string()
+            .contains("q3"));
+        assert_eq!(Quantization::Q4.for_shape(&[64, 48]), Quantization::F32);
+        assert_eq!(Quantization::Q4.for_shape(&[64]), Quantization::F32);
+        assert_eq!(Quantization::Q8.for_shape(&[8, 64]), Quantization::Q8);
+    }
+}

@@ -1,0 +1,538 @@
+//! Web weight packs: the weights of a model folder in one quantisation scheme, cut into
+//! files a browser fetches and caches one by one, described by a small JSON manifest.
+//!
+//! Layout written by `qzhou export-web` next to the folder's `config.json`/`tokenizer.json`:
+//!
+//! ```text
+//! manifest-q8.json            PackManifest (format, scheme, files with sha256, tensors)
+//! weights-q8-000.bin ...      tensors' bytes, back to back, never straddling two files
+//! ```
+//!
+//! A tensor whose stored size exceeds `max_part_bytes` (default 128 MiB, WebGPU's default
+//! `maxStorageBufferBindingSize`) is split by rows into parts, each quantised on its own;
+//! blocks run along the last dimension, so a row split never cuts a block. `lm_head.*` and
+//! rotary buffers are left out (an embedding model never uses them).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{QzhouError, Result};
+use crate::quantization::{dequantize, quantize, Quantization, BLOCK_SIZE};
+use crate::weights::{StoredDtype, TensorMeta, TensorSource};
+
+/// Value of [`PackManifest::format`].
+pub const PACK_FORMAT: &str = "qzhou-weight-pack";
+/// Manifest version this crate reads and writes.
+pub const PACK_VERSION: u32 = 1;
+/// Default largest part of one tensor (bytes): WebGPU's default max storage binding.
+pub const DEFAULT_MAX_PART_BYTES: usize = 128 << 20;
+/// Default largest weight file (bytes): small enough to fetch, cache and retry one by one.
+pub const DEFAULT_MAX_FILE_BYTES: usize = 64 << 20;
+
+/// The manifest's name for a scheme: `manifest-q8.json`.
+pub fn manifest_name(scheme: Quantization) -> String {
+    format!("manifest-{scheme}.json")
+}
+
+/// The `index`-th weight file's name for a scheme: `weights-q8-000.bin`.
+pub fn weight_file_name(scheme: Quantization, index: usize) -> String {
+    format!("weights-{scheme}-{index:03}.bin")
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `manifest-*.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackManifest {
+    /// Always [`PACK_FORMAT`].
+    pub format: String,
+    /// Always [`PACK_VERSION`].
+    pub version: u32,
+    /// The scheme asked for (tensors that cannot use it are `f32`, see [`PackTensor::dtype`]).
+    pub quantization: String,
+    /// Values per quantisation block.
+    pub block_size: usize,
+    /// Weight files in order.
+    pub files: Vec<PackFile>,
+    /// Every tensor with where its parts live.
+    pub tensors: Vec<PackTensor>,
+    /// Other files of the model folder (config, tokenizer, sentence-transformers) with
+    /// checksums, so a loader can verify them too.
+    #[serde(default)]
+    pub assets: Vec<PackFile>,
+}
+
+/// One file and its checksum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackFile {
+    /// File name, relative to the manifest.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Lowercase hex SHA-256.
+    pub sha256: String,
+}
+
+/// One tensor of the pack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackTensor {
+    /// Name as in the source checkpoint.
+    pub name: String,
+    /// Shape in the checkpoint's layout (HF `[out, in]` for Linear weights).
+    pub shape: Vec<usize>,
+    /// Storage scheme of this tensor: `f32`, `f16`, `q8` or `q4`.
+    pub dtype: String,
+    /// Row ranges in order; their rows add up to `shape[0]` (1 part for 1-D tensors).
+    pub parts: Vec<PackPart>,
+}
+
+/// A run of whole rows of a tensor, stored contiguously in one file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackPart {
+    /// Index into [`PackManifest::files`].
+    pub file: usize,
+    /// Byte offset in that file.
+    pub offset: u64,
+    /// Byte length.
+    pub bytes: u64,
+    /// Rows (first-dimension entries) in this part.
+    pub rows: usize,
+}
+
+/// Sizes used by [`write_pack`].
+#[derive(Debug, Clone, Copy)]
+pub struct PackLimits {
+    /// Largest part of one tensor in bytes.
+    pub max_part_bytes: usize,
+    /// Largest weight file in bytes (a single part larger than this gets a file of its own).
+    pub max_file_bytes: usize,
+}
+
+impl Default for PackLimits {
+    fn default() -> Self {
+        Self {
+            max_part_bytes: DEFAULT_MAX_PART_BYTES,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+}
+
+/// Whether a checkpoint tensor belongs in an embedding model's pack.
+fn packed(name: &str) -> bool {
+    !name.starts_with("lm_head.") && !name.ends_with("rotary_emb.inv_freq")
+}
+
+/// Quantise every tensor of `source` into `scheme`, handing each finished weight file to
+/// `write_file(name, bytes)` as soon as it is full (so only one file is held in memory), and
+/// return the manifest (without assets). Tensors are read one at a time.
+pub fn write_pack(
+    source: &dyn TensorSource,
+    scheme: Quantization,
+    limits: PackLimits,
+    write_file: &mut dyn FnMut(&str, &[u8]) -> Result<()>,
+) -> Result<PackManifest> {
+    if limits.max_part_bytes == 0 || limits.max_file_bytes == 0 {
+        return Err(QzhouError::InvalidOption(
+            "pack part and file limits must be positive".into(),
+        ));
+    }
+    let mut files: Vec<PackFile> = Vec::new();
+    let mut tensors = Vec::new();
+    let mut current: Vec<u8> = Vec::new();
+    let mut flush = |current: &mut Vec<u8>, files: &mut Vec<PackFile>| -> Result<()> {
+        if current.is_empty() {
+            return Ok(());
+        }
+        let name = weight_file_name(scheme, files.len());
+        write_file(&name, current)?;
+        files.push(PackFile {
+            name,
+            bytes: current.len() as u64,
+            sha256: sha256_hex(current),
+        });
+        current.clear();
+        Ok(())
+    };
+    for name in source.names().into_iter().filter(|n| packed(n)) {
+        let (values, shape) = source.read_f32(&name)?;
+        let dtype = scheme.for_shape(&shape);
+        let rows = shape.first().copied().unwrap_or(1).max(1);
+        let row_len = values.len() / rows;
+        let row_bytes = dtype.stored_bytes(row_len).max(1);
+        let rows_per_part = (limits.max_part_bytes / row_bytes).max(1);
+        let chunk_len = if shape.len() < 2 {
+            values.len()
+        } else {
+            rows_per_part * row_len
+        };
+        let mut parts = Vec::new();
+        for chunk in values.chunks(chunk_len.max(1)) {
+            let bytes = quantize(chunk, dtype)
+                .map_err(|e| QzhouError::InvalidOption(format!("tensor `{name}`: {e}")))?;
+            if !current.is_empty() && current.len() + bytes.len() > limits.max_file_bytes {
+                flush(&mut current, &mut files)?;
+            }
+            parts.push(PackPart {
+                file: files.len(),
+                offset: current.len() as u64,
+                bytes: bytes.len() as u64,
+                rows: if shape.len() < 2 {
+                    rows
+                } else {
+                    chunk.len() / row_len
+                },
+            });
+            current.extend_from_slice(&bytes);
+        }
+        tensors.push(PackTensor {
+            name,
+            shape,
+            dtype: dtype.as_str().into(),
+            parts,
+        });
+    }
+    flush(&mut current, &mut files)?;
+    Ok(PackManifest {
+        format: PACK_FORMAT.into(),
+        version: PACK_VERSION,
+        quantization: scheme.as_str().into(),
+        block_size: BLOCK_SIZE,
+        files,
+        tensors,
+        assets: Vec::new(),
+    })
+}
+
+impl PackManifest {
+    /// Parse and check a manifest: format, version, block size, every part inside its file,
+    /// rows adding up to each tensor's first dimension, byte counts matching the dtype.
+    pub fn from_json(bytes: &[u8], label: &str) -> Result<Self> {
+        let bad = |m: String| QzhouError::Pack(format!("{label}: {m}"));
+        let m: PackManifest =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("not a pack manifest: {e}")))?;
+        if m.format != PACK_FORMAT {
+            return Err(bad(format!(
+                "format is `{}`, expected `{PACK_FORMAT}`",
+                m.format
+            )));
+        }
+        if m.version != PACK_VERSION {
+            return Err(bad(format!(
+                "version {} is not supported (this build reads version {PACK_VERSION})",
+                m.version
+            )));
+        }
+        if m.block_size != BLOCK_SIZE {
+            return Err(bad(format!(
+                "block size {} (expected {BLOCK_SIZE})",
+                m.block_size
+            )));
+        }
+        m.quantization.parse::<Quantization>()?;
+        for t in &m.tensors {
+            let dtype: Quantization = t.dtype.parse()?;
+            let rows = t.shape.first().copied().unwrap_or(1).max(1);
+            let numel: usize = t.shape.iter().product();
+            let row_len = numel / rows;
+            let mut seen = 0;
+            for p in &t.parts {
+                let f = m.files.get(p.file).ok_or_else(|| {
+                    bad(format!(
+                        "tensor `{}` points at file #{} which is not listed",
+                        t.name, p.file
+                    ))
+                })?;
+                if p.offset
+                    .checked_add(p.bytes)
+                    .is_none_or(|end| end > f.bytes)
+                {
+                    return Err(bad(format!(
+                        "tensor `{}` reads bytes {}..{} of {} which has {}",
+                        t.name,
+                        p.offset,
+                        p.offset.saturating_add(p.bytes),
+                        f.name,
+                        f.bytes
+                    )));
+                }
+                let part_numel = if t.shape.len() < 2 {
+                    numel
+                } else {
+                    p.rows * row_len
+                };
+                if dtype.stored_bytes(part_numel) as u64 != p.bytes {
+                    return Err(bad(format!(
+                        "tensor `{}`: a {} part of {part_numel} values cannot be {} bytes",
+                        t.name, t.dtype, p.bytes
+                    )));
+                }
+                seen += p.rows;
+            }
+            if seen != rows {
+                return Err(bad(format!(
+                    "tensor `{}`: parts hold {seen} rows, shape says {rows}",
+                    t.name
+                )));
+            }
+        }
+        Ok(m)
+    }
+
+    /// The manifest as pretty JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("manifest serialises")
+    }
+
+    /// Total bytes of the weight files.
+    pub fn weight_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+}
+
+/// Check that `bytes` is the listed file: size first (a truncated download), then SHA-256.
+pub fn verify_file(file: &PackFile, bytes: &[u8]) -> Result<()> {
+    if bytes.len() as u64 != file.bytes {
+        return Err(QzhouError::Pack(format!(
+            "{} is {} bytes, the manifest says {} (truncated or wrong file)",
+            file.name,
+            bytes.len(),
+            file.bytes
+        )));
+    }
+    let got = sha256_hex(bytes);
+    if got != file.sha256 {
+        return Err(QzhouError::Pack(format!(
+            "{} fails its checksum: sha256 {got}, the manifest says {}",
+            file.name, file.sha256
+        )));
+    }
+    Ok(())
+}
+
+/// A pack whose weight files are in memory (fetched, cached, or read from disk).
+pub struct WeightPack {
+    manifest: PackManifest,
+    files: Vec<Arc<[u8]>>,
+}
+
+impl WeightPack {
+    /// Pair a manifest with its weight files (in manifest order), verifying each file's size
+    /// and checksum.
+    pub fn new(manifest: PackManifest, files: Vec<Arc<[u8]>>) -> Result<Self> {
+        if files.len() != manifest.files.len() {
+            return Err(QzhouError::Pack(format!(
+                "the manifest lists {} weight files, {} were given",
+                manifest.files.len(),
+                files.len()
+            )));
+        }
+        for (f, bytes) in manifest.files.iter().zip(&files) {
+            verify_file(f, bytes)?;
+        }
+        Ok(Self { manifest, files })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &PackManifest {
+        &self.manifest
+    }
+
+    fn tensor(&self, name: &str) -> Option<&PackTensor> {
+        self.manifest.tensors.iter().find(|t| t.name == name)
+    }
+}
+
+impl TensorSource for WeightPack {
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .manifest
+            .tensors
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn meta(&self, name: &str) -> Option<TensorMeta> {
+        let t = self.tensor(name)?;
+        let dtype = match t.dtype.parse::<Quantization>() {
+            Ok(Quantization::F32) => Ok(StoredDtype::F32),
+            Ok(Quantization::F16) => Ok(StoredDtype::F16),
+            Ok(Quantization::Q8) => Ok(StoredDtype::Q8),
+            Ok(Quantization::Q4) => Ok(StoredDtype::Q4),
+            Err(_) => Err(t.dtype.clone()),
+        };
+        Some(TensorMeta {
+            shape: t.shape.clone(),
+            dtype,
+        })
+    }
+
+    fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let t = self
+            .tensor(name)
+            .ok_or_else(|| QzhouError::Pack(format!("no tensor `{name}` in the pack")))?;
+        let dtype: Quantization = t.dtype.parse()?;
+        let numel: usize = t.shape.iter().product();
+        let rows = t.shape.first().copied().unwrap_or(1).max(1);
+        let row_len = numel / rows;
+        let mut out = Vec::with_capacity(numel);
+        for p in &t.parts {
+            let bytes = &self.files[p.file][p.offset as usize..(p.offset + p.bytes) as usize];
+            let part_numel = if t.shape.len() < 2 {
+                numel
+            } else {
+                p.rows * row_len
+            };
+            out.extend(
+                dequantize(bytes, part_numel, dtype)
+                    .map_err(|e| QzhouError::Pack(format!("tensor `{name}`: {e}")))?,
+            );
+        }
+        Ok((out, t.shape.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::Checkpoint;
+    use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
+
+    fn checkpoint() -> (Checkpoint, Vec<f32>) {
+        let big: Vec<f32> = (0..64 * 32)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0)
+            .collect();
+        let norm = vec![1.0f32, 0.5, 0.25];
+        let head = vec![0.0f32; 64];
+        let b = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let (bb, nb, hb) = (b(&big), b(&norm), b(&head));
+        let views = vec![
+            (
+                "embed.weight".to_string(),
+                TensorView::new(Dtype::F32, vec![64, 32], &bb).unwrap(),
+            ),
+            (
+                "norm.weight".to_string(),
+                TensorView::new(Dtype::F32, vec![3], &nb).unwrap(),
+            ),
+            (
+                "lm_head.weight".to_string(),
+                TensorView::new(Dtype::F32, vec![2, 32], &hb).unwrap(),
+            ),
+        ];
+        let bytes = safetensors::serialize(views, None).unwrap();
+        (Checkpoint::from_bytes("m.safetensors", bytes).unwrap(), big)
+    }
+
+    fn pack(scheme: Quantization, limits: PackLimits) -> (PackManifest, Vec<Arc<[u8]>>) {
+        let (ck, _) = checkpoint();
+        let mut files: Vec<Arc<[u8]>> = Vec::new();
+        let m = write_pack(&ck, scheme, limits, &mut |_, b| {
+            files.push(b.into());
+            Ok(())
+        })
+        .unwrap();
+        (m, files)
+    }
+
+    #[test]
+    fn round_trips_each_scheme_and_splits_rows() {
+        let (_, big) = checkpoint();
+        // 64 rows × 32 q8 values = 34 bytes a row; parts of ≤ 340 bytes → 10 rows each.
+        let limits = PackLimits {
+            max_part_bytes: 340,
+            max_file_bytes: 700,
+        };
+        for scheme in Quantization::ALL {
+            let (m, files) = pack(scheme, limits);
+            let m = PackManifest::from_json(&m.to_json(), "manifest").unwrap();
+            assert!(m.tensors.iter().all(|t| t.name != "lm_head.weight"));
+            let p = WeightPack::new(m.clone(), files).unwrap();
+            let (v, shape) = p.read_f32("embed.weight").unwrap();
+            assert_eq!(shape, vec![64, 32]);
+            let expect = dequantize(&quantize(&big, scheme).unwrap(), big.len(), scheme).unwrap();
+            assert_eq!(v, expect, "{scheme}");
+            assert_eq!(p.read_f32("norm.weight").unwrap().0, vec![1.0, 0.5, 0.25]);
+            assert_eq!(p.meta("norm.weight").unwrap().dtype, Ok(StoredDtype::F32));
+            let t = m.tensors.iter().find(|t| t.name == "embed.weight").unwrap();
+            assert!(
+                t.parts.iter().all(|p| p.bytes <= 340 || p.rows == 1),
+                "{scheme}"
+            );
+            assert!(m.files.iter().all(|f| f.bytes <= 700), "{scheme}");
+            assert_eq!(t.parts.iter().map(|p| p.rows).sum::<usize>(), 64);
+        }
+        let (m, _) = pack(Quantization::Q8, limits);
+        assert_eq!(m.tensors[0].parts.len(), 7); // ceil(64 / 10)
+    }
+
+    #[test]
+    fn truncated_or_corrupt_files_are_refused() {
+        let (m, files) = pack(Quantization::Q4, PackLimits::default());
+        let mut short = files[0].to_vec();
+        short.pop();
+        let e = WeightPack::new(m.clone(), vec![short.into()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("weights-q4-000.bin") && e.contains("truncated"),
+            "{e}"
+        );
+        let mut flipped = files[0].to_vec();
+        flipped[3] ^= 1;
+        let e = WeightPack::new(m.clone(), vec![flipped.into()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("checksum"), "{e}");
+        let e = WeightPack::new(m, vec![]).err().unwrap().to_string();
+        assert!(e.contains("lists 1 weight files, 0 were given"), "{e}");
+    }
+
+    #[test]
+    fn malformed_manifests_are_refused() {
+        let (m, _) = pack(Quantization::Q8, PackLimits::default());
+        let e = PackManifest::from_json(b"{", "manifest-q8.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("manifest-q8.json: not a pack manifest"), "{e}");
+        let mut bad = m.clone();
+        bad.tensors[0].parts[0].bytes += 1;
+        let e = PackManifest::from_json(&bad.to_json(), "m")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("embed.weight"), "{e}");
+        let mut bad = m.clone();
+        bad.version = 9;
+        assert!(PackManifest::from_json(&bad.to_json(), "m")
+            .unwrap_err()
+            .to_string()
+            .contains("version 9"));
+        let mut bad = m;
+        bad.tensors[0].dtype = "q3".into();
+        assert!(PackManifest::from_json(&bad.to_json(), "m")
+            .unwrap_err()
+            .to_string()
+            .contains("q3"));
+    }
+
+    #[test]
+    fn sha256_matches_the_standard_vector() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! Options passed from JavaScript as JSON (camelCase keys, every key optional).
+
+use qzhou_core::{EmbedOptions, LoadOptions, Pooling, PromptStyle, QzhouError, Result, TextKind};
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LoadJson {
+    max_length: Option<usize>,
+    batch_tokens: Option<usize>,
+    max_batch: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EmbedJson {
+    kind: Option<String>,
+    task: Option<String>,
+    instruction: Option<String>,
+    pooling: Option<String>,
+    normalize: Option<bool>,
+    prompt_style: Option<String>,
+}
+
+fn parse<T: for<'de> Deserialize<'de> + Default>(json: &str, what: &str) -> Result<T> {
+    if json.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_str(json).map_err(|e| QzhouError::InvalidOption(format!("{what}: {e}")))
+}
+
+/// Load options: `maxLength`, `batchTokens`, `maxBatch`.
+pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
+    let j: LoadJson = parse(json, "load options")?;
+    let d = LoadOptions::default();
+    Ok(LoadOptions {
+        max_length: j.max_length,
+        batch_tokens: j.batch_tokens.unwrap_or(d.batch_tokens),
+        max_batch: j.max_batch.unwrap_or(d.max_batch),
+        ..d
+    })
+}
+
+/// Embed options: `kind` (`query`|`document`), `task`, `instruction`, `pooling`
+/// (`mean`|`last`|`cls`), `normalize`, `promptStyle` (`space`|`no-space`).
+pub fn parse_embed_options(json: &str) -> Result<EmbedOptions> {
+    let j: EmbedJson = parse(json, "embed options")?;
+    let kind = match j.kind.as_deref() {
+        None | Some("query") => TextKind::Query,
+        Some("document") | Some("passage") => TextKind::Document,
+        Some(other) => {
+            return Err(QzhouError::InvalidOption(format!(
+                "kind `{other}` (expected `query` or `document`)"
+            )))
+        }
+    };
+    Ok(EmbedOptions {
+        kind,
+        task: j.task,
+        instruction: j.instruction,
+        prompt_style: match j.prompt_style {
+            Some(s) => s.parse::<PromptStyle>()?,
+            None => PromptStyle::default(),
+        },
+        pooling: j.pooling.map(|p| p.parse::<Pooling>()).transpose()?,
+        normalize: j.normalize,
+    })
+}
