@@ -1,0 +1,102 @@
+/** Quantization schemes a weight pack can have. */
+export declare const QUANTIZATIONS: readonly ['q8', 'q4', 'f16', 'f32'];
+export type Quantization = 'q8' | 'q4' | 'f16' | 'f32';
+export type Backend = 'auto' | 'webgpu' | 'cpu';
+type Bytes = Uint8Array | ArrayBuffer | ArrayBufferView;
+
+export interface Progress {
+  /** File being downloaded. */
+  file: string;
+  /** Bytes loaded so far (all files). */
+  loaded: number;
+  /** Bytes of all files, from the manifest. */
+  total: number;
+  /** Of `loaded`, bytes served from the browser cache. */
+  fromCache: number;
+}
+
+export interface LoadOptions {
+  /** Weight pack to load (default 'q8'). */
+  quantization?: Quantization;
+  /** 'auto' (default): WebGPU when an adapter exists, else the CPU wasm backend. */
+  backend?: Backend;
+  onProgress?: (p: Progress) => void;
+  /** Keep weight files in the Cache API (default true). */
+  cache?: boolean;
+  fetch?: typeof fetch;
+  signal?: AbortSignal;
+  /** Max tokens per text (default: the model folder's, else 8192). */
+  maxLength?: number;
+  /** Padded tokens per forward pass (default 16384). */
+  batchTokens?: number;
+  /** Texts per forward pass (default 64). */
+  maxBatch?: number;
+  /** The .wasm file's URL or bytes, if it is not next to the package's JS. */
+  wasm?: string | URL | Bytes;
+}
+
+/** A model in memory: a safetensors checkpoint, or a weight pack. */
+export interface InMemoryModel {
+  config: Bytes | string | object;
+  tokenizer: Bytes | string | object;
+  /** `model.safetensors` bytes. */
+  weights?: Bytes;
+  /** A pack's manifest (bytes, string or object) with its `files` by name. */
+  manifest?: Bytes | string | object;
+  files?: Record<string, Bytes>;
+  /** Optional sentence-transformers files by relative name (`1_Pooling/config.json`, ...). */
+  sentenceTransformers?: Record<string, Bytes>;
+}
+
+export interface EmbedOptions {
+  /** 'query' (default: gets the instruction prefix) or 'document'. */
+  kind?: 'query' | 'document';
+  /** An mteb task name; QZhou's instruction for it (e.g. 'FiQA2018', 'T2Retrieval'). */
+  task?: string;
+  /** An explicit instruction (wins over `task`). */
+  instruction?: string;
+  pooling?: 'mean' | 'last' | 'cls';
+  normalize?: boolean;
+  promptStyle?: 'space' | 'no-space';
+}
+
+export interface EmbedderInfo {
+  backend: 'webgpu' | 'cpu';
+  adapter: Record<string, unknown>;
+  quantization: Quantization;
+  dims: number;
+  pooling: string;
+  normalize: boolean;
+  attention: string;
+  maxLength: number;
+  version: string;
+  download: { bytes: number; fromCache: number } | null;
+  loadMs: number;
+}
+
+export declare class Embedder {
+  /** Load from the base URL of a folder written by `qzhou export-web`, or from memory. */
+  static load(source: string | URL | InMemoryModel, options?: LoadOptions): Promise<Embedder>;
+  readonly dims: number;
+  info(): EmbedderInfo;
+  /** One Float32Array per text. */
+  embed(texts: string | string[], options?: EmbedOptions): Promise<Float32Array[]>;
+  /** All vectors in one row-major array. */
+  embedFlat(texts: string | string[], options?: EmbedOptions): Promise<{ data: Float32Array; dims: number; count: number }>;
+  /** The prefix put before each text for these options. */
+  prefix(options?: EmbedOptions): string;
+  /** Free the model (GPU buffers included). */
+  dispose(): void;
+}
+
+export declare class Tokenizer {
+  static load(source: string | URL | Bytes, options?: { maxLength?: number; fetch?: typeof fetch }): Promise<Tokenizer>;
+  encode(texts: string | string[]): number[][];
+  dispose(): void;
+}
+
+export declare function initWasm(moduleOrPath?: string | URL | Bytes): Promise<unknown>;
+export declare function hasWebGPU(): Promise<boolean>;
+export declare function cosineSimilarity(a: ArrayLike<number>, b: ArrayLike<number>): number;
+export declare function clearCache(): Promise<void>;
+export declare function version(): string;

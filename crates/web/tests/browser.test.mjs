@@ -1,0 +1,152 @@
+// The built npm package in real headless Chromium (Debian's, driven by playwright-core) on
+// WebGPU through its SwiftShader adapter: accuracy per quantization, cache, tokenizer parity
+// with Python `tokenizers`, the worker and page examples, and every load error.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { prepare, serve, launch, evaluate, compare, TEXTS, REFERENCE, FIXTURES } from './harness.mjs';
+
+let env, http, browser;
+before(async () => {
+  env = prepare();
+  http = await serve({
+    '/model/': `${env.dir}/model/`,
+    '/truncated/': `${env.dir}/truncated/`,
+    '/corrupt/': `${env.dir}/corrupt/`,
+  });
+  browser = await launch({ webgpu: true });
+  await browser.page.goto(`${http.url}/crates/web/tests/page.html`);
+  await browser.page.waitForFunction(() => document.title === 'ready', null, { timeout: 30_000 });
+});
+after(async () => {
+  if (browser) await browser.context.close();
+  if (http) http.server.close();
+});
+
+/** Load `quantization` from /model/ on WebGPU and embed the fixture texts as documents. */
+function embedInPage(quantization) {
+  return evaluate(browser.page, async ({ q, texts }) => {
+    const t0 = performance.now();
+    const e = await window.qz.Embedder.load('/model/', { quantization: q, backend: 'webgpu' });
+    const t1 = performance.now();
+    const rows = (await e.embed(texts, { kind: 'document' })).map((r) => Array.from(r));
+    const t2 = performance.now();
+    const info = e.info();
+    e.dispose();
+    return { rows, info, loadMs: t1 - t0, embedMs: t2 - t1 };
+  }, { q: quantization, texts: TEXTS }, 240_000, browser.logs);
+}
+
+// Minimum cosine vs the transformers f32 reference (and vs native f32 of the same weights).
+const TARGETS = { f32: 0.9999, q8: 0.995, q4: 0.98 };
+for (const [q, minCos] of Object.entries(TARGETS)) {
+  test(`webgpu ${q}: cos >= ${minCos} vs transformers and native f32`, { timeout: 300_000 }, async () => {
+    const r = await embedInPage(q);
+    assert.equal(r.info.backend, 'webgpu');
+    assert.equal(r.info.adapter.api, 'WebGPU');
+    assert.equal(r.info.quantization, q);
+    const ref = compare(r.rows, REFERENCE);
+    const native = compare(r.rows, env.nativeRows);
+    console.log(`webgpu ${q} (${r.info.adapter.architecture}): vs transformers worst cos ${ref.worstCos.toFixed(7)} ` +
+      `max|Δ| ${ref.worstDiff.toExponential(2)}; vs native f32 worst cos ${native.worstCos.toFixed(7)}; ` +
+      `load ${r.loadMs.toFixed(0)} ms, embed ${r.embedMs.toFixed(0)} ms`);
+    assert.ok(ref.worstCos >= minCos, `vs transformers: ${ref.worstCos}`);
+    assert.ok(native.worstCos >= minCos, `vs native f32: ${native.worstCos}`);
+  });
+}
+
+test('second load comes from the Cache API', { timeout: 120_000 }, async () => {
+  const r = await evaluate(browser.page, async () => {
+    await window.qz.clearCache();
+    const seen = [];
+    const a = await window.qz.Embedder.load('/model/', { quantization: 'q4', backend: 'cpu', onProgress: (p) => seen.push(p) });
+    const first = a.info().download; a.dispose();
+    const b = await window.qz.Embedder.load('/model/', { quantization: 'q4', backend: 'cpu' });
+    const second = b.info().download; b.dispose();
+    return { first, second, last: seen[seen.length - 1], monotonic: seen.every((p, i) => i === 0 || p.loaded >= seen[i - 1].loaded) };
+  }, undefined, 100_000, browser.logs);
+  assert.equal(r.first.fromCache, 0);
+  assert.equal(r.last.loaded, r.last.total);
+  assert.ok(r.monotonic);
+  assert.equal(r.second.fromCache, r.second.bytes);
+  assert.ok(r.second.bytes > 3_000_000);
+});
+
+test('wasm tokenizer ids equal Python tokenizers on the multilingual corpus', { timeout: 60_000 }, async () => {
+  const texts = readFileSync(join(FIXTURES, 'multilingual.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).text);
+  const want = JSON.parse(readFileSync(join(FIXTURES, 'multilingual_ids.json'), 'utf8')).ids;
+  assert.ok(texts.length >= 200);
+  const got = await evaluate(browser.page, async (texts) => {
+    const tk = await window.qz.Tokenizer.load('/tests/fixtures/tiny-qwen2/tokenizer.json');
+    return tk.encode(texts);
+  }, texts, 50_000, browser.logs);
+  got.forEach((ids, i) => assert.deepEqual(ids, want[i], `text ${i}: ${JSON.stringify(texts[i])}`));
+});
+
+test('the worker example embeds in a module Web Worker', { timeout: 300_000 }, async () => {
+  const r = await evaluate(browser.page, async (texts) => {
+    const { WorkerEmbedder } = await import('/examples/web/embed-client.js');
+    const w = new WorkerEmbedder(new URL('/examples/web/worker.js', location.href));
+    const info = await w.load('/model/', { quantization: 'f32', backend: 'webgpu' });
+    const rows = (await w.embed(texts, { kind: 'document' })).map((r) => Array.from(r));
+    w.terminate();
+    return { info, rows };
+  }, TEXTS.slice(0, 3), 240_000, browser.logs);
+  assert.equal(r.info.backend, 'webgpu');
+  assert.ok(compare(r.rows, REFERENCE.slice(0, 3)).worstCos >= 0.9999);
+});
+
+test('the example page ranks documents', { timeout: 300_000 }, async () => {
+  const page = await browser.context.newPage();
+  try {
+    await page.goto(`${http.url}/examples/web/index.html?model=/model/&q=f32`);
+    await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state), null, { timeout: 240_000 });
+    const items = await page.$$eval('#results li', (lis) => lis.map((li) => li.textContent));
+    assert.equal(await page.evaluate(() => document.body.dataset.state), 'done', await page.textContent('#status'));
+    assert.equal(items.length, 5);
+    assert.match(await page.textContent('#status'), /ready: webgpu/);
+  } finally {
+    await page.close();
+  }
+});
+
+const ERRORS = [
+  ['a wrong URL', { url: '/no-such-model/', q: 'q8' }, /GET .*no-such-model\/manifest-q8\.json failed: 404/],
+  ['a truncated weight file', { url: '/truncated/', q: 'q8' }, /weights-q8-000\.bin is \d+ bytes, the manifest says \d+ \(truncated/],
+  ['a checksum mismatch', { url: '/corrupt/', q: 'q8' }, /weights-q8-000\.bin fails its checksum/],
+  ['an unsupported quantization', { url: '/model/', q: 'q3' }, /unsupported quantization 'q3'/],
+];
+for (const [what, arg, pattern] of ERRORS) {
+  test(`load rejects ${what} with a clear message`, { timeout: 120_000 }, async () => {
+    const message = await evaluate(browser.page, async ({ url, q }) => {
+      try {
+        await window.qz.Embedder.load(url, { quantization: q, backend: 'cpu', cache: false });
+        return 'resolved';
+      } catch (e) {
+        return e.message;
+      }
+    }, arg, 100_000, browser.logs);
+    assert.match(message, pattern);
+  });
+}
+
+test('without a WebGPU adapter: webgpu rejects, auto falls back to the CPU backend', { timeout: 180_000 }, async () => {
+  const plain = await launch({ webgpu: false });
+  try {
+    await plain.page.goto(`${http.url}/crates/web/tests/page.html`);
+    await plain.page.waitForFunction(() => document.title === 'ready', null, { timeout: 30_000 });
+    const r = await evaluate(plain.page, async (texts) => {
+      let rejected = null;
+      try { await window.qz.Embedder.load('/model/', { quantization: 'f32', backend: 'webgpu' }); } catch (e) { rejected = e.message; }
+      const e = await window.qz.Embedder.load('/model/', { quantization: 'f32' });
+      const rows = (await e.embed(texts, { kind: 'document' })).map((r) => Array.from(r));
+      return { rejected, backend: e.info().backend, rows };
+    }, TEXTS, 150_000, plain.logs);
+    assert.match(r.rejected, /WebGPU .*(no adapter|not available)/);
+    assert.equal(r.backend, 'cpu');
+    assert.ok(compare(r.rows, env.nativeRows).worstDiff <= 1e-5);
+  } finally {
+    await plain.context.close();
+  }
+});

@@ -1,0 +1,33 @@
+// The npm package in Node.js (no WebGPU): the CPU wasm fallback gives the native CPU numbers.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { prepare, serve, TEXTS, REFERENCE, compare } from './harness.mjs';
+import { Embedder, hasWebGPU } from '../pkg/index.js';
+
+let env, http;
+before(async () => {
+  env = prepare();
+  http = await serve({ '/model/': `${env.dir}/model/` });
+});
+after(() => http && http.server.close());
+
+test('node: auto picks the CPU backend and matches native CPU within 1e-5', { timeout: 120_000 }, async () => {
+  assert.equal(await hasWebGPU(), false);
+  const e = await Embedder.load(`${http.url}/model/`, { quantization: 'f32' });
+  const info = e.info();
+  assert.equal(info.backend, 'cpu');
+  assert.equal(info.quantization, 'f32');
+  assert.equal(e.dims, 32);
+  const got = (await e.embed(TEXTS, { kind: 'document' })).map((r) => Array.from(r));
+  const native = compare(got, env.nativeRows);
+  console.log(`node cpu f32 vs native cpu: worst cos ${native.worstCos}, max|Δ| ${native.worstDiff}`);
+  assert.ok(native.worstDiff <= 1e-5, `max|Δ| ${native.worstDiff}`);
+  const ref = compare(got, REFERENCE);
+  assert.ok(ref.worstCos >= 0.9999, `vs transformers: cos ${ref.worstCos}`);
+  e.dispose();
+  assert.throws(() => e.dims, /disposed/);
+});
+
+test('node: asking for WebGPU where there is none rejects clearly', { timeout: 60_000 }, async () => {
+  await assert.rejects(Embedder.load(`${http.url}/model/`, { backend: 'webgpu' }), /WebGPU is not available here/);
+});
