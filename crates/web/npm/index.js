@@ -9,6 +9,7 @@ const CACHE_NAME = 'qzhou-embed-v1';
 const isNode = typeof process !== 'undefined' && !!(process.versions && process.versions.node);
 
 let wasmReady = null;
+let wasmLoaded = false;
 /** Initialise the wasm module once (done by `Embedder.load`; call it to pass your own URL). */
 export function initWasm(moduleOrPath) {
   if (!wasmReady) {
@@ -19,7 +20,7 @@ export function initWasm(moduleOrPath) {
         return init({ module_or_path: await readFile(new URL('./wasm/qzhou_web_bg.wasm', import.meta.url)) });
       }
       return init();
-    })();
+    })().then((exports) => { wasmLoaded = true; return exports; });
     wasmReady.catch(() => { wasmReady = null; });
   }
   return wasmReady;
@@ -315,6 +316,8 @@ export async function clearCache() {
   if (typeof caches !== 'undefined') await caches.delete(CACHE_NAME);
 }
 
+/** The package version (after `await initWasm()` or a load). */
 export function version() {
+  if (!wasmLoaded) throw fail('the wasm module is not initialised yet: await initWasm() (or Embedder.load) first');
   return wasmVersion();
 }
