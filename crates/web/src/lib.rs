@@ -66,6 +66,7 @@ pub async fn load_embedder(
     let (model, backend_info) = match backend.as_str() {
         "webgpu" => {
             let (device, adapter) = gpu::device().await.map_err(js_err)?;
+            check_binding_limit(&files, &adapter).map_err(js_err)?;
             let e = Embedder::<WebGpu>::from_files(files, &device, &options).map_err(js_err)?;
             (Model::WebGpu(e), adapter)
         }
@@ -100,6 +101,36 @@ pub async fn load_embedder(
     })
     .to_string();
     Ok(embedder)
+}
+
+/// Every tensor becomes one f32 GPU buffer: refuse (instead of letting wgpu panic) when one
+/// exceeds the adapter's largest storage binding.
+fn check_binding_limit(
+    files: &qzhou_core::ModelFiles,
+    adapter: &serde_json::Value,
+) -> Result<(), String> {
+    let limit = [
+        &adapter["maxStorageBufferBindingSize"],
+        &adapter["maxBufferSize"],
+    ]
+    .iter()
+    .filter_map(|v| v.as_u64())
+    .min()
+    .unwrap_or(u64::MAX);
+    for name in files.weights.names() {
+        if let Some(meta) = files.weights.meta(&name) {
+            let bytes = meta.shape.iter().product::<usize>() as u64 * 4;
+            if bytes > limit {
+                return Err(format!(
+                    "tensor `{name}` {:?} needs {bytes} bytes as f32 on the GPU, more than this \
+                     adapter's largest buffer binding ({limit} bytes); use backend 'cpu' for this \
+                     model (splitting tensors across GPU buffers is not implemented yet)",
+                    meta.shape
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl WasmEmbedder {
