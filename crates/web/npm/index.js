@@ -9,6 +9,8 @@ const CACHE_NAME = 'qzhou-embed-v1';
 const isNode = typeof process !== 'undefined' && !!(process.versions && process.versions.node);
 
 let wasmReady = null;
+// Model construction runs one at a time: the first WebGPU load creates the page's device.
+let loadChain = Promise.resolve();
 let wasmLoaded = false;
 /** Initialise the wasm module once (done by `Embedder.load`; call it to pass your own URL). */
 export function initWasm(moduleOrPath) {
@@ -205,7 +207,9 @@ export class Embedder {
     const loadJson = JSON.stringify({
       maxLength: options.maxLength, batchTokens: options.batchTokens, maxBatch: options.maxBatch,
     });
-    const inner = await loadEmbedder(backend, got.source, got.manifestName, loadJson);
+    const run = loadChain.then(() => loadEmbedder(backend, got.source, got.manifestName, loadJson));
+    loadChain = run.catch(() => {});
+    const inner = await run;
     const info = JSON.parse(inner.infoJson());
     info.download = isUrl ? { bytes: got.total, fromCache: got.fromCache } : null;
     info.loadMs = Date.now() - t0;

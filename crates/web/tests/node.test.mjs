@@ -24,6 +24,16 @@ test('node: auto picks the CPU backend and matches native CPU within 1e-5', { ti
   assert.ok(native.worstDiff <= 1e-5, `max|Δ| ${native.worstDiff}`);
   const ref = compare(got, REFERENCE);
   assert.ok(ref.worstCos >= 0.9999, `vs transformers: cos ${ref.worstCos}`);
+  // Per-call options: no normalisation keeps the raw mean; last-token pooling is another vector.
+  const [raw] = await e.embed(TEXTS[1], { kind: 'document', normalize: false });
+  const norm = Math.hypot(...raw);
+  assert.ok(Math.abs(norm - 1) > 1e-3, `unnormalised norm ${norm}`);
+  assert.ok(compare([Array.from(raw).map((v) => v / norm)], [got[1]]).worstDiff < 1e-6);
+  const [last] = await e.embed(TEXTS[1], { kind: 'document', pooling: 'last' });
+  assert.ok(compare([Array.from(last)], [got[1]]).worstCos < 0.999);
+  await assert.rejects(e.embed(['ok', ''], { kind: 'document' }), /text #1 is empty/);
+  await assert.rejects(e.embed(['ok'], { task: 'NoSuchTask' }), /NoSuchTask/);
+  await assert.rejects(e.embed(['ok'], { kind: 'passagez' }), /kind `passagez`/);
   e.dispose();
   assert.throws(() => e.dims, /disposed/);
 });
