@@ -1,7 +1,9 @@
 // The npm package in Node.js (no WebGPU): the CPU wasm fallback gives the native CPU numbers.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { prepare, serve, TEXTS, REFERENCE, compare } from './harness.mjs';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { prepare, serve, TEXTS, REFERENCE, compare, FIXTURES } from './harness.mjs';
 import { Embedder, hasWebGPU } from '../pkg/index.js';
 
 let env, http;
@@ -40,4 +42,31 @@ test('node: auto picks the CPU backend and matches native CPU within 1e-5', { ti
 
 test('node: asking for WebGPU where there is none rejects clearly', { timeout: 60_000 }, async () => {
   await assert.rejects(Embedder.load(`${http.url}/model/`, { backend: 'webgpu' }), /WebGPU is not available here/);
+});
+
+test('node: in-memory models (safetensors, and a q8 pack) load with the same API', { timeout: 120_000 }, async () => {
+  const dir = join(FIXTURES, 'tiny-qwen2');
+  const read = (n) => readFileSync(join(dir, n));
+  const st = await Embedder.load({
+    config: read('config.json'), tokenizer: read('tokenizer.json'), weights: read('model.safetensors'),
+    // sentence_bert_config.json carries max_seq_length 96, which truncates the long text.
+    sentenceTransformers: Object.fromEntries(['modules.json', '1_Pooling/config.json', 'sentence_bert_config.json',
+      'config_sentence_transformers.json'].map((n) => [n, read(n)])),
+  });
+  const got = (await st.embed(TEXTS, { kind: 'document' })).map((r) => Array.from(r));
+  assert.ok(compare(got, env.nativeRows).worstDiff <= 1e-5);
+  assert.equal(st.info().quantization, 'f32');
+  st.dispose();
+  const packDir = join(env.dir, 'model');
+  const manifest = JSON.parse(readFileSync(join(packDir, 'manifest-q8.json'), 'utf8'));
+  const files = Object.fromEntries(manifest.files.map((f) => [f.name, readFileSync(join(packDir, f.name))]));
+  const q8 = await Embedder.load({ config: read('config.json'), tokenizer: read('tokenizer.json'), manifest, files,
+    sentenceTransformers: { 'sentence_bert_config.json': read('sentence_bert_config.json') } });
+  assert.equal(q8.info().quantization, 'q8');
+  const rows = (await q8.embed(TEXTS, { kind: 'document' })).map((r) => Array.from(r));
+  assert.ok(compare(rows, REFERENCE).worstCos >= 0.995);
+  q8.dispose();
+  await assert.rejects(Embedder.load({ config: read('config.json'), tokenizer: read('tokenizer.json') }), /need `weights`/);
+  await assert.rejects(Embedder.load({ config: read('config.json'), tokenizer: read('tokenizer.json'), manifest, files: {} }),
+    /weights-q8-000\.bin/);
 });
