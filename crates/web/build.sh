@@ -23,9 +23,12 @@ fi
 rm -rf "$out" && mkdir -p "$out/wasm"
 wasm-bindgen --target web --out-dir "$out/wasm" --out-name qzhou_web \
   "$target_dir/wasm32-unknown-unknown/web/qzhou_web.wasm"
-if command -v wasm-opt >/dev/null && wasm-opt --version | grep -qv 'version 108'; then
-  wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-    --enable-reference-types --enable-multivalue \
+# npm binaryen (a devDependency: `npm ci` in crates/web) first, else one on PATH.
+wasm_opt=$here/node_modules/.bin/wasm-opt
+[ -x "$wasm_opt" ] || wasm_opt=$(command -v wasm-opt || true)
+if [ -n "$wasm_opt" ] && "$wasm_opt" --version | grep -qv 'version 108'; then
+  "$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-reference-types --enable-multivalue --enable-simd \
     "$out/wasm/qzhou_web_bg.wasm" -o "$out/wasm/qzhou_web_bg.wasm.opt" \
     && mv "$out/wasm/qzhou_web_bg.wasm.opt" "$out/wasm/qzhou_web_bg.wasm"
 fi
