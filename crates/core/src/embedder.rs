@@ -22,8 +22,7 @@ use crate::prompts::{
 };
 use crate::sentence_transformers::{SentenceTransformersConfig, SentenceTransformersFiles};
 use crate::tokenizer::{TextTokenizer, Truncation};
-#[allow(unused_imports)] // named in docs
-use crate::weights::{Checkpoint, TensorSource};
+use crate::weights::TensorSource;
 
 /// Default padded-token budget of one forward pass.
 pub const DEFAULT_BATCH_TOKENS: usize = 16_384;
@@ -39,7 +38,7 @@ pub struct ModelFiles {
     pub config: Vec<u8>,
     /// `tokenizer.json`.
     pub tokenizer: Vec<u8>,
-    /// The weights: a safetensors [`Checkpoint`] (one file or all shards), a web
+    /// The weights: a safetensors [`crate::weights::Checkpoint`] (one file or all shards), a web
     /// [`crate::weight_pack::WeightPack`], or any other [`TensorSource`].
     pub weights: Box<dyn TensorSource>,
     /// Optional sentence-transformers files.

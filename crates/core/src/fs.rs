@@ -71,12 +71,14 @@ impl ByteSource for FileSource {
     }
 }
 
-fn read_required(dir: &Path, name: &str) -> Result<Vec<u8>> {
+/// `dir/name`; a missing file is [`QzhouError::MissingFile`].
+pub fn read_required(dir: &Path, name: &str) -> Result<Vec<u8>> {
     let p = dir.join(name);
     std::fs::read(&p).map_err(|e| io_error(&p, e))
 }
 
-fn read_optional(path: PathBuf) -> Result<Option<Vec<u8>>> {
+/// The file at `path`, or `None` when it does not exist.
+pub fn read_optional(path: PathBuf) -> Result<Option<Vec<u8>>> {
     match std::fs::read(&path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

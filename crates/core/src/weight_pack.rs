@@ -125,6 +125,23 @@ impl Default for PackLimits {
     }
 }
 
+/// First-dimension length of `shape`, the unit parts are cut in (1 for a scalar).
+fn rows_of(shape: &[usize]) -> usize {
+    shape.first().copied().unwrap_or(1).max(1)
+}
+
+impl PackTensor {
+    /// Values `part` holds: its rows, or the whole tensor when it is 1-D (one part).
+    fn part_numel(&self, part: &PackPart) -> usize {
+        let numel: usize = self.shape.iter().product();
+        if self.shape.len() < 2 {
+            numel
+        } else {
+            part.rows * (numel / rows_of(&self.shape))
+        }
+    }
+}
+
 /// Whether a checkpoint tensor belongs in an embedding model's pack.
 fn packed(name: &str) -> bool {
     !name.starts_with("lm_head.") && !name.ends_with("rotary_emb.inv_freq")
@@ -164,7 +181,7 @@ pub fn write_pack(
     for name in source.names().into_iter().filter(|n| packed(n)) {
         let (values, shape) = source.read_f32(&name)?;
         let dtype = scheme.for_shape(&shape);
-        let rows = shape.first().copied().unwrap_or(1).max(1);
+        let rows = rows_of(&shape);
         let row_len = values.len() / rows;
         let row_bytes = dtype.stored_bytes(row_len).max(1);
         let rows_per_part = (limits.max_part_bytes / row_bytes).max(1);
@@ -239,9 +256,7 @@ impl PackManifest {
         m.quantization.parse::<Quantization>()?;
         for t in &m.tensors {
             let dtype: Quantization = t.dtype.parse()?;
-            let rows = t.shape.first().copied().unwrap_or(1).max(1);
-            let numel: usize = t.shape.iter().product();
-            let row_len = numel / rows;
+            let rows = rows_of(&t.shape);
             let mut seen = 0;
             for p in &t.parts {
                 let f = m.files.get(p.file).ok_or_else(|| {
@@ -263,11 +278,7 @@ impl PackManifest {
                         f.bytes
                     )));
                 }
-                let part_numel = if t.shape.len() < 2 {
-                    numel
-                } else {
-                    p.rows * row_len
-                };
+                let part_numel = t.part_numel(p);
                 if dtype.stored_bytes(part_numel) as u64 != p.bytes {
                     return Err(bad(format!(
                         "tensor `{}`: a {} part of {part_numel} values cannot be {} bytes",
@@ -382,19 +393,11 @@ impl TensorSource for WeightPack {
             .tensor(name)
             .ok_or_else(|| QzhouError::Pack(format!("no tensor `{name}` in the pack")))?;
         let dtype: Quantization = t.dtype.parse()?;
-        let numel: usize = t.shape.iter().product();
-        let rows = t.shape.first().copied().unwrap_or(1).max(1);
-        let row_len = numel / rows;
-        let mut out = Vec::with_capacity(numel);
+        let mut out = Vec::with_capacity(t.shape.iter().product());
         for p in &t.parts {
             let bytes = &self.files[p.file][p.offset as usize..(p.offset + p.bytes) as usize];
-            let part_numel = if t.shape.len() < 2 {
-                numel
-            } else {
-                p.rows * row_len
-            };
             out.extend(
-                dequantize(bytes, part_numel, dtype)
+                dequantize(bytes, t.part_numel(p), dtype)
                     .map_err(|e| QzhouError::Pack(format!("tensor `{name}`: {e}")))?,
             );
         }

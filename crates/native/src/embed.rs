@@ -11,7 +11,7 @@ use qzhou_core::{
 };
 
 use crate::backend::{dispatch, BackendJob, BackendKind, DTypeArg};
-use crate::hub::resolve_model;
+use crate::hub::ModelArgs;
 use crate::input::{from_args, read_file, InputFormat, InputText};
 use crate::output::{write_embeddings, OutputFormat};
 
@@ -22,15 +22,8 @@ const CHUNK: usize = 256;
 pub struct EmbedArgs {
     /// Texts to embed (or use --input).
     pub texts: Vec<String>,
-    /// Model: a local folder, or a HuggingFace hub id (owner/name).
-    #[arg(short, long)]
-    pub model: String,
-    /// Hub revision (branch, tag or commit).
-    #[arg(long, default_value = "main")]
-    pub revision: String,
-    /// Hub cache folder (default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub).
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: ModelArgs,
     /// Read texts from FILE (`-` for stdin): one per line, or JSONL with `text` and optional `id`.
     #[arg(short, long)]
     pub input: Option<String>,
@@ -102,7 +95,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         (None, true) => bail!("no texts: pass them as arguments or with --input FILE"),
     };
     crate::output::resolve_format(args.output_format, args.output.as_deref())?;
-    let model_dir = resolve_model(&args.model, &args.revision, args.cache_dir.as_deref())?;
+    let model_dir = args.source.resolve()?;
     let show_progress =
         args.input.is_some() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (backend, dtype, device) = (args.backend, args.dtype, args.device);

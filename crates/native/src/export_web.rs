@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use qzhou_core::fs::open_checkpoint;
+use qzhou_core::fs::{open_checkpoint, read_optional, read_required};
 use qzhou_core::model::check_weights;
 use qzhou_core::sentence_transformers::SentenceTransformersFiles;
 use qzhou_core::weight_pack::{
@@ -15,20 +15,13 @@ use qzhou_core::weight_pack::{
 };
 use qzhou_core::{Quantization, QwenConfig, TextTokenizer, Truncation};
 
-use crate::hub::resolve_model;
+use crate::hub::ModelArgs;
 use crate::output::atomic_write;
 
 #[derive(Args, Debug)]
 pub struct ExportWebArgs {
-    /// Model: a local folder, or a HuggingFace hub id (owner/name).
-    #[arg(short, long)]
-    pub model: String,
-    /// Hub revision (branch, tag or commit).
-    #[arg(long, default_value = "main")]
-    pub revision: String,
-    /// Hub cache folder.
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: ModelArgs,
     /// Output folder (created; serve it as the model's base URL).
     #[arg(short, long)]
     pub out: PathBuf,
@@ -57,27 +50,21 @@ pub fn run(args: ExportWebArgs) -> Result<()> {
         max_part_bytes: args.max_part_mib << 20,
         max_file_bytes: args.max_file_mib << 20,
     };
-    let dir = resolve_model(&args.model, &args.revision, args.cache_dir.as_deref())?;
+    let dir = args.source.resolve()?;
 
     // Everything the browser needs besides weights, validated before anything is written.
     let mut assets: Vec<(String, Vec<u8>)> = Vec::new();
     for name in ["config.json", "tokenizer.json"] {
-        let p = dir.join(name);
-        let bytes = fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
-        assets.push((name.to_string(), bytes));
+        assets.push((name.to_string(), read_required(&dir, name)?));
     }
     let config = QwenConfig::from_json(&assets[0].1)?;
     TextTokenizer::from_json(&assets[1].1, 8, Truncation::Truncate)?;
-    SentenceTransformersFiles::gather(|name| match fs::read(dir.join(name)) {
-        Ok(b) => {
+    SentenceTransformersFiles::gather(|name| {
+        let bytes = read_optional(dir.join(name))?;
+        if let Some(b) = &bytes {
             assets.push((name.to_string(), b.clone()));
-            Ok(Some(b))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(qzhou_core::QzhouError::Io {
-            name: dir.join(name).display().to_string(),
-            source: e,
-        }),
+        Ok(bytes)
     })?;
     let checkpoint = open_checkpoint(&dir)?;
     check_weights(&config, &checkpoint)?;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::{Repo, RepoType};
 
@@ -15,6 +16,27 @@ const OPTIONAL: [&str; 4] = [
     "config_sentence_transformers.json",
     "sentence_bert_config.json",
 ];
+
+/// Where a command's model comes from (`--model`, `--revision`, `--cache-dir`).
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// Model: a local folder, or a HuggingFace hub id (owner/name).
+    #[arg(short, long)]
+    pub model: String,
+    /// Hub revision (branch, tag or commit).
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+    /// Hub cache folder (default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The model folder, downloading a hub model first (see [`resolve_model`]).
+    pub fn resolve(&self) -> Result<PathBuf> {
+        resolve_model(&self.model, &self.revision, self.cache_dir.as_deref())
+    }
+}
 
 /// Whether `spec` looks like `owner/name`.
 fn is_hub_id(spec: &str) -> bool {
