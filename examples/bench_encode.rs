@@ -7,8 +7,7 @@
 
 use std::time::Instant;
 
-use burn::prelude::*;
-use qzhou_core::{AttentionMode, Embedder, LoadOptions, Pooling};
+use qzhou_core::{AttentionMode, Embedder, KernelBackend, LoadOptions, Pooling};
 
 /// Peak and current resident set size in bytes (Linux `/proc/self/status`).
 fn rss() -> (u64, u64) {
@@ -25,7 +24,7 @@ fn rss() -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-fn run<B: Backend>(
+fn run<B: KernelBackend>(
     dir: &str,
     device: B::Device,
     batch: usize,

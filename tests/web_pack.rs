@@ -4,17 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use burn::backend::flex::FlexDevice;
 use burn::backend::Flex;
-use common::{assert_close, cosine, fixture, Expected};
-use qzhou_core::fs::open_checkpoint;
-use qzhou_core::sentence_transformers::SentenceTransformersFiles;
-use qzhou_core::weight_pack::{write_pack, PackLimits, PackManifest, WeightPack};
-use qzhou_core::{
-    EmbedOptions, Embedder, LoadOptions, ModelFiles, Quantization, TextTokenizer, Truncation,
-};
+use common::{assert_close, cosine, fixture, packed_model_files, Expected};
+use qzhou_core::weight_pack::PackManifest;
+use qzhou_core::{EmbedOptions, Embedder, LoadOptions, Quantization, TextTokenizer, Truncation};
 use serde_json::Value;
 
 #[test]
@@ -47,34 +41,9 @@ fn native_tokenizer_matches_python_on_the_multilingual_corpus() {
     }
 }
 
-/// Pack tiny-qwen2 in `scheme` (small limits, so tensors split into parts and files) and load
-/// it back as the model's weights.
 fn packed_embedder(scheme: Quantization) -> (Embedder<Flex>, PackManifest) {
-    let dir = fixture("tiny-qwen2");
-    let checkpoint = open_checkpoint(&dir).unwrap();
-    let limits = PackLimits {
-        max_part_bytes: 1 << 20,
-        max_file_bytes: 3 << 20,
-    };
-    let mut files: Vec<Arc<[u8]>> = Vec::new();
-    let manifest = write_pack(&checkpoint, scheme, limits, &mut |_, b| {
-        files.push(b.into());
-        Ok(())
-    })
-    .unwrap();
-    let manifest = PackManifest::from_json(&manifest.to_json(), "manifest").unwrap();
-    let pack = WeightPack::new(manifest.clone(), files).unwrap();
-    let model_files = ModelFiles {
-        config: std::fs::read(dir.join("config.json")).unwrap(),
-        tokenizer: std::fs::read(dir.join("tokenizer.json")).unwrap(),
-        weights: Box::new(pack),
-        sentence_transformers: SentenceTransformersFiles::gather(|n| {
-            Ok(std::fs::read(dir.join(n)).ok())
-        })
-        .unwrap(),
-    };
-    let e =
-        Embedder::<Flex>::from_files(model_files, &FlexDevice, &LoadOptions::default()).unwrap();
+    let (files, manifest) = packed_model_files(scheme);
+    let e = Embedder::<Flex>::from_files(files, &FlexDevice, &LoadOptions::default()).unwrap();
     (e, manifest)
 }
 

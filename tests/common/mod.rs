@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use burn::prelude::Backend;
 use qzhou_core::{AttentionMode, Embedder, LoadOptions, Pooling};
 use serde_json::Value;
 
@@ -116,7 +115,7 @@ pub const RUNS: [(&str, AttentionMode, Pooling); 2] = [
 
 pub const MODELS: [&str; 2] = ["tiny-qwen2", "tiny-qwen3"];
 
-pub fn load<B: Backend>(
+pub fn load<B: qzhou_core::KernelBackend>(
     model: &str,
     attention: AttentionMode,
     pooling: Pooling,
@@ -133,7 +132,7 @@ pub fn load<B: Backend>(
 
 /// Parity with transformers on every model × (attention, pooling) run, then batch invariance:
 /// each text alone vs all texts in one padded batch of mixed lengths.
-pub fn check_reference_parity<B: Backend>(
+pub fn check_reference_parity<B: qzhou_core::KernelBackend>(
     device: &B::Device,
     min_cos: f64,
     max_diff: f32,
@@ -181,4 +180,37 @@ pub fn check_reference_parity<B: Backend>(
             eprintln!("{backend} {model} {run}: batch invariance max|Δ| {invariance:.3e}");
         }
     }
+}
+
+/// tiny-qwen2 packed in `scheme` (small limits, so tensors split into parts and files), as the
+/// model files a web client would assemble.
+pub fn packed_model_files(
+    scheme: qzhou_core::Quantization,
+) -> (qzhou_core::ModelFiles, qzhou_core::PackManifest) {
+    use qzhou_core::weight_pack::{write_pack, PackLimits};
+    let dir = fixture("tiny-qwen2");
+    let checkpoint = qzhou_core::fs::open_checkpoint(&dir).unwrap();
+    let limits = PackLimits {
+        max_part_bytes: 1 << 20,
+        max_file_bytes: 3 << 20,
+    };
+    let mut files: Vec<std::sync::Arc<[u8]>> = Vec::new();
+    let manifest = write_pack(&checkpoint, scheme, limits, &mut |_, b| {
+        files.push(b.into());
+        Ok(())
+    })
+    .unwrap();
+    let manifest = qzhou_core::PackManifest::from_json(&manifest.to_json(), "manifest").unwrap();
+    let pack = qzhou_core::WeightPack::new(manifest.clone(), files).unwrap();
+    let model_files = qzhou_core::ModelFiles {
+        config: std::fs::read(dir.join("config.json")).unwrap(),
+        tokenizer: std::fs::read(dir.join("tokenizer.json")).unwrap(),
+        weights: Box::new(pack),
+        sentence_transformers:
+            qzhou_core::sentence_transformers::SentenceTransformersFiles::gather(|n| {
+                Ok(std::fs::read(dir.join(n)).ok())
+            })
+            .unwrap(),
+    };
+    (model_files, manifest)
 }

@@ -15,7 +15,8 @@ use burn::prelude::*;
 use crate::batching::{pad_batch, plan_batches};
 use crate::config::{AttentionMode, QwenConfig};
 use crate::error::{QzhouError, Result};
-use crate::model::QwenEncoder;
+use crate::kernels::KernelBackend;
+use crate::model::{DeviceStorage, QwenEncoder};
 use crate::pooling::{l2_normalize, pool, Pooling};
 use crate::prompts::{
     query_prefix, task_instruction, InstructionSide, PromptStyle, DEFAULT_INSTRUCTION,
@@ -64,6 +65,9 @@ pub struct LoadOptions {
     pub batch_tokens: usize,
     /// Most texts in one forward pass.
     pub max_batch: usize,
+    /// Largest tensor (bytes) one device buffer may hold; bigger weights are split by rows.
+    /// Default: the backend's limit ([`KernelBackend::max_buffer_bytes`]).
+    pub max_buffer_bytes: Option<usize>,
 }
 
 impl Default for LoadOptions {
@@ -76,6 +80,7 @@ impl Default for LoadOptions {
             truncation: Truncation::Truncate,
             batch_tokens: DEFAULT_BATCH_TOKENS,
             max_batch: DEFAULT_MAX_BATCH,
+            max_buffer_bytes: None,
         }
     }
 }
@@ -135,7 +140,7 @@ impl EmbedOptions {
 }
 
 /// A loaded embedding model on one device.
-pub struct Embedder<B: Backend> {
+pub struct Embedder<B: KernelBackend> {
     model: QwenEncoder<B>,
     tokenizer: TextTokenizer,
     config: QwenConfig,
@@ -147,7 +152,7 @@ pub struct Embedder<B: Backend> {
     device: B::Device,
 }
 
-impl<B: Backend> Embedder<B> {
+impl<B: KernelBackend> Embedder<B> {
     /// Build from a model folder's bytes.
     pub fn from_files(
         files: ModelFiles,
@@ -180,7 +185,17 @@ impl<B: Backend> Embedder<B> {
             )));
         }
         let tokenizer = TextTokenizer::from_json(&files.tokenizer, max_length, options.truncation)?;
-        let model = QwenEncoder::load(&config, attention, files.weights.as_ref(), device)?;
+        let mut storage = DeviceStorage::for_backend::<B>(device);
+        if let Some(limit) = options.max_buffer_bytes {
+            if limit == 0 {
+                return Err(QzhouError::InvalidOption(
+                    "max buffer bytes must be at least 1".into(),
+                ));
+            }
+            storage.max_buffer_bytes = Some(limit);
+        }
+        let model =
+            QwenEncoder::load(&config, attention, files.weights.as_ref(), device, &storage)?;
         Ok(Self {
             model,
             tokenizer,
@@ -391,6 +406,9 @@ impl<B: Backend> Embedder<B> {
         normalize: bool,
     ) -> Tensor<B, 2> {
         let hidden = self.model.forward(input_ids, attention_mask.clone());
+        if pooling == Pooling::Mean {
+            return B::mean_pool(hidden, attention_mask, normalize);
+        }
         let pooled = pool(hidden, attention_mask, pooling);
         if normalize {
             l2_normalize(pooled)

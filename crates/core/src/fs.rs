@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use burn::prelude::*;
+use crate::kernels::KernelBackend;
 
 use crate::embedder::{Embedder, LoadOptions, ModelFiles};
 use crate::error::{QzhouError, Result};
@@ -138,7 +138,7 @@ impl ModelFiles {
     }
 }
 
-impl<B: Backend> Embedder<B> {
+impl<B: KernelBackend> Embedder<B> {
     /// Load a model folder onto `device`.
     pub fn from_dir(
         dir: impl AsRef<Path>,

@@ -18,6 +18,7 @@ pub mod embedder;
 pub mod error;
 #[cfg(feature = "fs")]
 pub mod fs;
+pub mod kernels;
 pub mod model;
 pub mod pooling;
 pub mod prompts;
@@ -30,6 +31,7 @@ pub mod weights;
 pub use config::{AttentionMode, ModelType, QwenConfig};
 pub use embedder::{EmbedOptions, Embedder, LoadOptions, ModelFiles, TextKind};
 pub use error::{QzhouError, Result};
+pub use kernels::KernelBackend;
 pub use pooling::Pooling;
 pub use prompts::PromptStyle;
 pub use quantization::Quantization;

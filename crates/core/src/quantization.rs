@@ -161,6 +161,129 @@ pub fn quantize(values: &[f32], scheme: Quantization) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Block-quantised values laid out for a GPU kernel: what a fused dequantise-matmul reads.
+///
+/// For a row-major `[rows, cols]` tensor (`cols` a multiple of [`BLOCK_SIZE`]):
+/// * `words`: the quantised values as little-endian `u32` words, row-major — q8: four `i8` per
+///   word (value `j` in bits `8j..8j+8`), 8 words per block; q4: eight nibbles per word (value
+///   `j` in bits `4j..4j+4`, the low-nibble-first byte order of [`quantize`]), 4 words per block.
+/// * `params`: per block, in block order — q8: `scale`; q4: `scale, min` interleaved.
+///   Widened from the stored `f16`, so `x = q · scale` (q8) or `x = min + q · scale` (q4)
+///   reproduces [`dequantize`] exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedBlocks {
+    /// `Q8` or `Q4`.
+    pub scheme: Quantization,
+    /// Quantised values, 32-bit words.
+    pub words: Vec<u32>,
+    /// Scales (q8) or interleaved scale/min pairs (q4), one entry (pair) per block.
+    pub params: Vec<f32>,
+}
+
+impl PackedBlocks {
+    /// An empty buffer for `scheme` (q8 or q4 only).
+    pub fn new(scheme: Quantization) -> Result<Self> {
+        match scheme {
+            Quantization::Q8 | Quantization::Q4 => Ok(Self {
+                scheme,
+                words: Vec::new(),
+                params: Vec::new(),
+            }),
+            other => Err(QzhouError::InvalidOption(format!(
+                "{other} is not a block scheme (expected q8 or q4)"
+            ))),
+        }
+    }
+
+    /// Append `numel` values stored by [`quantize`] (e.g. one row-split part of a pack tensor).
+    pub fn extend_from_stored(&mut self, bytes: &[u8], numel: usize) -> Result<()> {
+        let scheme = self.scheme;
+        let expected = scheme.stored_bytes(numel);
+        if bytes.len() != expected || numel % BLOCK_SIZE != 0 {
+            return Err(QzhouError::InvalidOption(format!(
+                "{scheme} data for {numel} values must be {expected} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        let blocks = numel / BLOCK_SIZE;
+        let data_bytes = match scheme {
+            Quantization::Q8 => numel,
+            _ => numel / 2,
+        };
+        let (data, rest) = bytes.split_at(data_bytes);
+        self.words.extend(
+            data.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        let half_at = |b: &[u8], i: usize| f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32();
+        match scheme {
+            Quantization::Q8 => self.params.extend((0..blocks).map(|b| half_at(rest, b))),
+            _ => {
+                let (scales, mins) = rest.split_at(blocks * 2);
+                for b in 0..blocks {
+                    self.params.push(half_at(scales, b));
+                    self.params.push(half_at(mins, b));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Words per block: 8 (q8) or 4 (q4).
+    pub fn words_per_block(&self) -> usize {
+        match self.scheme {
+            Quantization::Q8 => 8,
+            _ => 4,
+        }
+    }
+
+    /// Rows `start..end` of the `[rows, cols]` matrix these blocks hold (`cols` a multiple of
+    /// [`BLOCK_SIZE`]).
+    pub fn slice_rows(&self, start: usize, end: usize, cols: usize) -> PackedBlocks {
+        let blocks_per_row = cols / BLOCK_SIZE;
+        let words = blocks_per_row * self.words_per_block();
+        let params = blocks_per_row * self.params_per_block();
+        PackedBlocks {
+            scheme: self.scheme,
+            words: self.words[start * words..end * words].to_vec(),
+            params: self.params[start * params..end * params].to_vec(),
+        }
+    }
+
+    /// Params per block: 1 (q8 scale) or 2 (q4 scale and min).
+    pub fn params_per_block(&self) -> usize {
+        match self.scheme {
+            Quantization::Q8 => 1,
+            _ => 2,
+        }
+    }
+
+    /// Number of values held.
+    pub fn numel(&self) -> usize {
+        self.words.len() / self.words_per_block() * BLOCK_SIZE
+    }
+
+    /// Decode to `f32` on the host (the reference the GPU kernels are tested against).
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.numel());
+        for (b, block) in self.words.chunks_exact(self.words_per_block()).enumerate() {
+            for &w in block {
+                match self.scheme {
+                    Quantization::Q8 => {
+                        let s = self.params[b];
+                        out.extend(w.to_le_bytes().iter().map(|&q| q as i8 as f32 * s));
+                    }
+                    _ => {
+                        let (s, m) = (self.params[2 * b], self.params[2 * b + 1]);
+                        out.extend((0..8).map(|j| m + ((w >> (4 * j)) & 0xf) as f32 * s));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Decode `numel` values stored by [`quantize`] in `scheme`. `bytes` must be exactly
 /// [`Quantization::stored_bytes`] long.
 pub fn dequantize(bytes: &[u8], numel: usize, scheme: Quantization) -> Result<Vec<f32>> {
@@ -273,6 +396,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn packed_blocks_decode_like_dequantize_across_parts() {
+        let values = weights(4 * BLOCK_SIZE * 3);
+        for scheme in [Quantization::Q8, Quantization::Q4] {
+            let mut packed = PackedBlocks::new(scheme).unwrap();
+            // Two "parts" of 8 and 4 blocks, as a row-split pack tensor stores them.
+            let (a, b) = values.split_at(8 * BLOCK_SIZE);
+            for part in [a, b] {
+                let bytes = quantize(part, scheme).unwrap();
+                packed.extend_from_stored(&bytes, part.len()).unwrap();
+            }
+            let mut expected = dequantize(&quantize(a, scheme).unwrap(), a.len(), scheme).unwrap();
+            expected.extend(dequantize(&quantize(b, scheme).unwrap(), b.len(), scheme).unwrap());
+            assert_eq!(packed.numel(), values.len());
+            assert_eq!(packed.to_f32(), expected, "{scheme}");
+            let per_block = if scheme == Quantization::Q8 { 1 } else { 2 };
+            assert_eq!(packed.params.len(), 12 * per_block);
+        }
+        assert!(PackedBlocks::new(Quantization::F16).is_err());
+        let mut q8 = PackedBlocks::new(Quantization::Q8).unwrap();
+        let err = q8.extend_from_stored(&[0u8; 10], BLOCK_SIZE).unwrap_err();
+        assert!(err.to_string().contains("34 bytes"), "{err}");
     }
 
     #[test]

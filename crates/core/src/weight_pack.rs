@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{QzhouError, Result};
-use crate::quantization::{dequantize, quantize, Quantization, BLOCK_SIZE};
+use crate::quantization::{dequantize, quantize, PackedBlocks, Quantization, BLOCK_SIZE};
 use crate::weights::{StoredDtype, TensorMeta, TensorSource};
 
 /// Value of [`PackManifest::format`].
@@ -402,6 +402,24 @@ impl TensorSource for WeightPack {
             );
         }
         Ok((out, t.shape.clone()))
+    }
+
+    fn read_packed(&self, name: &str) -> Result<Option<(PackedBlocks, Vec<usize>)>> {
+        let t = self
+            .tensor(name)
+            .ok_or_else(|| QzhouError::Pack(format!("no tensor `{name}` in the pack")))?;
+        let scheme: Quantization = t.dtype.parse()?;
+        if !matches!(scheme, Quantization::Q8 | Quantization::Q4) {
+            return Ok(None);
+        }
+        let mut packed = PackedBlocks::new(scheme)?;
+        for p in &t.parts {
+            let bytes = &self.files[p.file][p.offset as usize..(p.offset + p.bytes) as usize];
+            packed
+                .extend_from_stored(bytes, t.part_numel(p))
+                .map_err(|e| QzhouError::Pack(format!("tensor `{name}`: {e}")))?;
+        }
+        Ok(Some((packed, t.shape.clone())))
     }
 }
 

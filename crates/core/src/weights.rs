@@ -182,6 +182,16 @@ pub trait TensorSource {
     fn meta(&self, name: &str) -> Option<TensorMeta>;
     /// The values of `name` widened (or dequantised) to `f32`, row-major, with its shape.
     fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)>;
+    /// The blocks of a q8/q4-stored tensor as they are (no dequantisation), with its shape;
+    /// `None` when `name` is not stored block-quantised. Backends with a fused
+    /// dequantise-matmul kernel keep such weights packed on the device.
+    fn read_packed(
+        &self,
+        name: &str,
+    ) -> Result<Option<(crate::quantization::PackedBlocks, Vec<usize>)>> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 impl TensorSource for Checkpoint {

@@ -1,8 +1,8 @@
 //! Choosing a Burn backend at run time and running generic code on it.
 
 use anyhow::{bail, Result};
-use burn::prelude::Backend;
 use clap::ValueEnum;
+use qzhou_core::KernelBackend;
 
 /// Compute backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,7 +29,7 @@ pub enum DTypeArg {
 /// Something to run on whichever backend is chosen.
 pub trait BackendJob {
     /// Run on backend `B` with `device`.
-    fn run<B: Backend>(self, device: B::Device) -> Result<()>;
+    fn run<B: KernelBackend>(self, device: B::Device) -> Result<()>;
 }
 
 /// Dispatch `job` to the chosen backend and dtype.

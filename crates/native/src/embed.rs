@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use burn::prelude::Backend;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use qzhou_core::KernelBackend;
 use qzhou_core::{
     AttentionMode, EmbedOptions, Embedder, LoadOptions, Pooling, PromptStyle, TextKind, Truncation,
 };
@@ -113,7 +113,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
 }
 
 impl BackendJob for EmbedJob {
-    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+    fn run<B: KernelBackend>(self, device: B::Device) -> Result<()> {
         let a = &self.args;
         let load = LoadOptions {
             attention: a

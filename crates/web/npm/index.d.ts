@@ -31,6 +31,11 @@ export interface LoadOptions {
   batchTokens?: number;
   /** Texts per forward pass (default 64). */
   maxBatch?: number;
+  /**
+   * Largest GPU buffer in bytes (default: the device's `maxStorageBufferBindingSize`): bigger
+   * weights (e.g. a 7B model's embedding table) are split by rows across several buffers.
+   */
+  maxBufferBytes?: number;
   /** The .wasm file's URL or bytes, if it is not next to the package's JS. */
   wasm?: string | URL | Bytes;
 }

@@ -187,7 +187,8 @@ export class Embedder {
    * in-memory files. Options: `quantization` ('q8' default, 'q4', 'f16', 'f32'), `backend`
    * ('auto' default: WebGPU when available, else CPU; 'webgpu'; 'cpu'), `onProgress`
    * ({file, loaded, total, fromCache}), `cache` (Cache API, default true), `fetch`, `signal`,
-   * `maxLength`, `batchTokens`, `maxBatch`.
+   * `maxLength`, `batchTokens`, `maxBatch`, `maxBufferBytes` (split weights into GPU buffers of
+   * at most this many bytes; default: the device's storage-binding limit).
    */
   static async load(source, options = {}) {
     const quantization = String(options.quantization || 'q8').toLowerCase();
@@ -206,6 +207,7 @@ export class Embedder {
     if (backend === 'auto') backend = (await hasWebGPU()) ? 'webgpu' : 'cpu';
     const loadJson = JSON.stringify({
       maxLength: options.maxLength, batchTokens: options.batchTokens, maxBatch: options.maxBatch,
+      maxBufferBytes: options.maxBufferBytes,
     });
     const run = loadChain.then(() => loadEmbedder(backend, got.source, got.manifestName, loadJson));
     loadChain = run.catch(() => {});

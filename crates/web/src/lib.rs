@@ -61,12 +61,12 @@ pub async fn load_embedder(
     manifest: String,
     options_json: String,
 ) -> Result<WasmEmbedder, JsError> {
-    let options = parse_load_options(&options_json).map_err(js_err)?;
+    let mut options = parse_load_options(&options_json).map_err(js_err)?;
     let (files, quantization) = source.into_model_files(&manifest).map_err(js_err)?;
     let (model, backend_info) = match backend.as_str() {
         "webgpu" => {
             let (device, adapter) = gpu::device().await.map_err(js_err)?;
-            check_binding_limit(&files, &adapter).map_err(js_err)?;
+            options.max_buffer_bytes = options.max_buffer_bytes.or(buffer_limit(&adapter));
             let e = Embedder::<WebGpu>::from_files(files, &device, &options).map_err(js_err)?;
             (Model::WebGpu(e), adapter)
         }
@@ -97,40 +97,24 @@ pub async fn load_embedder(
         "normalize": embedder.with(|e| e.normalize(), |e| e.normalize()),
         "attention": format!("{:?}", embedder.with(|e| e.attention(), |e| e.attention())),
         "maxLength": embedder.with(|e| e.tokenizer().max_length(), |e| e.tokenizer().max_length()),
+        "deviceWeights": embedder.with(|e| e.model().storage_summary(), |e| e.model().storage_summary()),
         "version": version(),
     })
     .to_string();
     Ok(embedder)
 }
 
-/// Every tensor becomes one f32 GPU buffer: refuse (instead of letting wgpu panic) when one
-/// exceeds the adapter's largest storage binding.
-fn check_binding_limit(
-    files: &qzhou_core::ModelFiles,
-    adapter: &serde_json::Value,
-) -> Result<(), String> {
-    let limit = [
+/// The largest GPU buffer this device allows (the smaller of its storage-binding and buffer
+/// limits): weights bigger than this are split by rows across several buffers.
+fn buffer_limit(adapter: &serde_json::Value) -> Option<usize> {
+    [
         &adapter["maxStorageBufferBindingSize"],
         &adapter["maxBufferSize"],
     ]
     .iter()
     .filter_map(|v| v.as_u64())
     .min()
-    .unwrap_or(u64::MAX);
-    for name in files.weights.names() {
-        if let Some(meta) = files.weights.meta(&name) {
-            let bytes = meta.shape.iter().product::<usize>() as u64 * 4;
-            if bytes > limit {
-                return Err(format!(
-                    "tensor `{name}` {:?} needs {bytes} bytes as f32 on the GPU, more than this \
-                     adapter's largest buffer binding ({limit} bytes); use backend 'cpu' for this \
-                     model (splitting tensors across GPU buffers is not implemented yet)",
-                    meta.shape
-                ));
-            }
-        }
-    }
-    Ok(())
+    .and_then(|v| usize::try_from(v).ok())
 }
 
 impl WasmEmbedder {

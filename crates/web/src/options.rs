@@ -9,6 +9,7 @@ struct LoadJson {
     max_length: Option<usize>,
     batch_tokens: Option<usize>,
     max_batch: Option<usize>,
+    max_buffer_bytes: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -29,7 +30,8 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(json: &str, what: &str) -> Resu
     serde_json::from_str(json).map_err(|e| QzhouError::InvalidOption(format!("{what}: {e}")))
 }
 
-/// Load options: `maxLength`, `batchTokens`, `maxBatch`.
+/// Load options: `maxLength`, `batchTokens`, `maxBatch`, `maxBufferBytes` (split weights
+/// into GPU buffers of at most this size; default: the device's binding limit).
 pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
     let j: LoadJson = parse(json, "load options")?;
     let d = LoadOptions::default();
@@ -37,6 +39,7 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
         max_length: j.max_length,
         batch_tokens: j.batch_tokens.unwrap_or(d.batch_tokens),
         max_batch: j.max_batch.unwrap_or(d.max_batch),
+        max_buffer_bytes: j.max_buffer_bytes,
         ..d
     })
 }

@@ -25,17 +25,17 @@ after(async () => {
 });
 
 /** Load `quantization` from /model/ on WebGPU and embed the fixture texts as documents. */
-function embedInPage(quantization) {
-  return evaluate(browser.page, async ({ q, texts }) => {
+function embedInPage(quantization, extra = {}) {
+  return evaluate(browser.page, async ({ q, texts, extra }) => {
     const t0 = performance.now();
-    const e = await window.qz.Embedder.load('/model/', { quantization: q, backend: 'webgpu' });
+    const e = await window.qz.Embedder.load('/model/', { quantization: q, backend: 'webgpu', ...extra });
     const t1 = performance.now();
     const rows = (await e.embed(texts, { kind: 'document' })).map((r) => Array.from(r));
     const t2 = performance.now();
     const info = e.info();
     e.dispose();
     return { rows, info, loadMs: t1 - t0, embedMs: t2 - t1 };
-  }, { q: quantization, texts: TEXTS }, 240_000, browser.logs);
+  }, { q: quantization, texts: TEXTS, extra }, 240_000, browser.logs);
 }
 
 // Minimum cosine vs the transformers f32 reference (and vs native f32 of the same weights).
@@ -46,6 +46,11 @@ for (const [q, minCos] of Object.entries(TARGETS)) {
     assert.equal(r.info.backend, 'webgpu');
     assert.equal(r.info.adapter.api, 'WebGPU');
     assert.equal(r.info.quantization, q);
+    // q8/q4 projections stay block-quantised on the GPU and run the fused WGSL kernel
+    // (tiny-qwen2: 2 layers × 7 projections); f32/f16 ones are dense f32.
+    const fused = q === 'q8' || q === 'q4';
+    assert.equal(r.info.deviceWeights.quantizedProjections, fused ? 14 : 0);
+    assert.equal(r.info.deviceWeights.denseProjections, fused ? 0 : 14);
     const ref = compare(r.rows, REFERENCE);
     const native = compare(r.rows, env.nativeRows);
     console.log(`webgpu ${q} (${r.info.adapter.architecture}): vs transformers worst cos ${ref.worstCos.toFixed(7)} ` +
@@ -55,6 +60,15 @@ for (const [q, minCos] of Object.entries(TARGETS)) {
     assert.ok(native.worstCos >= minCos, `vs native f32: ${native.worstCos}`);
   });
 }
+
+test('webgpu splits weights bigger than maxBufferBytes across buffers, same results', { timeout: 300_000 }, async () => {
+  // 64 KiB: the 151936 × 32 f32 embedding table (19 MB) becomes 297 buffers of 512 rows.
+  const r = await embedInPage('f32', { maxBufferBytes: 65536 });
+  assert.equal(r.info.deviceWeights.embeddingBuffers, 297);
+  const ref = compare(r.rows, REFERENCE);
+  console.log(`webgpu f32 split over 297 buffers: worst cos ${ref.worstCos.toFixed(7)}, embed ${r.embedMs.toFixed(0)} ms`);
+  assert.ok(ref.worstCos >= 0.9999, `vs transformers: ${ref.worstCos}`);
+});
 
 test('second load comes from the Cache API', { timeout: 120_000 }, async () => {
   const r = await evaluate(browser.page, async () => {

@@ -1,23 +1,25 @@
 //! Multi-head self-attention with grouped-query heads, RoPE and optional per-head q/k RMSNorm.
 
-use burn::nn::{Linear, RmsNorm};
+use burn::nn::RmsNorm;
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
+use super::linear::Projection;
 use super::rope::apply_rope;
+use crate::kernels::KernelBackend;
 
 /// The attention block of a Qwen2/Qwen3 decoder layer.
 #[derive(Module, Debug)]
 pub struct SelfAttention<B: Backend> {
     /// `hidden -> heads·head_dim` (bias in Qwen2).
-    pub q_proj: Linear<B>,
+    pub q_proj: Projection<B>,
     /// `hidden -> kv_heads·head_dim` (bias in Qwen2).
-    pub k_proj: Linear<B>,
+    pub k_proj: Projection<B>,
     /// `hidden -> kv_heads·head_dim` (bias in Qwen2).
-    pub v_proj: Linear<B>,
+    pub v_proj: Projection<B>,
     /// `heads·head_dim -> hidden`, no bias.
-    pub o_proj: Linear<B>,
+    pub o_proj: Projection<B>,
     /// Qwen3: RMSNorm over `head_dim` applied to each query head before RoPE.
     pub q_norm: Option<RmsNorm<B>>,
     /// Qwen3: RMSNorm over `head_dim` applied to each key head before RoPE.
@@ -30,7 +32,7 @@ pub struct SelfAttention<B: Backend> {
     pub head_dim: usize,
 }
 
-impl<B: Backend> SelfAttention<B> {
+impl<B: KernelBackend> SelfAttention<B> {
     /// Split `[batch, seq, n·head_dim]` into `[batch, n, seq, head_dim]`, normalising each head.
     fn heads(&self, x: Tensor<B, 3>, n: usize, norm: Option<&RmsNorm<B>>) -> Tensor<B, 4> {
         let [b, s, _] = x.dims();

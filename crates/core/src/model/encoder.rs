@@ -2,22 +2,72 @@
 //! final norm. One definition for every backend (CPU, wgpu/WebGPU, CUDA) and for training.
 
 use burn::module::Param;
-use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::nn::{Linear, RmsNorm};
 use burn::prelude::*;
 
 use super::attention::SelfAttention;
+use super::embedding::TokenEmbedding;
 use super::layer::DecoderLayer;
+use super::linear::{Projection, QuantizedLinear, SplitLinear};
 use super::mlp::SwiGluMlp;
 use super::rope::rope_tables;
 use crate::config::{AttentionMode, QwenConfig};
 use crate::error::{QzhouError, Result, ShapeMismatch};
+use crate::kernels::{KernelBackend, QuantizedMatrix};
+use crate::quantization::BLOCK_SIZE;
 use crate::weights::TensorSource;
+
+/// Counts of how a loaded encoder's weights are stored on the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSummary {
+    /// Projections kept block-quantised (run by the fused kernel).
+    pub quantized_projections: usize,
+    /// Projections stored as dense f32.
+    pub dense_projections: usize,
+    /// Projections spread over more than one buffer.
+    pub split_projections: usize,
+    /// Device buffers holding projection weights.
+    pub projection_buffers: usize,
+    /// Device buffers holding the embedding table.
+    pub embedding_buffers: usize,
+}
+
+/// How weights are laid out on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceStorage {
+    /// Largest tensor one device buffer may hold (bytes); bigger weights are split by rows.
+    /// `None`: no limit.
+    pub max_buffer_bytes: Option<usize>,
+    /// Keep q8/q4 projection weights block-quantised on the device (needs a fused kernel,
+    /// [`KernelBackend::has_fused_quantized_matmul`]); otherwise they are dequantised to f32.
+    pub keep_quantized: bool,
+}
+
+impl DeviceStorage {
+    /// What backend `B` supports on `device`: its buffer limit, and quantised weights when it
+    /// has the fused kernel.
+    pub fn for_backend<B: KernelBackend>(device: &B::Device) -> Self {
+        Self {
+            max_buffer_bytes: B::max_buffer_bytes(device),
+            keep_quantized: B::has_fused_quantized_matmul(),
+        }
+    }
+
+    /// Rows per device buffer for rows of `row_bytes` bytes (at least 1).
+    fn rows_per_buffer(&self, rows: usize, row_bytes: usize) -> usize {
+        match self.max_buffer_bytes {
+            Some(limit) => (limit / row_bytes.max(1)).clamp(1, rows.max(1)),
+            None => rows.max(1),
+        }
+    }
+}
 
 /// Qwen decoder run as an encoder: returns the final hidden state of every token.
 #[derive(Module, Debug)]
 pub struct QwenEncoder<B: Backend> {
     /// Token embedding `[vocab, hidden]`.
-    pub embed_tokens: Embedding<B>,
+    pub embed_tokens: TokenEmbedding<B>,
     /// Decoder layers.
     pub layers: Vec<DecoderLayer<B>>,
     /// Final RMSNorm.
@@ -50,7 +100,52 @@ impl<B: Backend> QwenEncoder<B> {
 
     /// Hidden size = embedding dimension.
     pub fn hidden_size(&self) -> usize {
-        self.embed_tokens.weight.dims()[1]
+        self.embed_tokens.hidden_size()
+    }
+
+    /// Every attention and MLP projection, layer by layer (q, k, v, o, gate, up, down).
+    pub fn projections(&self) -> Vec<&Projection<B>> {
+        self.layers
+            .iter()
+            .flat_map(|l| {
+                [
+                    &l.self_attn.q_proj,
+                    &l.self_attn.k_proj,
+                    &l.self_attn.v_proj,
+                    &l.self_attn.o_proj,
+                    &l.mlp.gate_proj,
+                    &l.mlp.up_proj,
+                    &l.mlp.down_proj,
+                ]
+            })
+            .collect()
+    }
+
+    /// How the weights sit on the device (for `info()` and tests).
+    pub fn storage_summary(&self) -> StorageSummary {
+        let mut s = StorageSummary {
+            embedding_buffers: self.embed_tokens.parts.len(),
+            ..StorageSummary::default()
+        };
+        for p in self.projections() {
+            match p {
+                Projection::Dense(_) => s.dense_projections += 1,
+                Projection::Split(x) => {
+                    s.dense_projections += 1;
+                    s.split_projections += 1;
+                    s.projection_buffers += x.parts.len() - 1;
+                }
+                Projection::Quantized(q) => {
+                    s.quantized_projections += 1;
+                    if q.parts.len() > 1 {
+                        s.split_projections += 1;
+                    }
+                    s.projection_buffers += q.parts.len() - 1;
+                }
+            }
+            s.projection_buffers += 1;
+        }
+        s
     }
 
     /// Boolean mask `[batch, heads, seq, seq]`, `true` where a query must not see a key:
@@ -73,7 +168,9 @@ impl<B: Backend> QwenEncoder<B> {
         };
         mask.expand([b, self.num_heads, s, s])
     }
+}
 
+impl<B: KernelBackend> QwenEncoder<B> {
     /// `input_ids`: `[batch, seq]` token ids, right-padded; `attention_mask`: `[batch, seq]`,
     /// 1 for real tokens and 0 for padding. Returns the final hidden states `[batch, seq, hidden]`.
     pub fn forward(
@@ -95,17 +192,22 @@ impl<B: Backend> QwenEncoder<B> {
     /// Build the encoder from a checkpoint, checking every tensor name, shape and dtype first
     /// and reporting all problems in one [`QzhouError::WeightMismatch`]. Accepts names with or
     /// without the `model.` prefix; ignores `lm_head.*` and `rotary_emb.inv_freq` buffers.
+    ///
+    /// `storage` says how weights sit on the device ([`DeviceStorage::for_backend`] is what
+    /// the backend supports).
     pub fn load(
         config: &QwenConfig,
         attention: AttentionMode,
         checkpoint: &dyn TensorSource,
         device: &B::Device,
+        storage: &DeviceStorage,
     ) -> Result<Self> {
         let plan = WeightPlan::new(config, checkpoint)?;
         let loader = Loader {
             checkpoint,
             plan: &plan,
             device,
+            storage,
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
@@ -142,9 +244,7 @@ impl<B: Backend> QwenEncoder<B> {
             });
         }
         Ok(Self {
-            embed_tokens: Embedding {
-                weight: Param::from_tensor(loader.tensor::<2>("embed_tokens.weight")?),
-            },
+            embed_tokens: loader.embedding("embed_tokens.weight")?,
             layers,
             norm: loader.rms_norm("norm", config.rms_norm_eps)?,
             rope_theta: config.rope_theta,
@@ -261,6 +361,7 @@ struct Loader<'a, B: Backend> {
     checkpoint: &'a dyn TensorSource,
     plan: &'a WeightPlan,
     device: &'a B::Device,
+    storage: &'a DeviceStorage,
 }
 
 impl<B: Backend> Loader<'_, B> {
@@ -271,20 +372,90 @@ impl<B: Backend> Loader<'_, B> {
         Ok(Tensor::from_data(data, self.device))
     }
 
-    /// HF stores Linear weights `[out, in]`; Burn computes `x @ W` with `W: [in, out]`, so the
-    /// parameter is the transposed view (no copy), exactly what `LinearLayout::Col` does.
-    fn linear(&self, name: &str, bias: bool) -> Result<Linear<B>> {
-        let weight = self.tensor::<2>(&format!("{name}.weight"))?.transpose();
+    /// Rows `start..start + len` of a row-major host matrix with `cols` columns, uploaded as
+    /// its own device tensor (its own buffer).
+    fn upload_rows(&self, values: &[f32], cols: usize, start: usize, len: usize) -> Tensor<B, 2> {
+        let rows = values[start * cols..(start + len) * cols].to_vec();
+        Tensor::from_data(TensorData::new(rows, [len, cols]), self.device)
+    }
+
+    /// The `[rows, cols]` matrix `name` as device tensors of at most the buffer limit each:
+    /// `(start row, tensor)` in row order (one tensor when it fits).
+    fn matrix_parts(&self, name: &str) -> Result<Vec<(usize, Tensor<B, 2>)>> {
+        let full = format!("{}{name}", self.plan.prefix);
+        let (values, shape) = self.checkpoint.read_f32(&full)?;
+        let (rows, cols) = (shape[0], shape[1]);
+        let step = self.storage.rows_per_buffer(rows, cols * 4);
+        Ok((0..rows)
+            .step_by(step)
+            .map(|start| {
+                let len = step.min(rows - start);
+                (start, self.upload_rows(&values, cols, start, len))
+            })
+            .collect())
+    }
+
+    /// The embedding table, in as many row groups as the buffer limit needs.
+    fn embedding(&self, name: &str) -> Result<TokenEmbedding<B>> {
+        let parts = self
+            .matrix_parts(name)?
+            .into_iter()
+            .map(|(_, t)| Param::from_tensor(t))
+            .collect();
+        Ok(TokenEmbedding { parts })
+    }
+
+    /// A projection: block-quantised when the checkpoint stores it so and the device keeps
+    /// quantised weights; else dense, split by output rows when over the buffer limit.
+    ///
+    /// HF stores Linear weights `[out, in]`; Burn computes `x @ W` with `W: [in, out]`, so a
+    /// dense parameter is the transposed view (no copy), exactly what `LinearLayout::Col` does.
+    fn linear(&self, name: &str, bias: bool) -> Result<Projection<B>> {
+        let weight_name = format!("{name}.weight");
         let bias = if bias {
-            Some(Param::from_tensor(
-                self.tensor::<1>(&format!("{name}.bias"))?,
-            ))
+            Some(self.tensor::<1>(&format!("{name}.bias"))?)
         } else {
             None
         };
-        Ok(Linear {
-            weight: Param::from_tensor(weight),
-            bias,
+        if self.storage.keep_quantized {
+            let full = format!("{}{weight_name}", self.plan.prefix);
+            if let Some((packed, shape)) = self.checkpoint.read_packed(&full)? {
+                if let [rows, cols] = shape[..] {
+                    let row_bytes = cols / BLOCK_SIZE * packed.words_per_block() * 4;
+                    let step = self.storage.rows_per_buffer(rows, row_bytes);
+                    let parts = (0..rows)
+                        .step_by(step)
+                        .map(|start| {
+                            let end = (start + step).min(rows);
+                            let part = packed.slice_rows(start, end, cols);
+                            QuantizedMatrix::from_packed(&part, end - start, cols, self.device)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    return Ok(Projection::Quantized(QuantizedLinear {
+                        parts,
+                        bias: bias.map(Param::from_tensor),
+                    }));
+                }
+                // Anything else block-stored (not 2-D) is dequantised below.
+            }
+        }
+        let mut parts: Vec<Linear<B>> = self
+            .matrix_parts(&weight_name)?
+            .into_iter()
+            .map(|(start, w)| {
+                let len = w.dims()[0];
+                Linear {
+                    weight: Param::from_tensor(w.transpose()),
+                    bias: bias
+                        .as_ref()
+                        .map(|b| Param::from_tensor(b.clone().narrow(0, start, len))),
+                }
+            })
+            .collect();
+        Ok(if parts.len() == 1 {
+            Projection::Dense(parts.remove(0))
+        } else {
+            Projection::Split(SplitLinear { parts })
         })
     }
 

@@ -5,6 +5,7 @@ use burn::prelude::*;
 
 use super::attention::SelfAttention;
 use super::mlp::SwiGluMlp;
+use crate::kernels::KernelBackend;
 
 /// A Qwen decoder layer, run without a KV cache.
 #[derive(Module, Debug)]
@@ -19,7 +20,7 @@ pub struct DecoderLayer<B: Backend> {
     pub mlp: SwiGluMlp<B>,
 }
 
-impl<B: Backend> DecoderLayer<B> {
+impl<B: KernelBackend> DecoderLayer<B> {
     /// `x`: `[batch, seq, hidden]` -> `[batch, seq, hidden]`.
     pub fn forward(
         &self,

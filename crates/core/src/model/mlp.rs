@@ -1,21 +1,23 @@
 //! The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
 
-use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
+
+use super::linear::Projection;
+use crate::kernels::KernelBackend;
 
 /// Gated MLP of every Qwen decoder layer.
 #[derive(Module, Debug)]
 pub struct SwiGluMlp<B: Backend> {
     /// `hidden -> intermediate`, no bias.
-    pub gate_proj: Linear<B>,
+    pub gate_proj: Projection<B>,
     /// `hidden -> intermediate`, no bias.
-    pub up_proj: Linear<B>,
+    pub up_proj: Projection<B>,
     /// `intermediate -> hidden`, no bias.
-    pub down_proj: Linear<B>,
+    pub down_proj: Projection<B>,
 }
 
-impl<B: Backend> SwiGluMlp<B> {
+impl<B: KernelBackend> SwiGluMlp<B> {
     /// `x`: `[batch, seq, hidden]` -> `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let gate = silu(self.gate_proj.forward(x.clone()));

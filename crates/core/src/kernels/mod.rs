@@ -1,0 +1,185 @@
+//! Backend extension: the two operations qzhou runs as hand-written kernels where a backend
+//! has them (the WGSL sources in `shaders/`, on burn-wgpu) and as plain Burn ops elsewhere.
+//!
+//! * [`KernelBackend::quantized_matmul`] — `x · Wᵀ` with `W` kept block-quantised (q8/q4) on
+//!   the device and dequantised inside the matmul, so a q4 model takes 5 bits per weight of
+//!   GPU memory instead of 32.
+//! * [`KernelBackend::mean_pool`] — masked mean pooling and L2 normalisation in one pass.
+//!
+//! Every backend implements the trait; only burn-wgpu (without fusion) overrides the default
+//! methods, which are written with ordinary Burn tensor ops and are the reference the kernels
+//! are tested against ([`reference_quantized_matmul`], [`reference_mean_pool`]).
+
+use burn::prelude::*;
+use burn::tensor::ElementConversion;
+
+use crate::error::{QzhouError, Result};
+use crate::pooling::{l2_normalize, pool, Pooling};
+use crate::quantization::{PackedBlocks, Quantization, BLOCK_SIZE};
+
+#[cfg(all(feature = "wgpu", not(feature = "fusion")))]
+mod wgpu;
+
+/// A Burn backend with qzhou's fused operations.
+pub trait KernelBackend: Backend {
+    /// Whether [`KernelBackend::quantized_matmul`] is a fused kernel here. When it is not,
+    /// loaders dequantise q8/q4 weights to dense `f32` (faster than dequantising each call).
+    fn has_fused_quantized_matmul() -> bool {
+        false
+    }
+
+    /// `x`: `[m, k]` times the transpose of the `[n, k]` block-quantised `weight`: `[m, n]`.
+    fn quantized_matmul(x: Tensor<Self, 2>, weight: &QuantizedMatrix<Self>) -> Tensor<Self, 2> {
+        reference_quantized_matmul(x, weight)
+    }
+
+    /// Masked mean of `hidden` `[batch, seq, dim]` over the tokens where `mask` `[batch, seq]`
+    /// is 1, L2-normalised when `normalize`: `[batch, dim]`.
+    fn mean_pool(
+        hidden: Tensor<Self, 3>,
+        mask: Tensor<Self, 2, Int>,
+        normalize: bool,
+    ) -> Tensor<Self, 2> {
+        reference_mean_pool(hidden, mask, normalize)
+    }
+
+    /// The largest tensor (bytes) one device buffer may hold, when the backend has such a
+    /// limit (wgpu: the adapter's `maxStorageBufferBindingSize`). Loaders split bigger weights.
+    fn max_buffer_bytes(device: &Self::Device) -> Option<usize> {
+        let _ = device;
+        None
+    }
+}
+
+/// A `[rows, cols]` weight stored block-quantised on the device (see [`PackedBlocks`]):
+/// `words` `[rows · cols · bits / 32]` (the `u32` words bit-cast to the backend's `i32`) and
+/// `params` `[blocks]` (q8 scales) or `[2 · blocks]` (q4 scale/min pairs).
+#[derive(Module, Debug)]
+pub struct QuantizedMatrix<B: Backend> {
+    /// Quantised values, one 32-bit word per 4 (q8) or 8 (q4) of them.
+    pub words: Tensor<B, 1, Int>,
+    /// Per-block scales (q8) or scale/min pairs (q4).
+    pub params: Tensor<B, 1>,
+    /// Output features (`n`).
+    pub rows: usize,
+    /// Input features (`k`), a multiple of 32.
+    pub cols: usize,
+    /// Bits per value: 8 or 4.
+    pub bits: usize,
+}
+
+impl<B: Backend> QuantizedMatrix<B> {
+    /// Upload `packed` holding a `[rows, cols]` tensor.
+    pub fn from_packed(
+        packed: &PackedBlocks,
+        rows: usize,
+        cols: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let bits = match packed.scheme {
+            Quantization::Q8 => 8,
+            Quantization::Q4 => 4,
+            other => {
+                return Err(QzhouError::InvalidOption(format!(
+                    "{other} is not a block scheme"
+                )))
+            }
+        };
+        if cols % BLOCK_SIZE != 0 || packed.numel() != rows * cols {
+            return Err(QzhouError::InvalidOption(format!(
+                "{} blocks of {} values cannot form a [{rows}, {cols}] matrix (cols must be a \
+                 multiple of {BLOCK_SIZE})",
+                packed.scheme,
+                packed.numel()
+            )));
+        }
+        let words: Vec<i32> = packed.words.iter().map(|&w| w as i32).collect();
+        let n_words = words.len();
+        let n_params = packed.params.len();
+        Ok(Self {
+            words: Tensor::from_data(TensorData::new(words, [n_words]), device),
+            params: Tensor::from_data(TensorData::new(packed.params.clone(), [n_params]), device),
+            rows,
+            cols,
+            bits,
+        })
+    }
+
+    /// Dequantise on the device with plain Burn ops: `[rows, cols]`.
+    pub fn dequantize(&self) -> Tensor<B, 2> {
+        let per_word = 32 / self.bits;
+        let blocks = self.rows * self.cols / BLOCK_SIZE;
+        let words = self.words.clone();
+        let n = words.dims()[0];
+        // Value j of every word: shift, mask, and (q8) sign-extend with (b ^ 128) - 128, which
+        // holds whatever the backend's integer width.
+        let mask = (1i64 << self.bits) - 1;
+        let values: Vec<Tensor<B, 1, Int>> = (0..per_word)
+            .map(|j| {
+                let v = words
+                    .clone()
+                    .bitwise_right_shift_scalar(((self.bits * j) as i64).elem())
+                    .bitwise_and_scalar(mask.elem());
+                if self.bits == 8 {
+                    v.bitwise_xor_scalar(128i64.elem()).sub_scalar(128)
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let q = Tensor::stack::<2>(values, 1)
+            .reshape([n * per_word])
+            .float();
+        let q = q.reshape([blocks, BLOCK_SIZE]);
+        let w = if self.bits == 8 {
+            q * self.params.clone().reshape([blocks, 1])
+        } else {
+            let pairs = self.params.clone().reshape([blocks, 2]);
+            let scale = pairs.clone().narrow(1, 0, 1);
+            let min = pairs.narrow(1, 1, 1);
+            q * scale + min
+        };
+        w.reshape([self.rows, self.cols])
+    }
+}
+
+/// [`KernelBackend::quantized_matmul`] with plain Burn ops: dequantise, then matmul.
+pub fn reference_quantized_matmul<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: &QuantizedMatrix<B>,
+) -> Tensor<B, 2> {
+    x.matmul(weight.dequantize().transpose())
+}
+
+/// [`KernelBackend::mean_pool`] with plain Burn ops.
+pub fn reference_mean_pool<B: Backend>(
+    hidden: Tensor<B, 3>,
+    mask: Tensor<B, 2, Int>,
+    normalize: bool,
+) -> Tensor<B, 2> {
+    let pooled = pool(hidden, mask, Pooling::Mean);
+    if normalize {
+        l2_normalize(pooled)
+    } else {
+        pooled
+    }
+}
+
+impl KernelBackend for burn::backend::Flex {}
+
+#[cfg(feature = "autodiff")]
+impl<B: KernelBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
+    KernelBackend for burn::backend::Autodiff<B, C>
+{
+}
+
+#[cfg(all(feature = "cuda", not(feature = "fusion")))]
+impl<F: burn_cubecl::FloatElement, I: burn_cubecl::IntElement> KernelBackend
+    for burn::backend::Cuda<F, I>
+{
+}
+
+/// Fused backends (CUDA and wgpu when Burn's `fusion` is on) get the plain ops, which fusion
+/// compiles into its own kernels.
+#[cfg(feature = "fusion")]
+impl<B: burn_fusion::FusionBackend> KernelBackend for burn_fusion::Fusion<B> {}

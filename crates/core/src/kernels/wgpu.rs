@@ -1,0 +1,191 @@
+//! The WGSL kernels of `shaders/` registered with burn-wgpu (WebGPU in browsers; Vulkan,
+//! Metal, DX12 natively): each is a cubecl [`CubeTask`] whose compiled form is the WGSL
+//! source itself, launched on the tensors' own compute client, so the kernels interleave with
+//! Burn's generated ones on one queue and share its buffer pool.
+//!
+//! Burn ships the same plumbing (`SourceKernel`) behind its `template` feature; turning that
+//! feature on recompiles all of cubecl for every build (dev, wasm, CUDA check), so the
+//! twenty lines live here instead.
+
+use burn::backend::wgpu::{BoolElement, CubeBackend, CubeTensor, WgpuDevice, WgpuRuntime};
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+use burn_cubecl::cubecl::prelude::CubePrimitive;
+use burn_cubecl::cubecl::prelude::{
+    CompiledKernel, CubeCount, CubeDim, ExecutionMode, KernelId, KernelMetadata, StorageType,
+};
+use burn_cubecl::cubecl::server::{KernelArguments, MetadataBindingInfo};
+use burn_cubecl::cubecl::{CompilationError, Compiler, CubeTask};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device;
+
+use super::{KernelBackend, QuantizedMatrix};
+
+/// `shaders/quantized_matmul.wgsl`.
+const QUANTIZED_MATMUL: &str = include_str!("../../../../shaders/quantized_matmul.wgsl");
+/// `shaders/mean_pool_l2.wgsl`.
+const MEAN_POOL_L2: &str = include_str!("../../../../shaders/mean_pool_l2.wgsl");
+
+/// Which hand-written kernel, with its compile-time parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Shader {
+    /// Fused dequantise + matmul for `bits`-bit blocks.
+    QuantizedMatmul { bits: u32 },
+    /// Masked mean pooling + optional L2 normalisation.
+    MeanPoolL2,
+}
+
+impl Shader {
+    fn source(self) -> String {
+        match self {
+            Self::QuantizedMatmul { bits } => {
+                format!("const BITS: u32 = {bits}u;\n{QUANTIZED_MATMUL}")
+            }
+            Self::MeanPoolL2 => MEAN_POOL_L2.to_string(),
+        }
+    }
+
+    fn workgroup(self) -> CubeDim {
+        match self {
+            Self::QuantizedMatmul { .. } => CubeDim::new_1d(64),
+            Self::MeanPoolL2 => CubeDim::new_1d(256),
+        }
+    }
+}
+
+/// A WGSL source handed to the wgpu runtime as is (entry point `main`).
+struct WgslTask(Shader);
+
+impl<C: Compiler> CubeTask<C> for WgslTask {
+    fn compile(
+        &self,
+        _compiler: &mut C,
+        _options: &C::CompilationOptions,
+        _mode: ExecutionMode,
+        _address_type: StorageType,
+    ) -> Result<CompiledKernel<C>, CompilationError> {
+        Ok(CompiledKernel {
+            entrypoint_name: "main".to_string(),
+            debug_name: Some(match self.0 {
+                Shader::QuantizedMatmul { .. } => "qzhou::quantized_matmul",
+                Shader::MeanPoolL2 => "qzhou::mean_pool_l2",
+            }),
+            source: self.0.source(),
+            // No intermediate representation: the runtime compiles the WGSL text and derives
+            // the bind-group layout from it.
+            repr: None,
+            cube_dim: self.0.workgroup(),
+            debug_info: None,
+        })
+    }
+}
+
+impl KernelMetadata for WgslTask {
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(self.0)
+    }
+
+    fn address_type(&self) -> StorageType {
+        u32::as_type_native_unchecked().storage_type()
+    }
+}
+
+/// Pack `u32` fields into the `u64` words of the info (uniform) buffer, little-endian, padded
+/// to 16 bytes as WGSL uniform structs need.
+fn info_words(fields: [u32; 4]) -> MetadataBindingInfo {
+    let word = |lo: u32, hi: u32| lo as u64 | ((hi as u64) << 32);
+    MetadataBindingInfo::custom(vec![word(fields[0], fields[1]), word(fields[2], fields[3])])
+}
+
+fn float_primitive<B: Backend, const D: usize>(x: Tensor<B, D>) -> B::FloatTensorPrimitive {
+    x.into_primitive().tensor()
+}
+
+fn to_u32(v: usize, what: &str) -> u32 {
+    u32::try_from(v).unwrap_or_else(|_| panic!("{what} {v} exceeds the kernel's u32 indexing"))
+}
+
+impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
+    fn has_fused_quantized_matmul() -> bool {
+        true
+    }
+
+    fn quantized_matmul(x: Tensor<Self, 2>, weight: &QuantizedMatrix<Self>) -> Tensor<Self, 2> {
+        let [m, k] = x.dims();
+        assert_eq!(
+            k, weight.cols,
+            "quantized matmul: x has {k} columns, the weight {}",
+            weight.cols
+        );
+        let n = weight.rows;
+        let x: CubeTensor<WgpuRuntime> = into_contiguous(float_primitive(x));
+        let words: CubeTensor<WgpuRuntime> = into_contiguous(weight.words.clone().into_primitive());
+        let params: CubeTensor<WgpuRuntime> =
+            into_contiguous(float_primitive(weight.params.clone()));
+        let out = empty_device::<WgpuRuntime, f32>(
+            x.client.clone(),
+            x.device.clone(),
+            Shape::new([m, n]),
+        );
+        let args = KernelArguments {
+            buffers: vec![
+                x.handle.clone().binding(),
+                words.handle.clone().binding(),
+                params.handle.clone().binding(),
+                out.handle.clone().binding(),
+            ],
+            info: info_words([
+                to_u32(m, "rows"),
+                to_u32(n, "columns"),
+                to_u32(k, "depth"),
+                0,
+            ]),
+            tensor_maps: Vec::new(),
+        };
+        let groups = CubeCount::Static(n.div_ceil(64) as u32, m.div_ceil(8) as u32, 1);
+        let task = WgslTask(Shader::QuantizedMatmul {
+            bits: weight.bits as u32,
+        });
+        x.client.launch(Box::new(task), groups, args);
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
+    fn mean_pool(
+        hidden: Tensor<Self, 3>,
+        mask: Tensor<Self, 2, Int>,
+        normalize: bool,
+    ) -> Tensor<Self, 2> {
+        let [b, s, h] = hidden.dims();
+        let hidden: CubeTensor<WgpuRuntime> = into_contiguous(float_primitive(hidden));
+        let mask: CubeTensor<WgpuRuntime> = into_contiguous(mask.into_primitive());
+        let out = empty_device::<WgpuRuntime, f32>(
+            hidden.client.clone(),
+            hidden.device.clone(),
+            Shape::new([b, h]),
+        );
+        let args = KernelArguments {
+            buffers: vec![
+                hidden.handle.clone().binding(),
+                mask.handle.clone().binding(),
+                out.handle.clone().binding(),
+            ],
+            info: info_words([
+                to_u32(b, "batch"),
+                to_u32(s, "sequence"),
+                to_u32(h, "dim"),
+                normalize as u32,
+            ]),
+            tensor_maps: Vec::new(),
+        };
+        let groups = CubeCount::Static(b as u32, 1, 1);
+        hidden
+            .client
+            .launch(Box::new(WgslTask(Shader::MeanPoolL2)), groups, args);
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
+    fn max_buffer_bytes(device: &WgpuDevice) -> Option<usize> {
+        let client = <WgpuRuntime as burn_cubecl::cubecl::Runtime>::client(device);
+        usize::try_from(client.properties().memory.max_page_size).ok()
+    }
+}

@@ -1,0 +1,285 @@
+//! The hand-written WGSL kernels of `shaders/` on Burn's wgpu backend (lavapipe in CI) against
+//! the plain Burn ops they replace and against host math, plus the device-storage choices they
+//! enable: q8/q4 weights kept packed on the GPU and weights split across buffers.
+
+mod common;
+
+use burn::backend::flex::FlexDevice;
+use burn::backend::wgpu::{Wgpu, WgpuDevice};
+use burn::backend::Flex;
+use burn::prelude::*;
+use common::{assert_close, cosine, fixture, max_abs_diff, packed_model_files, Expected};
+use qzhou_core::kernels::{
+    reference_mean_pool, reference_quantized_matmul, KernelBackend, QuantizedMatrix,
+};
+use qzhou_core::model::Projection;
+use qzhou_core::quantization::{quantize, PackedBlocks};
+use qzhou_core::{EmbedOptions, Embedder, LoadOptions, Quantization};
+
+/// Deterministic pseudo-random values in [-scale, scale).
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * scale
+        })
+        .collect()
+}
+
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+/// `x [m, k] · Wᵀ` with `W [n, k]`, in f64.
+fn host_matmul(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let dot: f64 = (0..k)
+                .map(|p| x[i * k + p] as f64 * w[j * k + p] as f64)
+                .sum();
+            out[i * n + j] = dot as f32;
+        }
+    }
+    out
+}
+
+fn max_rel(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    max_abs_diff(got, want) / scale
+}
+
+#[test]
+fn quantized_matmul_kernel_matches_plain_burn_ops_and_host_math() {
+    let device = WgpuDevice::DefaultDevice;
+    assert!(<Wgpu as KernelBackend>::has_fused_quantized_matmul());
+    // Ragged sizes: m not a multiple of the 8-row tile, n not a multiple of 64 columns.
+    for (m, n, k) in [(37, 130, 96), (1, 7, 32), (64, 64, 256)] {
+        let x = values(m * k, 1 + m as u64, 1.0);
+        let w = values(n * k, 2 + n as u64, 0.1);
+        for scheme in [Quantization::Q8, Quantization::Q4] {
+            let mut packed = PackedBlocks::new(scheme).unwrap();
+            packed
+                .extend_from_stored(&quantize(&w, scheme).unwrap(), n * k)
+                .unwrap();
+            let want = host_matmul(&x, &packed.to_f32(), m, n, k);
+            let what = format!("{scheme} m={m} n={n} k={k}");
+
+            let weight = QuantizedMatrix::<Wgpu>::from_packed(&packed, n, k, &device).unwrap();
+            let xt = Tensor::<Wgpu, 2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
+            let fused = host(Wgpu::quantized_matmul(xt.clone(), &weight));
+            let plain = host(reference_quantized_matmul(xt, &weight));
+            assert!(
+                max_rel(&fused, &want) < 1e-5,
+                "{what}: kernel vs host {}",
+                max_rel(&fused, &want)
+            );
+            assert!(max_rel(&fused, &plain) < 1e-5, "{what}: kernel vs Burn ops");
+
+            // The plain-op path (what CPU and CUDA run) decodes the same blocks.
+            let weight = QuantizedMatrix::<Flex>::from_packed(&packed, n, k, &FlexDevice).unwrap();
+            let xt = Tensor::<Flex, 2>::from_data(TensorData::new(x.clone(), [m, k]), &FlexDevice);
+            let cpu = host(Flex::quantized_matmul(xt, &weight));
+            assert!(max_rel(&cpu, &want) < 1e-5, "{what}: Flex vs host");
+        }
+    }
+}
+
+#[test]
+fn mean_pool_kernel_matches_plain_burn_ops_and_host_math() {
+    let device = WgpuDevice::DefaultDevice;
+    // dim 300 > the 256-wide workgroup; lengths include a full row and a single token.
+    let (b, s, h) = (4, 9, 300);
+    let lengths = [9usize, 1, 5, 7];
+    let hidden = values(b * s * h, 7, 2.0);
+    let mask: Vec<i32> = (0..b * s)
+        .map(|i| (i % s < lengths[i / s]) as i32)
+        .collect();
+    for normalize in [false, true] {
+        let mut want = vec![0f32; b * h];
+        for i in 0..b {
+            let row = &mut want[i * h..(i + 1) * h];
+            for (d, out) in row.iter_mut().enumerate() {
+                let sum: f64 = (0..lengths[i])
+                    .map(|t| hidden[(i * s + t) * h + d] as f64)
+                    .sum();
+                *out = (sum / lengths[i] as f64) as f32;
+            }
+            if normalize {
+                let norm = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+                row.iter_mut().for_each(|v| *v = (*v as f64 / norm) as f32);
+            }
+        }
+        let ht = Tensor::<Wgpu, 3>::from_data(TensorData::new(hidden.clone(), [b, s, h]), &device);
+        let mt = Tensor::<Wgpu, 2, Int>::from_data(TensorData::new(mask.clone(), [b, s]), &device);
+        let fused = host(Wgpu::mean_pool(ht.clone(), mt.clone(), normalize));
+        let plain = host(reference_mean_pool(ht, mt, normalize));
+        assert!(
+            max_abs_diff(&fused, &want) < 1e-5,
+            "normalize={normalize}: kernel vs host"
+        );
+        assert!(
+            max_abs_diff(&fused, &plain) < 1e-5,
+            "normalize={normalize}: kernel vs Burn"
+        );
+    }
+}
+
+fn projections<B: KernelBackend>(e: &Embedder<B>) -> Vec<&Projection<B>> {
+    e.model().projections()
+}
+
+#[test]
+fn quantized_packs_stay_packed_on_wgpu_and_match_the_cpu_dequantised_model() {
+    let expected = Expected::load();
+    let texts = expected.texts();
+    let device = WgpuDevice::DefaultDevice;
+    for scheme in [Quantization::Q8, Quantization::Q4] {
+        let (files, _) = packed_model_files(scheme);
+        let gpu = Embedder::<Wgpu>::from_files(files, &device, &LoadOptions::default()).unwrap();
+        assert!(
+            projections(&gpu)
+                .iter()
+                .all(|p| matches!(p, Projection::Quantized(_))),
+            "{scheme}: every projection should stay block-quantised on wgpu"
+        );
+        let (files, _) = packed_model_files(scheme);
+        let cpu =
+            Embedder::<Flex>::from_files(files, &FlexDevice, &LoadOptions::default()).unwrap();
+        assert!(projections(&cpu)
+            .iter()
+            .all(|p| matches!(p, Projection::Dense(_))));
+        let got = gpu.embed(&texts, &EmbedOptions::document()).unwrap();
+        let want = cpu.embed(&texts, &EmbedOptions::document()).unwrap();
+        assert_close(
+            &got,
+            &want,
+            0.99999,
+            1e-4,
+            &format!("{scheme} fused vs dequantised"),
+        );
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| cosine(a, b))
+            .fold(1.0, f64::min);
+        eprintln!("{scheme}: wgpu fused kernel vs CPU dequantised, worst cos {worst:.8}");
+    }
+}
+
+#[test]
+fn weights_over_the_buffer_limit_are_split_without_changing_results() {
+    let expected = Expected::load();
+    let texts = expected.texts();
+    let device = WgpuDevice::DefaultDevice;
+    let whole = Embedder::<Wgpu>::from_dir(fixture("tiny-qwen2"), &device, &LoadOptions::default())
+        .unwrap();
+    assert_eq!(whole.model().embed_tokens.parts.len(), 1);
+    // 64 KiB: the 151 936 × 32 f32 table (19 MB) becomes 297 buffers of 512 rows.
+    let limit = 64 << 10;
+    let options = LoadOptions {
+        max_buffer_bytes: Some(limit),
+        ..LoadOptions::default()
+    };
+    let split = Embedder::<Wgpu>::from_dir(fixture("tiny-qwen2"), &device, &options).unwrap();
+    let parts = &split.model().embed_tokens.parts;
+    assert_eq!(parts.len(), 151_936usize.div_ceil(512));
+    assert!(parts.iter().all(|p| p.dims()[0] * p.dims()[1] * 4 <= limit));
+    let a = whole.embed(&texts, &EmbedOptions::query()).unwrap();
+    let b = split.embed(&texts, &EmbedOptions::query()).unwrap();
+    assert_close(&b, &a, 0.999999, 1e-5, "split embedding vs whole");
+
+    // 4 KiB also splits the 64 × 32 MLP weights (8 KiB) into two buffers each; q8 rows
+    // (64 values = 64 bytes) at 1 KiB split into groups of 16 rows.
+    for (scheme, limit) in [(Quantization::F32, 4096), (Quantization::Q8, 1024)] {
+        let (files, _) = packed_model_files(scheme);
+        let options = LoadOptions {
+            max_buffer_bytes: Some(limit),
+            ..LoadOptions::default()
+        };
+        let e = Embedder::<Wgpu>::from_files(files, &device, &options).unwrap();
+        let split_parts = projections(&e)
+            .iter()
+            .map(|p| match p {
+                Projection::Split(s) => s.parts.len(),
+                Projection::Quantized(q) => q.parts.len(),
+                Projection::Dense(_) => 1,
+            })
+            .max()
+            .unwrap();
+        assert!(
+            split_parts > 1,
+            "{scheme} at {limit} bytes: no projection was split"
+        );
+    }
+}
+
+/// A projection's output does not depend on how its rows are grouped into buffers.
+#[test]
+fn split_and_quantized_projections_equal_their_single_buffer_forms() {
+    use burn::module::Param;
+    use burn::nn::Linear;
+    use qzhou_core::model::{QuantizedLinear, SplitLinear};
+    let device = WgpuDevice::DefaultDevice;
+    let (out, inp, tokens) = (96, 64, 5);
+    let w = values(out * inp, 11, 0.2);
+    let bias = values(out, 12, 0.1);
+    let x = Tensor::<Wgpu, 3>::from_data(
+        TensorData::new(values(tokens * inp, 13, 1.0), [1, tokens, inp]),
+        &device,
+    );
+    let dense_rows = |start: usize, len: usize| Linear::<Wgpu> {
+        weight: Param::from_tensor(
+            Tensor::from_data(
+                TensorData::new(w[start * inp..(start + len) * inp].to_vec(), [len, inp]),
+                &device,
+            )
+            .transpose(),
+        ),
+        bias: Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(bias[start..start + len].to_vec(), [len]),
+            &device,
+        ))),
+    };
+    let whole = host(Projection::Dense(dense_rows(0, out)).forward(x.clone()));
+    let split = Projection::Split(SplitLinear {
+        parts: vec![dense_rows(0, 40), dense_rows(40, 40), dense_rows(80, 16)],
+    });
+    assert!(max_abs_diff(&host(split.forward(x.clone())), &whole) < 1e-5);
+
+    let mut packed = PackedBlocks::new(Quantization::Q8).unwrap();
+    packed
+        .extend_from_stored(&quantize(&w, Quantization::Q8).unwrap(), out * inp)
+        .unwrap();
+    let bias_t = || {
+        Some(Param::from_tensor(Tensor::<Wgpu, 1>::from_data(
+            TensorData::new(bias.clone(), [out]),
+            &device,
+        )))
+    };
+    let one = Projection::Quantized(QuantizedLinear {
+        parts: vec![QuantizedMatrix::from_packed(&packed, out, inp, &device).unwrap()],
+        bias: bias_t(),
+    });
+    let groups = Projection::Quantized(QuantizedLinear {
+        parts: [(0, 50), (50, 96)]
+            .iter()
+            .map(|&(a, b)| {
+                QuantizedMatrix::from_packed(&packed.slice_rows(a, b, inp), b - a, inp, &device)
+                    .unwrap()
+            })
+            .collect(),
+        bias: bias_t(),
+    });
+    let one = host(one.forward(x.clone()));
+    assert!(max_abs_diff(&host(groups.forward(x)), &one) < 1e-5);
+    // And the q8 projection is the dense one up to q8's rounding.
+    assert!(
+        max_rel(&one, &whole) < 0.02,
+        "q8 vs f32: {}",
+        max_rel(&one, &whole)
+    );
+}
