@@ -7,17 +7,24 @@
 // The host prepends `const BITS: u32 = 8u;` or `4u;` (the only template parameter), so one
 // source serves both schemes and the branch on BITS folds away at pipeline creation.
 //
-// Tiling: a workgroup of 64 invocations computes a tile of TILE_M = 8 rows of `x` by 64
-// output columns (one column per invocation, eight accumulators each). Per 32-wide block of
-// k, the 8 × 32 slice of `x` is staged in workgroup memory, then every invocation decodes
-// its column's block once (8 or 4 words + scale[/min]) and feeds each decoded weight to all
-// eight rows: 256 multiply-adds per 32 decodes, and the weights never exist in f32 in memory.
+// Weight layout on the device is k-major ("column-interleaved"): word `w` of block `b` of
+// output column `col` is words[(b · WORDS + w) · n + col], and its scale (q8) / scale and min
+// (q4) are params[b · n + col] / params[2 (b · n + col) + {0, 1}]. Neighbouring invocations
+// (consecutive columns) therefore read neighbouring words — coalesced on a GPU, contiguous
+// vector loads on a CPU rasteriser — while every invocation of a workgroup reads the same x
+// element (a broadcast). Decoded, the words are Wᵀ as a row-major [k, n] matrix.
 //
-// Bindings (order fixed by the host): x, words, params, out, info.
-// Every storage binding is declared read_write although inputs are only read: Burn
-// sub-allocates tensors from shared buffers, so an input and the output may be two ranges of
-// one buffer, and WebGPU forbids one buffer as read-only and writable in the same dispatch. Buffers are read with
-// explicit bounds checks; `k` must be a multiple of 32 (the host checks).
+// One invocation computes 8 rows of one output column: each weight is decoded once and used
+// 8 times. Four decoded weights form a vec4 that is dotted with a vec4 load of each x row
+// (x is bound as vec4s; k is a multiple of 32). Accumulators are two vec4s with constant
+// lanes and there is no workgroup memory, no barrier and no dynamically indexed private
+// array — the things that make software rasterisers (SwiftShader, lavapipe) spill to memory.
+//
+// Bindings (order fixed by the host): x, words, params, out, info. `k` must be a multiple of
+// 32 (the host checks). Every storage binding is declared read_write although inputs are only
+// read: Burn sub-allocates tensors from shared buffers, so an input and the output may be two
+// ranges of one buffer, and WebGPU forbids one buffer as read-only and writable in the same
+// dispatch.
 
 struct Info {
     m: u32,
@@ -31,15 +38,55 @@ const TILE_N: u32 = 64u;
 const BLOCK: u32 = 32u;
 // Words per block: 32 values × BITS bits / 32 bits.
 const WORDS: u32 = BITS;
-const VALUES_PER_WORD: u32 = 32u / BITS;
 
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(0) var<storage, read_write> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> words: array<u32>;
 @group(0) @binding(2) var<storage, read_write> params: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> info: Info;
 
-var<workgroup> x_tile: array<f32, 256>; // TILE_M × BLOCK
+var<private> acc_a: vec4<f32>; // rows 0..3
+var<private> acc_b: vec4<f32>; // rows 4..7
+var<private> rows_a: vec4<u32>; // vec4 index of the start of rows 0..3 of x
+var<private> rows_b: vec4<u32>; // rows 4..7
+
+/// Add x[row, 4c4 .. 4c4 + 4] · w to each of the eight rows' accumulators.
+fn accumulate(c4: u32, w: vec4<f32>) {
+    acc_a = acc_a + vec4<f32>(
+        dot(x[rows_a.x + c4], w),
+        dot(x[rows_a.y + c4], w),
+        dot(x[rows_a.z + c4], w),
+        dot(x[rows_a.w + c4], w),
+    );
+    acc_b = acc_b + vec4<f32>(
+        dot(x[rows_b.x + c4], w),
+        dot(x[rows_b.y + c4], w),
+        dot(x[rows_b.z + c4], w),
+        dot(x[rows_b.w + c4], w),
+    );
+}
+
+/// The four signed bytes of a q8 word, in order.
+fn bytes_of(word: u32) -> vec4<f32> {
+    let v = bitcast<i32>(word);
+    return vec4<f32>(vec4<i32>(
+        extractBits(v, 0u, 8u),
+        extractBits(v, 8u, 8u),
+        extractBits(v, 16u, 8u),
+        extractBits(v, 24u, 8u),
+    ));
+}
+
+/// Nibbles `first .. first + 4` of a q4 word (low nibble first).
+fn nibbles_of(word: u32, first: u32) -> vec4<f32> {
+    let s = first * 4u;
+    return vec4<f32>(vec4<u32>(
+        extractBits(word, s, 4u),
+        extractBits(word, s + 4u, 4u),
+        extractBits(word, s + 8u, 4u),
+        extractBits(word, s + 12u, 4u),
+    ));
+}
 
 @compute @workgroup_size(64, 1, 1)
 fn main(
@@ -47,59 +94,44 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let col = workgroup.x * TILE_N + lid;
+    if (col >= info.n) {
+        return;
+    }
+    let n = info.n;
+    let k4 = info.k / 4u;
     let row0 = workgroup.y * TILE_M;
+    // Rows past the end re-read the last row; their results are not written.
+    let last = info.m - 1u;
+    rows_a = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last)) * k4;
+    rows_b = min(vec4<u32>(row0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(last)) * k4;
+    acc_a = vec4<f32>(0.0);
+    acc_b = vec4<f32>(0.0);
+
     let blocks = info.k / BLOCK;
-    var acc: array<f32, 8>;
-
     for (var b = 0u; b < blocks; b = b + 1u) {
-        // Stage x[row0 .. row0 + 8, 32b .. 32b + 32]: 256 values, four per invocation.
-        for (var i = 0u; i < 4u; i = i + 1u) {
-            let idx = lid + i * 64u;
-            let row = row0 + idx / BLOCK;
-            var v = 0.0;
-            if (row < info.m) {
-                v = x[row * info.k + b * BLOCK + idx % BLOCK];
-            }
-            x_tile[idx] = v;
-        }
-        workgroupBarrier();
-
-        if (col < info.n) {
-            let block = col * blocks + b;
-            var scale: f32;
-            var offset = 0.0;
-            if (BITS == 8u) {
-                scale = params[block];
-            } else {
-                scale = params[2u * block];
-                offset = params[2u * block + 1u];
-            }
+        let c4 = b * (BLOCK / 4u);
+        if (BITS == 8u) {
+            let scale = params[b * n + col];
             for (var w = 0u; w < WORDS; w = w + 1u) {
-                let word = words[block * WORDS + w];
-                for (var j = 0u; j < VALUES_PER_WORD; j = j + 1u) {
-                    var q: f32;
-                    if (BITS == 8u) {
-                        q = f32(extractBits(bitcast<i32>(word), j * 8u, 8u)); // sign-extends
-                    } else {
-                        q = f32(extractBits(word, j * 4u, 4u));
-                    }
-                    let weight = q * scale + offset;
-                    let c = w * VALUES_PER_WORD + j;
-                    for (var r = 0u; r < TILE_M; r = r + 1u) {
-                        acc[r] = acc[r] + x_tile[r * BLOCK + c] * weight;
-                    }
-                }
+                let word = words[(b * WORDS + w) * n + col];
+                accumulate(c4 + w, bytes_of(word) * scale);
+            }
+        } else {
+            let scale = params[2u * (b * n + col)];
+            let offset = params[2u * (b * n + col) + 1u];
+            for (var w = 0u; w < WORDS; w = w + 1u) {
+                let word = words[(b * WORDS + w) * n + col];
+                accumulate(c4 + 2u * w, nibbles_of(word, 0u) * scale + offset);
+                accumulate(c4 + 2u * w + 1u, nibbles_of(word, 4u) * scale + offset);
             }
         }
-        workgroupBarrier();
     }
 
-    if (col < info.n) {
-        for (var r = 0u; r < TILE_M; r = r + 1u) {
-            let row = row0 + r;
-            if (row < info.m) {
-                out[row * info.n + col] = acc[r];
-            }
+    let out_rows = array<f32, 8>(acc_a.x, acc_a.y, acc_a.z, acc_a.w, acc_b.x, acc_b.y, acc_b.z, acc_b.w);
+    for (var r = 0u; r < TILE_M; r = r + 1u) {
+        let row = row0 + r;
+        if (row < info.m) {
+            out[row * n + col] = out_rows[r];
         }
     }
 }

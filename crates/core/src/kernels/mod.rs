@@ -51,14 +51,17 @@ pub trait KernelBackend: Backend {
     }
 }
 
-/// A `[rows, cols]` weight stored block-quantised on the device (see [`PackedBlocks`]):
-/// `words` `[rows · cols · bits / 32]` (the `u32` words bit-cast to the backend's `i32`) and
-/// `params` `[blocks]` (q8 scales) or `[2 · blocks]` (q4 scale/min pairs).
+/// A `[rows, cols]` weight (HF `[out, in]`) stored block-quantised on the device, **k-major**:
+/// the blocks of [`PackedBlocks`] re-laid so that word `w` of block `b` of row `r` sits at
+/// `words[(b · words_per_block + w) · rows + r]` and its parameters at `params[b · rows + r]`
+/// (q8 scale) or `params[2 (b · rows + r) + {0, 1}]` (q4 scale, min). Neighbouring output
+/// columns read neighbouring words in the kernel, and decoding the words in order yields `Wᵀ`
+/// `[cols, rows]` row-major. `words` holds the `u32` words bit-cast to the backend's int type.
 #[derive(Module, Debug)]
 pub struct QuantizedMatrix<B: Backend> {
-    /// Quantised values, one 32-bit word per 4 (q8) or 8 (q4) of them.
+    /// Quantised values, one 32-bit word per 4 (q8) or 8 (q4) of them, k-major.
     pub words: Tensor<B, 1, Int>,
-    /// Per-block scales (q8) or scale/min pairs (q4).
+    /// Per-block scales (q8) or scale/min pairs (q4), k-major.
     pub params: Tensor<B, 1>,
     /// Output features (`n`).
     pub rows: usize,
@@ -69,7 +72,7 @@ pub struct QuantizedMatrix<B: Backend> {
 }
 
 impl<B: Backend> QuantizedMatrix<B> {
-    /// Upload `packed` holding a `[rows, cols]` tensor.
+    /// Upload `packed` holding a row-major `[rows, cols]` tensor (re-laid k-major on the host).
     pub fn from_packed(
         packed: &PackedBlocks,
         rows: usize,
@@ -85,36 +88,55 @@ impl<B: Backend> QuantizedMatrix<B> {
                 )))
             }
         };
-        if cols % BLOCK_SIZE != 0 || packed.numel() != rows * cols {
+        if rows == 0 || cols == 0 || cols % BLOCK_SIZE != 0 || packed.numel() != rows * cols {
             return Err(QzhouError::InvalidOption(format!(
                 "{} blocks of {} values cannot form a [{rows}, {cols}] matrix (cols must be a \
-                 multiple of {BLOCK_SIZE})",
+                 positive multiple of {BLOCK_SIZE})",
                 packed.scheme,
                 packed.numel()
             )));
         }
-        let words: Vec<i32> = packed.words.iter().map(|&w| w as i32).collect();
-        let n_words = words.len();
-        let n_params = packed.params.len();
+        let row_words = cols * bits / 32;
+        let mut words = vec![0i32; rows * row_words];
+        for r in 0..rows {
+            for (i, &w) in packed.words[r * row_words..(r + 1) * row_words]
+                .iter()
+                .enumerate()
+            {
+                words[i * rows + r] = w as i32;
+            }
+        }
+        let per_block = packed.params_per_block();
+        let blocks_per_row = cols / BLOCK_SIZE;
+        let mut params = vec![0f32; packed.params.len()];
+        for r in 0..rows {
+            for b in 0..blocks_per_row {
+                for p in 0..per_block {
+                    params[(b * rows + r) * per_block + p] =
+                        packed.params[(r * blocks_per_row + b) * per_block + p];
+                }
+            }
+        }
+        let (n_words, n_params) = (words.len(), params.len());
         Ok(Self {
             words: Tensor::from_data(TensorData::new(words, [n_words]), device),
-            params: Tensor::from_data(TensorData::new(packed.params.clone(), [n_params]), device),
+            params: Tensor::from_data(TensorData::new(params, [n_params]), device),
             rows,
             cols,
             bits,
         })
     }
 
-    /// Dequantise on the device with plain Burn ops: `[rows, cols]`.
-    pub fn dequantize(&self) -> Tensor<B, 2> {
+    /// Dequantise on the device with plain Burn ops: `Wᵀ`, `[cols, rows]`.
+    pub fn dequantize_transposed(&self) -> Tensor<B, 2> {
         let per_word = 32 / self.bits;
-        let blocks = self.rows * self.cols / BLOCK_SIZE;
-        let words = self.words.clone();
-        let n = words.dims()[0];
+        let (n, k) = (self.rows, self.cols);
+        let word_rows = k / per_word;
+        let words = self.words.clone().reshape([word_rows, n]);
         // Value j of every word: shift, mask, and (q8) sign-extend with (b ^ 128) - 128, which
         // holds whatever the backend's integer width.
         let mask = (1i64 << self.bits) - 1;
-        let values: Vec<Tensor<B, 1, Int>> = (0..per_word)
+        let values: Vec<Tensor<B, 2, Int>> = (0..per_word)
             .map(|j| {
                 let v = words
                     .clone()
@@ -127,19 +149,20 @@ impl<B: Backend> QuantizedMatrix<B> {
                 }
             })
             .collect();
-        let q = Tensor::stack::<2>(values, 1)
-            .reshape([n * per_word])
-            .float();
-        let q = q.reshape([blocks, BLOCK_SIZE]);
+        // [word_rows, per_word, n] -> [k, n]: row index = word_row · per_word + j = k index.
+        let q = Tensor::stack::<3>(values, 1)
+            .float()
+            .reshape([k / BLOCK_SIZE, BLOCK_SIZE, n]);
+        let blocks = k / BLOCK_SIZE;
         let w = if self.bits == 8 {
-            q * self.params.clone().reshape([blocks, 1])
+            q * self.params.clone().reshape([blocks, 1, n])
         } else {
-            let pairs = self.params.clone().reshape([blocks, 2]);
-            let scale = pairs.clone().narrow(1, 0, 1);
-            let min = pairs.narrow(1, 1, 1);
+            let pairs = self.params.clone().reshape([blocks, 1, n, 2]);
+            let scale = pairs.clone().narrow(3, 0, 1).reshape([blocks, 1, n]);
+            let min = pairs.narrow(3, 1, 1).reshape([blocks, 1, n]);
             q * scale + min
         };
-        w.reshape([self.rows, self.cols])
+        w.reshape([k, n])
     }
 }
 
@@ -148,7 +171,7 @@ pub fn reference_quantized_matmul<B: Backend>(
     x: Tensor<B, 2>,
     weight: &QuantizedMatrix<B>,
 ) -> Tensor<B, 2> {
-    x.matmul(weight.dequantize().transpose())
+    x.matmul(weight.dequantize_transposed())
 }
 
 /// [`KernelBackend::mean_pool`] with plain Burn ops.

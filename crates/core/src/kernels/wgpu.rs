@@ -118,6 +118,9 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
             weight.cols
         );
         let n = weight.rows;
+        if m == 0 {
+            return Tensor::zeros([0, n], &x.device());
+        }
         let x: CubeTensor<WgpuRuntime> = into_contiguous(float_primitive(x));
         let words: CubeTensor<WgpuRuntime> = into_contiguous(weight.words.clone().into_primitive());
         let params: CubeTensor<WgpuRuntime> =
