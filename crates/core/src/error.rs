@@ -52,6 +52,17 @@ pub enum QzhouError {
     #[error("model.safetensors.index.json: {0}")]
     ShardIndex(String),
 
+    /// A training-data record that cannot be used, located by source and line.
+    #[error("{input}:{line}: {reason}")]
+    Data {
+        /// The input (a file path).
+        input: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A web weight pack (manifest or weight file) is malformed, truncated or corrupt.
     #[error("weight pack: {0}")]
     Pack(String),

@@ -14,6 +14,7 @@
 
 pub mod batching;
 pub mod config;
+pub mod data;
 pub mod embedder;
 pub mod error;
 #[cfg(feature = "fs")]
