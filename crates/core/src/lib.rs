@@ -20,6 +20,7 @@ pub mod error;
 #[cfg(feature = "fs")]
 pub mod fs;
 pub mod kernels;
+pub mod losses;
 pub mod model;
 pub mod pooling;
 pub mod prompts;
