@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 
-use super::jsonl::{Malformed, ReadReport, MAX_KEPT_PROBLEMS};
+use super::jsonl::{Malformed, ReadReport};
 use super::{ClassificationSample, PairSample, RetrievalSample};
 use crate::error::{QzhouError, Result};
 
@@ -215,23 +215,7 @@ where
                 each(pair);
                 report.records += 1;
             }
-            Err(reason) => match policy {
-                Malformed::Fail => {
-                    return Err(QzhouError::Data {
-                        input: source.to_string(),
-                        line: line_no,
-                        reason,
-                    })
-                }
-                Malformed::Skip => {
-                    report.skipped += 1;
-                    if report.problems.len() < MAX_KEPT_PROBLEMS {
-                        report
-                            .problems
-                            .push(format!("{source}:{line_no}: {reason}"));
-                    }
-                }
-            },
+            Err(reason) => report.reject(policy, source, line_no, reason)?,
         }
     }
     Ok(report)

@@ -33,6 +33,33 @@ pub struct ReadReport {
     pub problems: Vec<String>,
 }
 
+impl ReadReport {
+    /// A line `source:line` was rejected for `reason`: under [`Malformed::Fail`] that is the
+    /// returned error; under [`Malformed::Skip`] it is counted (first reasons kept).
+    pub fn reject(
+        &mut self,
+        policy: Malformed,
+        source: &str,
+        line: usize,
+        reason: String,
+    ) -> Result<()> {
+        match policy {
+            Malformed::Fail => Err(QzhouError::Data {
+                input: source.to_string(),
+                line,
+                reason,
+            }),
+            Malformed::Skip => {
+                self.skipped += 1;
+                if self.problems.len() < MAX_KEPT_PROBLEMS {
+                    self.problems.push(format!("{source}:{line}: {reason}"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Read JSON lines of `T` from `reader`, calling `each` for every record in order. `source`
 /// names the input in messages (a file path). Blank lines are ignored. `each` may refuse a
 /// record (return an error); that error is treated like a malformed line.
@@ -64,23 +91,7 @@ where
             .and_then(&mut each);
         match outcome {
             Ok(()) => report.records += 1,
-            Err(reason) => match policy {
-                Malformed::Fail => {
-                    return Err(QzhouError::Data {
-                        input: source.to_string(),
-                        line: line_no,
-                        reason,
-                    })
-                }
-                Malformed::Skip => {
-                    report.skipped += 1;
-                    if report.problems.len() < MAX_KEPT_PROBLEMS {
-                        report
-                            .problems
-                            .push(format!("{source}:{line_no}: {reason}"));
-                    }
-                }
-            },
+            Err(reason) => report.reject(policy, source, line_no, reason)?,
         }
     }
     Ok(report)
