@@ -9,10 +9,13 @@
 //!
 //! The records serialise as JSON lines tagged by `"type"` ([`TrainingSample`]); [`jsonl`]
 //! reads them (and any other JSONL source) streaming, reporting malformed lines by
-//! `file:line`; [`convert`] turns the raw shapes of public datasets into them.
+//! `file:line`; [`convert`] turns the raw shapes of public datasets into them; [`sampler`]
+//! draws single-dataset batches by weight, seeded and resumable.
 
 pub mod convert;
 pub mod jsonl;
+mod rng;
+pub mod sampler;
 
 use serde::{Deserialize, Serialize};
 
