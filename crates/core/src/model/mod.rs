@@ -5,6 +5,7 @@ mod embedding;
 mod encoder;
 mod layer;
 mod linear;
+mod lora;
 mod mlp;
 mod rope;
 
@@ -13,5 +14,6 @@ pub use embedding::TokenEmbedding;
 pub use encoder::{check_weights, expected_tensors, DeviceStorage, QwenEncoder, StorageSummary};
 pub use layer::DecoderLayer;
 pub use linear::{Projection, QuantizedLinear, SplitLinear};
+pub use lora::LoraLinear;
 pub use mlp::SwiGluMlp;
 pub use rope::{apply_rope, rope_tables};
