@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 
-use super::jsonl::{Malformed, ReadReport};
+use super::jsonl::{for_each_line, Line, Malformed, ReadReport};
 use super::rng::SplitMix64;
 use super::{ClassificationSample, PairSample, RetrievalSample};
 use crate::error::{QzhouError, Result};
@@ -183,43 +183,25 @@ where
     S: Fn(&str) -> Result<f32>,
     F: FnMut([PairSample; 2]),
 {
-    let mut report = ReadReport::default();
     let needed = columns.text1.max(columns.text2).max(columns.score) + 1;
-    for (i, line) in reader.lines().enumerate() {
-        let line_no = i + 1;
-        let line = line.map_err(|e| QzhouError::Data {
-            input: source.to_string(),
-            line: line_no,
-            reason: format!("read failed: {e}"),
-        })?;
-        if i == 0 && columns.header {
-            continue;
-        }
+    for_each_line(reader, source, policy, columns.header, |line| {
         let line = line.trim_start_matches('\u{feff}').trim_end_matches('\r');
         if line.trim().is_empty() {
-            report.blank += 1;
-            continue;
+            return Ok(Line::Blank);
         }
         let fields: Vec<&str> = line.split('\t').collect();
-        let outcome = if fields.len() < needed {
-            Err(format!(
+        if fields.len() < needed {
+            return Err(format!(
                 "{} tab-separated fields, need {needed}",
                 fields.len()
-            ))
-        } else {
-            score(fields[columns.score])
-                .and_then(|s| both_directions(fields[columns.text1], fields[columns.text2], s))
-                .map_err(|e| e.to_string())
-        };
-        match outcome {
-            Ok(pair) => {
-                each(pair);
-                report.records += 1;
-            }
-            Err(reason) => report.reject(policy, source, line_no, reason)?,
+            ));
         }
-    }
-    Ok(report)
+        let pair = score(fields[columns.score])
+            .and_then(|s| both_directions(fields[columns.text1], fields[columns.text2], s))
+            .map_err(|e| e.to_string())?;
+        each(pair);
+        Ok(Line::Record)
+    })
 }
 
 /// Classification (and clustering) data made contrastive: for each `(text, label)`, a

@@ -60,6 +60,48 @@ impl ReadReport {
     }
 }
 
+/// What a line handler made of one line.
+pub(crate) enum Line {
+    /// A record, delivered.
+    Record,
+    /// A blank line, ignored.
+    Blank,
+}
+
+/// The line loop every reader here shares: read `reader` line by line (a read failure is an
+/// error naming `source:line`), skip the first line when `skip_first`, hand each line to
+/// `handle`, and count records and blanks; a line `handle` rejects follows `policy`.
+pub(crate) fn for_each_line<R, F>(
+    reader: R,
+    source: &str,
+    policy: Malformed,
+    skip_first: bool,
+    mut handle: F,
+) -> Result<ReadReport>
+where
+    R: BufRead,
+    F: FnMut(&str) -> std::result::Result<Line, String>,
+{
+    let mut report = ReadReport::default();
+    for (i, line) in reader.lines().enumerate() {
+        let line_no = i + 1;
+        let line = line.map_err(|e| QzhouError::Data {
+            input: source.to_string(),
+            line: line_no,
+            reason: format!("read failed: {e}"),
+        })?;
+        if i == 0 && skip_first {
+            continue;
+        }
+        match handle(&line) {
+            Ok(Line::Record) => report.records += 1,
+            Ok(Line::Blank) => report.blank += 1,
+            Err(reason) => report.reject(policy, source, line_no, reason)?,
+        }
+    }
+    Ok(report)
+}
+
 /// Read JSON lines of `T` from `reader`, calling `each` for every record in order. `source`
 /// names the input in messages (a file path). Blank lines are ignored. `each` may refuse a
 /// record (return an error); that error is treated like a malformed line.
@@ -74,27 +116,15 @@ where
     R: BufRead,
     F: FnMut(T) -> std::result::Result<(), String>,
 {
-    let mut report = ReadReport::default();
-    for (i, line) in reader.lines().enumerate() {
-        let line_no = i + 1;
-        let line = line.map_err(|e| QzhouError::Data {
-            input: source.to_string(),
-            line: line_no,
-            reason: format!("read failed: {e}"),
-        })?;
+    for_each_line(reader, source, policy, false, |line| {
         if line.trim().is_empty() {
-            report.blank += 1;
-            continue;
+            return Ok(Line::Blank);
         }
-        let outcome = serde_json::from_str::<T>(&line)
+        serde_json::from_str::<T>(line)
             .map_err(|e| e.to_string())
-            .and_then(&mut each);
-        match outcome {
-            Ok(()) => report.records += 1,
-            Err(reason) => report.reject(policy, source, line_no, reason)?,
-        }
-    }
-    Ok(report)
+            .and_then(&mut each)
+            .map(|()| Line::Record)
+    })
 }
 
 #[cfg(test)]
