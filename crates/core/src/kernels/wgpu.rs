@@ -97,6 +97,35 @@ fn info_words(fields: [u32; 4]) -> MetadataBindingInfo {
     MetadataBindingInfo::custom(vec![word(fields[0], fields[1]), word(fields[2], fields[3])])
 }
 
+/// Run `shader` over `inputs` (bound in order) and a new f32 output of `out_shape` (bound
+/// last before the info uniform), on the inputs' compute client.
+fn launch<BT: BoolElement>(
+    shader: Shader,
+    inputs: &[&CubeTensor<WgpuRuntime>],
+    out_shape: [usize; 2],
+    info: [u32; 4],
+    groups: CubeCount,
+) -> Tensor<CubeBackend<WgpuRuntime, f32, i32, BT>, 2> {
+    let client = inputs[0].client.clone();
+    let out = empty_device::<WgpuRuntime, f32>(
+        client.clone(),
+        inputs[0].device.clone(),
+        Shape::new(out_shape),
+    );
+    let buffers = inputs
+        .iter()
+        .map(|t| t.handle.clone().binding())
+        .chain([out.handle.clone().binding()])
+        .collect();
+    let args = KernelArguments {
+        buffers,
+        info: info_words(info),
+        tensor_maps: Vec::new(),
+    };
+    client.launch(Box::new(WgslTask(shader)), groups, args);
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
 fn float_primitive<B: Backend, const D: usize>(x: Tensor<B, D>) -> B::FloatTensorPrimitive {
     x.into_primitive().tensor()
 }
@@ -125,32 +154,17 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         let words: CubeTensor<WgpuRuntime> = into_contiguous(weight.words.clone().into_primitive());
         let params: CubeTensor<WgpuRuntime> =
             into_contiguous(float_primitive(weight.params.clone()));
-        let out = empty_device::<WgpuRuntime, f32>(
-            x.client.clone(),
-            x.device.clone(),
-            Shape::new([m, n]),
-        );
-        let args = KernelArguments {
-            buffers: vec![
-                x.handle.clone().binding(),
-                words.handle.clone().binding(),
-                params.handle.clone().binding(),
-                out.handle.clone().binding(),
-            ],
-            info: info_words([
-                to_u32(m, "rows"),
-                to_u32(n, "columns"),
-                to_u32(k, "depth"),
-                0,
-            ]),
-            tensor_maps: Vec::new(),
-        };
         let groups = CubeCount::Static(n.div_ceil(64) as u32, m.div_ceil(8) as u32, 1);
-        let task = WgslTask(Shader::QuantizedMatmul {
+        let shader = Shader::QuantizedMatmul {
             bits: weight.bits as u32,
-        });
-        x.client.launch(Box::new(task), groups, args);
-        Tensor::from_primitive(TensorPrimitive::Float(out))
+        };
+        let info = [
+            to_u32(m, "rows"),
+            to_u32(n, "columns"),
+            to_u32(k, "depth"),
+            0,
+        ];
+        launch(shader, &[&x, &words, &params], [m, n], info, groups)
     }
 
     fn mean_pool(
@@ -161,30 +175,14 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         let [b, s, h] = hidden.dims();
         let hidden: CubeTensor<WgpuRuntime> = into_contiguous(float_primitive(hidden));
         let mask: CubeTensor<WgpuRuntime> = into_contiguous(mask.into_primitive());
-        let out = empty_device::<WgpuRuntime, f32>(
-            hidden.client.clone(),
-            hidden.device.clone(),
-            Shape::new([b, h]),
-        );
-        let args = KernelArguments {
-            buffers: vec![
-                hidden.handle.clone().binding(),
-                mask.handle.clone().binding(),
-                out.handle.clone().binding(),
-            ],
-            info: info_words([
-                to_u32(b, "batch"),
-                to_u32(s, "sequence"),
-                to_u32(h, "dim"),
-                normalize as u32,
-            ]),
-            tensor_maps: Vec::new(),
-        };
+        let info = [
+            to_u32(b, "batch"),
+            to_u32(s, "sequence"),
+            to_u32(h, "dim"),
+            normalize as u32,
+        ];
         let groups = CubeCount::Static(b as u32, 1, 1);
-        hidden
-            .client
-            .launch(Box::new(WgslTask(Shader::MeanPoolL2)), groups, args);
-        Tensor::from_primitive(TensorPrimitive::Float(out))
+        launch(Shader::MeanPoolL2, &[&hidden, &mask], [b, h], info, groups)
     }
 
     fn max_buffer_bytes(device: &WgpuDevice) -> Option<usize> {
