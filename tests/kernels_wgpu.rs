@@ -128,10 +128,6 @@ fn mean_pool_kernel_matches_plain_burn_ops_and_host_math() {
     }
 }
 
-fn projections<B: KernelBackend>(e: &Embedder<B>) -> Vec<&Projection<B>> {
-    e.model().projections()
-}
-
 #[test]
 fn quantized_packs_stay_packed_on_wgpu_and_match_the_cpu_dequantised_model() {
     let expected = Expected::load();
@@ -141,7 +137,8 @@ fn quantized_packs_stay_packed_on_wgpu_and_match_the_cpu_dequantised_model() {
         let (files, _) = packed_model_files(scheme);
         let gpu = Embedder::<Wgpu>::from_files(files, &device, &LoadOptions::default()).unwrap();
         assert!(
-            projections(&gpu)
+            gpu.model()
+                .projections()
                 .iter()
                 .all(|p| matches!(p, Projection::Quantized(_))),
             "{scheme}: every projection should stay block-quantised on wgpu"
@@ -149,7 +146,9 @@ fn quantized_packs_stay_packed_on_wgpu_and_match_the_cpu_dequantised_model() {
         let (files, _) = packed_model_files(scheme);
         let cpu =
             Embedder::<Flex>::from_files(files, &FlexDevice, &LoadOptions::default()).unwrap();
-        assert!(projections(&cpu)
+        assert!(cpu
+            .model()
+            .projections()
             .iter()
             .all(|p| matches!(p, Projection::Dense(_))));
         let got = gpu.embed(&texts, &EmbedOptions::document()).unwrap();
@@ -201,7 +200,9 @@ fn weights_over_the_buffer_limit_are_split_without_changing_results() {
             ..LoadOptions::default()
         };
         let e = Embedder::<Wgpu>::from_files(files, &device, &options).unwrap();
-        let split_parts = projections(&e)
+        let split_parts = e
+            .model()
+            .projections()
             .iter()
             .map(|p| match p {
                 Projection::Split(s) => s.parts.len(),

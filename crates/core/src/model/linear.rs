@@ -35,26 +35,6 @@ pub struct QuantizedLinear<B: Backend> {
     pub bias: Option<Param<Tensor<B, 1>>>,
 }
 
-impl<B: Backend> Projection<B> {
-    /// Input width.
-    pub fn in_features(&self) -> usize {
-        match self {
-            Self::Dense(l) => l.weight.dims()[0],
-            Self::Split(s) => s.parts[0].weight.dims()[0],
-            Self::Quantized(q) => q.parts[0].cols,
-        }
-    }
-
-    /// Output width.
-    pub fn out_features(&self) -> usize {
-        match self {
-            Self::Dense(l) => l.weight.dims()[1],
-            Self::Split(s) => s.parts.iter().map(|p| p.weight.dims()[1]).sum(),
-            Self::Quantized(q) => q.parts.iter().map(|p| p.rows).sum(),
-        }
-    }
-}
-
 impl<B: KernelBackend> Projection<B> {
     /// `x`: `[batch, seq, in]` -> `[batch, seq, out]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
