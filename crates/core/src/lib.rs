@@ -27,6 +27,7 @@ pub mod prompts;
 pub mod quantization;
 pub mod sentence_transformers;
 pub mod tokenizer;
+pub mod training;
 pub mod weight_pack;
 pub mod weights;
 

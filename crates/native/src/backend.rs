@@ -1,6 +1,8 @@
 //! Choosing a Burn backend at run time and running generic code on it.
 
 use anyhow::{bail, Result};
+use burn::backend::Autodiff;
+use burn::tensor::backend::AutodiffBackend;
 use clap::ValueEnum;
 use qzhou_core::KernelBackend;
 
@@ -67,6 +69,63 @@ pub fn dispatch<J: BackendJob>(
                     DTypeArg::F32 => job.run::<Cuda<f32>>(device),
                     DTypeArg::F16 => job.run::<Cuda<half::f16>>(device),
                     DTypeArg::Bf16 => job.run::<Cuda<half::bf16>>(device),
+                }
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = (d, device_index);
+                bail!("this qzhou was built without CUDA; rebuild with `cargo build --release -p qzhou-cli --features cuda`")
+            }
+        }
+    }
+}
+
+/// Something to run on whichever backend is chosen, with automatic differentiation.
+pub trait AutodiffJob {
+    /// Run on `Autodiff<backend>` with `device`.
+    fn run<B>(self, device: B::Device) -> Result<()>
+    where
+        B: AutodiffBackend + KernelBackend,
+        B::InnerBackend: KernelBackend;
+}
+
+/// Dispatch a training `job` to the chosen backend and dtype, wrapped in Burn's `Autodiff`.
+pub fn dispatch_autodiff<J: AutodiffJob>(
+    kind: BackendKind,
+    dtype: DTypeArg,
+    device_index: usize,
+    job: J,
+) -> Result<()> {
+    match (kind, dtype) {
+        (BackendKind::Cpu, DTypeArg::F32) => {
+            job.run::<Autodiff<burn::backend::Flex>>(Default::default())
+        }
+        (BackendKind::Cpu, d) => bail!("the CPU backend trains in f32 only (asked for {d:?})"),
+        (BackendKind::Wgpu, DTypeArg::F32) => {
+            #[cfg(feature = "wgpu")]
+            {
+                let device = if device_index == 0 {
+                    burn::backend::wgpu::WgpuDevice::DefaultDevice
+                } else {
+                    burn::backend::wgpu::WgpuDevice::DiscreteGpu(device_index)
+                };
+                job.run::<Autodiff<burn::backend::Wgpu>>(device)
+            }
+            #[cfg(not(feature = "wgpu"))]
+            bail!("this qzhou was built without the wgpu backend (cargo feature `wgpu`)")
+        }
+        (BackendKind::Wgpu, d) => bail!("the wgpu backend trains in f32 only (asked for {d:?})"),
+        (BackendKind::Cuda, d) => {
+            #[cfg(feature = "cuda")]
+            {
+                use burn::backend::cuda::{Cuda, CudaDevice};
+                let device = CudaDevice::new(device_index);
+                match d {
+                    DTypeArg::F32 => job.run::<Autodiff<Cuda<f32>>>(device),
+                    DTypeArg::Bf16 => job.run::<Autodiff<Cuda<half::bf16>>>(device),
+                    DTypeArg::F16 => {
+                        bail!("training in f16 overflows without loss scaling; use bf16 or f32")
+                    }
                 }
             }
             #[cfg(not(feature = "cuda"))]

@@ -3,10 +3,12 @@
 
 mod backend;
 mod embed;
+mod export;
 mod export_web;
 mod hub;
 mod input;
 mod output;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +26,10 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Write web weight packs (f32, f16, q8, q4) of a model folder for the npm package.
     ExportWeb(export_web::ExportWebArgs),
+    /// Write a training checkpoint as a Hugging Face / sentence-transformers folder (LoRA merged).
+    Export(export::ExportArgs),
+    /// Train (contrastive, multi-task) from a run file: `qzhou train --config run.toml`.
+    Train(train::TrainArgs),
 }
 
 fn main() {
@@ -31,6 +37,8 @@ fn main() {
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
         Command::ExportWeb(args) => export_web::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Export(args) => export::run(args),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, no backtrace.

@@ -14,7 +14,7 @@
 
 pub mod convert;
 pub mod jsonl;
-mod rng;
+pub(crate) mod rng;
 pub mod sampler;
 
 use serde::{Deserialize, Serialize};

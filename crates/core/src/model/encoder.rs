@@ -121,6 +121,33 @@ impl<B: Backend> QwenEncoder<B> {
             .collect()
     }
 
+    /// Rebuild every projection through `f(name, projection)` (`name` from
+    /// [`super::lora::PROJECTION_NAMES`]), layer by layer.
+    pub fn map_projections(
+        mut self,
+        mut f: impl FnMut(&'static str, Projection<B>) -> Result<Projection<B>>,
+    ) -> Result<Self> {
+        let layers = std::mem::take(&mut self.layers);
+        for mut l in layers {
+            let a = l.self_attn;
+            l.self_attn = SelfAttention {
+                q_proj: f("q_proj", a.q_proj)?,
+                k_proj: f("k_proj", a.k_proj)?,
+                v_proj: f("v_proj", a.v_proj)?,
+                o_proj: f("o_proj", a.o_proj)?,
+                ..a
+            };
+            let m = l.mlp;
+            l.mlp = SwiGluMlp {
+                gate_proj: f("gate_proj", m.gate_proj)?,
+                up_proj: f("up_proj", m.up_proj)?,
+                down_proj: f("down_proj", m.down_proj)?,
+            };
+            self.layers.push(l);
+        }
+        Ok(self)
+    }
+
     /// How the weights sit on the device (for `info()` and tests).
     pub fn storage_summary(&self) -> StorageSummary {
         let mut s = StorageSummary {
@@ -129,7 +156,7 @@ impl<B: Backend> QwenEncoder<B> {
         };
         for p in self.projections() {
             match p {
-                Projection::Dense(_) => s.dense_projections += 1,
+                Projection::Dense(_) | Projection::Lora(_) => s.dense_projections += 1,
                 Projection::Split(x) => {
                     s.dense_projections += 1;
                     s.split_projections += 1;

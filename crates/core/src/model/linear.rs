@@ -1,14 +1,16 @@
 //! The projection layer of every attention and MLP block, in the storage the backend and the
 //! checkpoint call for: one dense matrix, a dense matrix split by output rows (when it is
-//! bigger than one device buffer), or block-quantised row groups run by the fused kernel.
+//! bigger than one device buffer), block-quantised row groups run by the fused kernel, or a
+//! dense matrix with a trainable LoRA adapter.
 
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use super::lora::LoraLinear;
 use crate::kernels::{KernelBackend, QuantizedMatrix};
 
-/// `y = x · Wᵀ + b` with `W` `[out, in]` (HF layout) stored one of three ways.
+/// `y = x · Wᵀ + b` with `W` `[out, in]` (HF layout) stored one of four ways.
 #[derive(Module, Debug)]
 pub enum Projection<B: Backend> {
     /// Burn's `Linear` (weight `[in, out]`).
@@ -17,6 +19,8 @@ pub enum Projection<B: Backend> {
     Split(SplitLinear<B>),
     /// Block-quantised weight groups (q8/q4) multiplied by [`KernelBackend::quantized_matmul`].
     Quantized(QuantizedLinear<B>),
+    /// A frozen dense matrix plus a low-rank update (training).
+    Lora(LoraLinear<B>),
 }
 
 /// A dense projection cut into output-row groups, each in its own device buffer.
@@ -40,6 +44,7 @@ impl<B: KernelBackend> Projection<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match self {
             Self::Dense(l) => l.forward(x),
+            Self::Lora(l) => l.forward(x),
             Self::Split(s) => {
                 let outs = s.parts.iter().map(|p| p.forward(x.clone())).collect();
                 Tensor::cat(outs, 2)

@@ -3,17 +3,21 @@
 mod attention;
 mod embedding;
 mod encoder;
+mod hf_tensors;
 mod layer;
 mod linear;
 mod lora;
 mod mlp;
+mod random_init;
 mod rope;
 
 pub use attention::SelfAttention;
 pub use embedding::TokenEmbedding;
 pub use encoder::{check_weights, expected_tensors, DeviceStorage, QwenEncoder, StorageSummary};
+pub use hf_tensors::HfTensor;
 pub use layer::DecoderLayer;
 pub use linear::{Projection, QuantizedLinear, SplitLinear};
-pub use lora::LoraLinear;
+pub use lora::{LoraConfig, LoraLinear, PROJECTION_NAMES};
 pub use mlp::SwiGluMlp;
+pub use random_init::RandomInit;
 pub use rope::{apply_rope, rope_tables};

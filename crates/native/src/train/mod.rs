@@ -1,0 +1,506 @@
+//! `qzhou train --config run.toml`: QZhou's multi-task contrastive training (paper §4–5) on
+//! any backend with autodiff — CPU, wgpu, CUDA (f32 or bf16).
+//!
+//! Each step draws one single-dataset batch ([`BatchSampler`]), embeds its texts with
+//! GradCache in chunks of `grad_cache_chunk`, applies the dataset's loss (retrieval InfoNCE,
+//! CoSENT or classification InfoNCE), clips the global gradient norm and takes an Adam/AdamW
+//! step at the scheduled learning rate. Checkpoints every `checkpoint.every` steps, at the end
+//! and on Ctrl-C; `--resume` continues bit for bit (weights, optimizer moments, data order).
+
+pub(crate) mod checkpoint;
+pub mod config;
+mod data;
+mod eval;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamWConfig, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use qzhou_core::data::sampler::BatchSampler;
+use qzhou_core::fs::{open_checkpoint, read_required};
+use qzhou_core::losses::{classification_infonce, cosent, retrieval_infonce};
+use qzhou_core::model::{DeviceStorage, QwenEncoder, RandomInit};
+use qzhou_core::training::{clip_grad_norm, grad_cache_step, grad_norm};
+use qzhou_core::weights::TensorSource;
+use qzhou_core::{AttentionMode, KernelBackend, Pooling, QwenConfig, TextTokenizer, Truncation};
+
+use crate::backend::{dispatch_autodiff, AutodiffJob, BackendKind, DTypeArg};
+use checkpoint::{TrainState, MODEL_FILE, OPTIMIZER_FILE};
+use config::{Init, RunConfig};
+use data::{batch_texts, BatchTexts, Dataset, LossInput};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The run file (see README "Training").
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Continue from the newest checkpoint in the run folder (or the one given).
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub resume: Option<String>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    /// Compute dtype: f32 everywhere, bf16 on CUDA (weights, activations and Adam moments
+    /// all bf16: Burn 0.21 has no f32 master copy; see README).
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
+    /// GPU index for wgpu/cuda.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+    /// No progress bar (metrics still go to metrics.jsonl).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let config = RunConfig::load(&args.config)?;
+    let job = TrainJob { config, args };
+    let (backend, dtype, device) = (job.args.backend, job.args.dtype, job.args.device);
+    dispatch_autodiff(backend, dtype, device, job)
+}
+
+struct TrainJob {
+    config: RunConfig,
+    args: TrainArgs,
+}
+
+pub(crate) type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// The model folder's config and the two tokenizers (query and passage limits).
+pub(crate) struct Folder {
+    pub(crate) config: QwenConfig,
+    query_tokenizer: TextTokenizer,
+    passage_tokenizer: TextTokenizer,
+    attention: AttentionMode,
+    pooling: Pooling,
+}
+
+impl Folder {
+    pub(crate) fn open(run: &RunConfig) -> Result<Self> {
+        let dir = &run.model.path;
+        let config = QwenConfig::from_json(&read_required(dir, "config.json")?)
+            .with_context(|| format!("{}/config.json", dir.display()))?;
+        let tokenizer = read_required(dir, "tokenizer.json")?;
+        let t = &run.train;
+        for (what, len) in [
+            ("query_max_len", t.query_max_len),
+            ("passage_max_len", t.passage_max_len),
+        ] {
+            if len > config.max_position_embeddings {
+                bail!(
+                    "{what} {len} exceeds the model's max_position_embeddings {}",
+                    config.max_position_embeddings
+                );
+            }
+        }
+        let tok = |len| TextTokenizer::from_json(&tokenizer, len, Truncation::Truncate);
+        let attention = match run.model.attention.as_str() {
+            "bidirectional" => AttentionMode::Bidirectional,
+            "causal" => AttentionMode::Causal,
+            other => bail!("model.attention must be `bidirectional` or `causal`, got `{other}`"),
+        };
+        Ok(Self {
+            query_tokenizer: tok(t.query_max_len)?,
+            passage_tokenizer: tok(t.passage_max_len)?,
+            pooling: run.model.pooling.parse()?,
+            config,
+            attention,
+        })
+    }
+
+    /// Token ids of `(text, is_query)` pairs.
+    fn tokenize(&self, texts: &[(String, bool)]) -> Result<Vec<Vec<u32>>> {
+        texts
+            .iter()
+            .map(|(t, q)| {
+                let tok = if *q {
+                    &self.query_tokenizer
+                } else {
+                    &self.passage_tokenizer
+                };
+                Ok(tok.encode(&[t])?.remove(0))
+            })
+            .collect()
+    }
+}
+
+/// The model as the run starts (fresh) or as its structure must be to load a checkpoint.
+pub(crate) fn build_model<B: KernelBackend>(
+    run: &RunConfig,
+    folder: &Folder,
+    device: &B::Device,
+    fresh: bool,
+) -> Result<QwenEncoder<B>> {
+    let source: Box<dyn TensorSource> = match run.model.init {
+        Init::Pretrained => Box::new(open_checkpoint(&run.model.path)?),
+        Init::Random => Box::new(RandomInit::new(&folder.config, run.train.seed, 0.02)?),
+    };
+    // Training needs plain dense weights on the device.
+    let storage = DeviceStorage::default();
+    let mut model = QwenEncoder::<B>::load(
+        &folder.config,
+        folder.attention,
+        source.as_ref(),
+        device,
+        &storage,
+    )?;
+    if fresh {
+        if let Some(from) = &run.train.init_from {
+            let state = checkpoint::read_state(from)?;
+            if let Some(lora) = &state.lora {
+                model = model.with_lora(lora)?;
+            }
+            model = model
+                .load_file(from.join(MODEL_FILE), &Rec::new(), device)
+                .with_context(|| format!("cannot load the weights of {}", from.display()))?
+                .merge_lora()
+                .all_trainable();
+        }
+    }
+    if let Some(lora) = &run.lora {
+        model = model.with_lora(lora)?;
+    }
+    Ok(model)
+}
+
+impl AutodiffJob for TrainJob {
+    fn run<B>(self, device: B::Device) -> Result<()>
+    where
+        B: AutodiffBackend + KernelBackend,
+        B::InnerBackend: KernelBackend,
+    {
+        let run = &self.config;
+        let t = &run.train;
+        let run_dir = &run.checkpoint.dir;
+        let folder = Folder::open(run)?;
+        let datasets: Vec<Dataset> = run
+            .datasets
+            .iter()
+            .map(Dataset::load)
+            .collect::<Result<_>>()?;
+        for d in &datasets {
+            eprintln!(
+                "dataset {}: {} samples ({:?}){}{}",
+                d.section.name,
+                d.samples.len(),
+                d.kind,
+                if d.report.skipped > 0 {
+                    format!(", {} malformed lines skipped", d.report.skipped)
+                } else {
+                    String::new()
+                },
+                if d.short_of_negatives > 0 {
+                    format!(
+                        ", {} with fewer than {} negatives skipped",
+                        d.short_of_negatives, d.section.negatives
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+        let specs = datasets.iter().map(Dataset::spec).collect();
+        let evaluator = match &run.eval {
+            Some(e) => Some(eval::Evaluator::load(e)?),
+            None => None,
+        };
+
+        B::seed(&device, t.seed);
+        let resume_from = match &self.args.resume {
+            None => None,
+            Some(p) if p.is_empty() => Some(checkpoint::latest(run_dir)?),
+            Some(p) => Some(PathBuf::from(p)),
+        };
+        let mut model = build_model::<B>(run, &folder, &device, resume_from.is_none())?;
+        let adam = AdamWConfig::new()
+            .with_beta_1(t.betas[0] as f32)
+            .with_beta_2(t.betas[1] as f32)
+            .with_epsilon(t.eps as f32)
+            .with_weight_decay(t.weight_decay as f32);
+        let mut optimizer = adam.init::<B, QwenEncoder<B>>();
+        let (mut sampler, mut state) = match &resume_from {
+            None => {
+                if !checkpoint::list(run_dir)?.is_empty() {
+                    bail!(
+                        "{} already holds checkpoints: pass --resume to continue, or choose another checkpoint.dir",
+                        run_dir.display()
+                    );
+                }
+                let sampler = BatchSampler::new(specs, t.seed)?;
+                let state = TrainState {
+                    step: 0,
+                    sampler: sampler.state().clone(),
+                    fingerprint: run.fingerprint(),
+                    run: run.clone(),
+                    lora: run.lora.clone(),
+                    tokens: 0,
+                    finished: false,
+                };
+                (sampler, state)
+            }
+            Some(dir) => {
+                let state = checkpoint::read_state(dir)?;
+                if state.fingerprint != run.fingerprint() {
+                    bail!(
+                        "{} was written by a different run configuration; resume with the same run file",
+                        dir.display()
+                    );
+                }
+                model = model
+                    .load_file(dir.join(MODEL_FILE), &Rec::new(), &device)
+                    .with_context(|| format!("cannot load {}", dir.join(MODEL_FILE).display()))?;
+                let record = Rec::new()
+                    .load(dir.join(OPTIMIZER_FILE), &device)
+                    .with_context(|| {
+                        format!("cannot load {}", dir.join(OPTIMIZER_FILE).display())
+                    })?;
+                optimizer = optimizer.load_record(record);
+                let sampler = BatchSampler::resume(specs, state.sampler.clone())?;
+                eprintln!("resuming {} at step {}", dir.display(), state.step);
+                (sampler, state)
+            }
+        };
+        if state.finished || state.step >= t.steps {
+            eprintln!("the run is complete ({} steps)", state.step);
+            return Ok(());
+        }
+        let trainable = count_trainable(&model);
+        eprintln!(
+            "training {} of {} parameters{} on {:?} for {} steps",
+            trainable,
+            folder.config.num_parameters(),
+            if run.lora.is_some() { " (LoRA)" } else { "" },
+            device,
+            t.steps
+        );
+
+        std::fs::create_dir_all(run_dir)
+            .with_context(|| format!("cannot create {}", run_dir.display()))?;
+        let metrics_path = run_dir.join("metrics.jsonl");
+        truncate_metrics(&metrics_path, state.step)?;
+        let mut metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .with_context(|| format!("cannot open {}", metrics_path.display()))?;
+
+        let interrupted = Arc::new(AtomicBool::new(false));
+        {
+            let flag = interrupted.clone();
+            // A second handler install (tests running several jobs in one process) is harmless.
+            let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+        }
+        let bar = if self.args.quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(t.steps as u64).with_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
+                )
+                .expect("static template"),
+            )
+        };
+        bar.set_position(state.step as u64);
+        let schedule = run.schedule();
+        let save = |model: &QwenEncoder<B>, optimizer: &_, state: &TrainState| -> Result<PathBuf> {
+            save_checkpoint::<B, _>(run_dir, run.checkpoint.keep_last, model, optimizer, state)
+        };
+        let start = Instant::now();
+        if let (Some(ev), 0) = (&evaluator, state.step) {
+            let scores = ev.evaluate(&model.valid(), &folder, &device)?;
+            writeln!(
+                metrics,
+                "{}",
+                serde_json::json!({"step": 0, "eval": scores})
+            )?;
+        }
+        while state.step < t.steps {
+            let step_start = Instant::now();
+            let batch = sampler.next_batch();
+            let BatchTexts { texts, loss } =
+                batch_texts(&datasets, &batch, t.seed, state.step as u64);
+            let ids = folder.tokenize(&texts)?;
+            let tokens: usize = ids.iter().map(Vec::len).sum();
+            let tau = t.temperature;
+            let cosent_tau = t.cosent_temperature.unwrap_or(tau);
+            let out = grad_cache_step(
+                &model,
+                &ids,
+                folder.query_tokenizer.pad_id(),
+                folder.pooling,
+                t.grad_cache_chunk,
+                |e: Tensor<B, 2>| {
+                    let [_, d] = e.dims();
+                    match &loss {
+                        LossInput::Retrieval { n, k } => {
+                            let q = e.clone().narrow(0, 0, *n);
+                            let docs = e.narrow(0, *n, n * (1 + k)).reshape([*n, 1 + k, d]);
+                            retrieval_infonce(q, docs, tau)
+                        }
+                        LossInput::Pair { scores } => {
+                            let n = scores.len();
+                            let a = e.clone().narrow(0, 0, n);
+                            let b = e.narrow(0, n, n);
+                            cosent(a, b, scores, cosent_tau)
+                        }
+                        LossInput::Classification {
+                            n,
+                            k,
+                            labels,
+                            negative_labels,
+                        } => {
+                            let a = e.clone().narrow(0, 0, *n);
+                            let p = e.clone().narrow(0, *n, *n);
+                            let negs = e.narrow(0, 2 * n, n * k).reshape([*n, *k, d]);
+                            classification_infonce(a, p, negs, labels, negative_labels, tau)
+                        }
+                    }
+                },
+            )
+            .with_context(|| format!("step {}", state.step + 1))?;
+            let mut grads = out.grads;
+            let norm = if t.max_grad_norm > 0.0 {
+                clip_grad_norm(&model, &mut grads, t.max_grad_norm)
+            } else {
+                grad_norm(&model, &grads)
+            };
+            let lr = schedule.lr_at(state.step);
+            model = optimizer.step(lr, model, grads);
+            state.step += 1;
+            state.tokens += tokens as u64;
+            state.sampler = sampler.state().clone();
+            let seconds = step_start.elapsed().as_secs_f64();
+            let task = format!("{:?}", datasets[batch.dataset].kind).to_lowercase();
+            if state.step % t.log_every == 0 || state.step == t.steps {
+                let line = serde_json::json!({
+                    "step": state.step,
+                    "dataset": datasets[batch.dataset].section.name,
+                    "task": task,
+                    "loss": out.loss,
+                    format!("loss/{task}"): out.loss,
+                    "lr": lr,
+                    "grad_norm": norm,
+                    "tokens": tokens,
+                    "tokens_per_s": tokens as f64 / seconds,
+                    "step_s": seconds,
+                    "elapsed_s": start.elapsed().as_secs_f64(),
+                    "peak_rss_bytes": peak_rss_bytes(),
+                });
+                writeln!(metrics, "{line}")?;
+            }
+            if let Some(ev) = &evaluator {
+                if state.step % ev.every == 0 || state.step == t.steps {
+                    let scores = ev.evaluate(&model.valid(), &folder, &device)?;
+                    writeln!(
+                        metrics,
+                        "{}",
+                        serde_json::json!({"step": state.step, "eval": scores})
+                    )?;
+                }
+            }
+            metrics.flush()?;
+            bar.set_position(state.step as u64);
+            bar.set_message(format!("loss {:.4} lr {lr:.2e}", out.loss));
+            state.finished = state.step == t.steps;
+            let stop = interrupted.load(Ordering::SeqCst);
+            if state.finished || stop || state.step % run.checkpoint.every == 0 {
+                let dir = save(&model, &optimizer, &state)?;
+                if stop {
+                    bar.abandon();
+                    eprintln!(
+                        "interrupted: saved {}; continue with --resume",
+                        dir.display()
+                    );
+                    std::process::exit(130);
+                }
+            }
+        }
+        bar.finish();
+        metrics.sync_all()?;
+        eprintln!(
+            "done: {} steps, {} tokens in {:.1} s; checkpoint {}",
+            state.step,
+            state.tokens,
+            start.elapsed().as_secs_f64(),
+            checkpoint::step_dir(run_dir, state.step).display()
+        );
+        Ok(())
+    }
+}
+
+fn save_checkpoint<B: AutodiffBackend, O: Optimizer<QwenEncoder<B>, B>>(
+    run_dir: &Path,
+    keep_last: usize,
+    model: &QwenEncoder<B>,
+    optimizer: &O,
+    state: &TrainState,
+) -> Result<PathBuf> {
+    checkpoint::save(run_dir, state, keep_last, |tmp| {
+        model
+            .clone()
+            .save_file(tmp.join(MODEL_FILE), &Rec::new())
+            .context("cannot save the model")?;
+        Rec::new()
+            .record(optimizer.to_record(), tmp.join(OPTIMIZER_FILE))
+            .context("cannot save the optimizer state")?;
+        Ok(())
+    })
+}
+
+/// Drop metric lines past `step` (a resumed run writes them again, identically).
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s as usize <= step)
+        })
+        .collect();
+    if kept.len() != text.lines().count() {
+        let tmp = path.with_extension("jsonl.tmp");
+        std::fs::write(
+            &tmp,
+            kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )?;
+        std::fs::rename(&tmp, path)?;
+    }
+    Ok(())
+}
+
+/// Parameters that receive gradients.
+fn count_trainable<B: AutodiffBackend>(model: &QwenEncoder<B>) -> usize {
+    struct Count(usize);
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Count {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            if param.is_require_grad() {
+                self.0 += param.shape().num_elements();
+            }
+        }
+    }
+    let mut c = Count(0);
+    model.visit(&mut c);
+    c.0
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), if known.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

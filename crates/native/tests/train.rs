@@ -1,0 +1,406 @@
+//! `qzhou train` and `qzhou export` end to end on CPU with the tiny fixture model: a synthetic
+//! retrieval task that a random model cannot solve (queries and documents use disjoint
+//! vocabularies linked by a hidden word mapping) must be learnt; stage 2 continues from stage
+//! 1; Ctrl-C + `--resume` reproduces an uninterrupted run bit for bit; LoRA trains only its
+//! adapters; the export loads back in `qzhou embed`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn qzhou(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qzhou"))
+        .args(args)
+        .output()
+        .expect("run qzhou")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "qzhou failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Query words and document words: document word `i` means query word `i`.
+const QUERY_WORDS: [&str; 24] = [
+    "apple", "river", "stone", "cloud", "horse", "green", "music", "table", "winter", "bread",
+    "glass", "tiger", "paper", "light", "ocean", "chair", "money", "train", "sugar", "forest",
+    "doctor", "window", "garden", "silver",
+];
+const DOC_WORDS: [&str; 24] = [
+    "Berlin", "Tokyo", "Paris", "Madrid", "Rome", "Cairo", "Lima", "Oslo", "Dublin", "Vienna",
+    "Prague", "Athens", "Moscow", "Delhi", "Seoul", "Sydney", "Toronto", "Chicago", "Boston",
+    "Denver", "Dallas", "Miami", "Austin", "Seattle",
+];
+
+/// Deterministic generator for the synthetic data (SplitMix64).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn triple(&mut self) -> [usize; 3] {
+        loop {
+            let t = [self.below(24), self.below(24), self.below(24)];
+            if t[0] != t[1] && t[1] != t[2] && t[0] != t[2] {
+                return t;
+            }
+        }
+    }
+}
+
+fn words(t: &[usize; 3], list: &[&str; 24]) -> String {
+    t.iter().map(|&i| list[i]).collect::<Vec<_>>().join(" ")
+}
+
+/// `n` retrieval records whose query triples are drawn from `seed`; a triple's key (sorted)
+/// decides train vs held-out so the two never share a triple.
+fn retrieval_records(n: usize, seed: u64, held_out: bool) -> String {
+    let mut rng = Rng(seed);
+    let mut out = String::new();
+    let mut made = 0;
+    while made < n {
+        let q = rng.triple();
+        let mut key = q;
+        key.sort();
+        if (key[0] * 31 + key[1] * 7 + key[2]) % 5 == 0 {
+            if !held_out {
+                continue;
+            }
+        } else if held_out {
+            continue;
+        }
+        let neg = rng.triple();
+        let line = serde_json::json!({
+            "type": "retrieval",
+            "query": words(&q, &QUERY_WORDS),
+            "pos": words(&q, &DOC_WORDS),
+            "negs": [words(&neg, &DOC_WORDS)],
+        });
+        out.push_str(&format!("{line}\n"));
+        made += 1;
+    }
+    out
+}
+
+/// Pair records for stage 2: a query triple against a document triple, scored by overlap.
+fn pair_records(n: usize, seed: u64) -> String {
+    let mut rng = Rng(seed);
+    let mut out = String::new();
+    for _ in 0..n {
+        let a = rng.triple();
+        let mut b = a;
+        let changed = rng.below(4);
+        for slot in b.iter_mut().take(changed) {
+            *slot = rng.below(24);
+        }
+        let score = a.iter().filter(|w| b.contains(w)).count() as f64;
+        let line = serde_json::json!({
+            "type": "pair",
+            "text1": words(&a, &QUERY_WORDS),
+            "text2": words(&b, &DOC_WORDS),
+            "score": score,
+        });
+        out.push_str(&format!("{line}\n"));
+    }
+    out
+}
+
+struct Run {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+/// Write data and a run file into a fresh folder. `extra` is appended to the run file.
+fn setup(dir: &Path, steps: usize, every: usize, extra: &str) -> Run {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("train.jsonl"), retrieval_records(400, 1, false)).unwrap();
+    std::fs::write(dir.join("heldout.jsonl"), retrieval_records(40, 2, true)).unwrap();
+    let model = root().join("tests/fixtures/tiny-qwen2");
+    let config = dir.join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[model]
+path = "{model}"
+
+[train]
+steps = {steps}
+lr = 3e-3
+warmup_steps = 10
+temperature = 0.05
+query_max_len = 32
+passage_max_len = 32
+grad_cache_chunk = 16
+log_every = 1
+
+[checkpoint]
+dir = "run"
+every = {every}
+keep_last = 0
+
+[eval]
+path = "heldout.jsonl"
+every = {steps}
+
+[[dataset]]
+name = "synthetic"
+path = "train.jsonl"
+batch_size = 16
+negatives = 1
+{extra}
+"#,
+            model = model.display()
+        ),
+    )
+    .unwrap();
+    Run {
+        dir: dir.join("run"),
+        config,
+    }
+}
+
+fn metrics(run_dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn evals(m: &[Value]) -> Vec<(u64, f64)> {
+    m.iter()
+        .filter_map(|v| Some((v["step"].as_u64()?, v.get("eval")?["accuracy@1"].as_f64()?)))
+        .collect()
+}
+
+fn losses(m: &[Value]) -> Vec<f64> {
+    m.iter().filter_map(|v| v["loss"].as_f64()).collect()
+}
+
+fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len() as f64
+}
+
+fn export(checkpoint: &Path, out: &Path, dtype: &str) {
+    ok(&qzhou(&[
+        "export",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--dtype",
+        dtype,
+    ]));
+}
+
+/// All tensors of a safetensors file as (name, f32 values).
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            assert_eq!(t.dtype(), safetensors::Dtype::F32);
+            let vals = t
+                .data()
+                .chunks(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (n, vals)
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn learns_a_synthetic_retrieval_task_and_stage_two_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = setup(&tmp.path().join("s1"), 150, 150, "");
+    let out = qzhou(&["train", "--config", run.config.to_str().unwrap(), "--quiet"]);
+    ok(&out);
+    let m = metrics(&run.dir);
+    let l = losses(&m);
+    assert_eq!(l.len(), 150);
+    let (first, last) = (mean(&l[..10]), mean(&l[l.len() - 10..]));
+    let e = evals(&m);
+    eprintln!("loss {first:.4} -> {last:.4}; held-out accuracy@1 {e:?}");
+    // Chance: 1 of 80 documents. A random model cannot link the vocabularies.
+    assert_eq!(e.first().unwrap().0, 0);
+    assert!(e.first().unwrap().1 <= 0.1, "{e:?}");
+    assert!(e.last().unwrap().1 >= 0.8, "{e:?}");
+    assert!(last <= first * 0.25, "loss {first} -> {last}");
+
+    // Stage 2: all task types (retrieval + pair) from the stage-1 weights, fresh optimizer.
+    std::fs::write(tmp.path().join("s1/pairs.jsonl"), pair_records(200, 3)).unwrap();
+    let stage1 = run.dir.join("step-00000150");
+    let s2 = tmp.path().join("s1/stage2.toml");
+    let text = std::fs::read_to_string(&run.config)
+        .unwrap()
+        .replace("steps = 150", "steps = 20")
+        .replace("every = 150", "every = 20")
+        .replace("dir = \"run\"", "dir = \"run2\"")
+        .replace(
+            "log_every = 1",
+            &format!(
+                "log_every = 1\nlr = 1e-4\ninit_from = \"{}\"",
+                stage1.display()
+            ),
+        )
+        .replace("lr = 3e-3\n", "")
+        + "\n[[dataset]]\nname = \"pairs\"\npath = \"pairs.jsonl\"\nbatch_size = 16\n";
+    std::fs::write(&s2, text).unwrap();
+    ok(&qzhou(&[
+        "train",
+        "--config",
+        s2.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let m2 = metrics(&tmp.path().join("s1/run2"));
+    let e2 = evals(&m2);
+    // Step 0 of stage 2 evaluates exactly the stage-1 weights.
+    assert_eq!(e2[0].1, e.last().unwrap().1, "{e2:?}");
+    let tasks: std::collections::HashSet<&str> =
+        m2.iter().filter_map(|v| v["task"].as_str()).collect();
+    assert_eq!(tasks, ["retrieval", "pair"].into_iter().collect());
+    assert!(e2.last().unwrap().1 >= 0.7, "{e2:?}");
+}
+
+#[test]
+fn ctrl_c_then_resume_equals_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = setup(&tmp.path().join("whole"), 40, 10, "");
+    ok(&qzhou(&[
+        "train",
+        "--config",
+        whole.config.to_str().unwrap(),
+        "--quiet",
+    ]));
+
+    let cut = setup(&tmp.path().join("cut"), 40, 10, "");
+    let child = Command::new(env!("CARGO_BIN_EXE_qzhou"))
+        .args(["train", "--config", cut.config.to_str().unwrap(), "--quiet"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once a dozen steps are logged (not on a checkpoint boundary, usually).
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let n = std::fs::read_to_string(cut.dir.join("metrics.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if n >= 13 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "training made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted: saved"), "{stderr}");
+    let saved: Vec<_> = std::fs::read_dir(&cut.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    assert!(saved.iter().any(|n| n != "step-00000010"), "{saved:?}");
+
+    // Without --resume the run folder is protected.
+    let again = qzhou(&["train", "--config", cut.config.to_str().unwrap(), "--quiet"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+
+    ok(&qzhou(&[
+        "train",
+        "--config",
+        cut.config.to_str().unwrap(),
+        "--quiet",
+        "--resume",
+    ]));
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    export(&whole.dir.join("step-00000040"), &a, "f32");
+    export(&cut.dir.join("step-00000040"), &b, "f32");
+    let (ta, tb) = (
+        tensors(&a.join("model.safetensors")),
+        tensors(&b.join("model.safetensors")),
+    );
+    assert_eq!(ta.len(), tb.len());
+    for ((na, va), (nb, vb)) in ta.iter().zip(&tb) {
+        assert_eq!(na, nb);
+        assert!(va == vb, "{na} differs after resume");
+    }
+    // The metrics log holds each step once, with the same losses.
+    let (ma, mb) = (metrics(&whole.dir), metrics(&cut.dir));
+    assert_eq!(losses(&ma), losses(&mb));
+}
+
+#[test]
+fn lora_trains_only_adapters_and_exports_merged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = setup(
+        &tmp.path().join("lora"),
+        30,
+        30,
+        "\n[lora]\nrank = 4\nalpha = 8\n",
+    );
+    let out = qzhou(&["train", "--config", run.config.to_str().unwrap(), "--quiet"]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // 2 layers × (q,k,v,o: 4·(32+out) + gate,up,down) adapters only: far below the 4.9M total.
+    assert!(stderr.contains("(LoRA)"), "{stderr}");
+    let l = losses(&metrics(&run.dir));
+    assert!(mean(&l[l.len() - 5..]) < mean(&l[..5]), "{l:?}");
+
+    let out_dir = tmp.path().join("export");
+    export(&run.dir.join("step-00000030"), &out_dir, "f32");
+    let names: Vec<String> = tensors(&out_dir.join("model.safetensors"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("lora")), "{names:?}");
+    assert!(names.contains(&"layers.1.self_attn.q_proj.weight".to_string()));
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "modules.json",
+        "1_Pooling/config.json",
+    ] {
+        assert!(out_dir.join(f).is_file(), "{f} missing");
+    }
+    // The exported folder embeds.
+    let emb = ok(&qzhou(&[
+        "embed",
+        "--model",
+        out_dir.to_str().unwrap(),
+        "apple river stone",
+    ]));
+    assert!(emb.contains("embedding"), "{emb}");
+}
