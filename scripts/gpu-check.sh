@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CUDA checks, for a machine with an NVIDIA GPU (no network needed). Runs the reference parity
 # of the test suite on the CUDA backend — f32 (cos >= 0.99999, max|d| <= 1e-4) and bf16
-# (cos >= 0.999) — plus batch invariance, then the encode benchmark.
+# (cos >= 0.999) — plus batch invariance, then the encode benchmark, then the training check
+# (scripts/gpu-train-check.sh: one bf16 training step and timed steps of a
+# Qwen2.5-0.5B-shaped model, with the sentence-transformers baseline).
 #
 # Build on a machine with registries, then carry the two binaries (stripped) with the repo:
 #   cargo build --release -p qzhou-cli --features cuda --bin qzhou --example bench_encode
@@ -62,4 +64,6 @@ for backend in cuda cuda-bf16; do
   done
 done
 rm -rf "$WORK"
+# Training: one bf16 step, timed bf16/f32 steps (plain and GradCache), PyTorch baseline.
+QZHOU_BIN="$QZHOU" scripts/gpu-train-check.sh "${TRAIN_OUT:-$(mktemp -d)}" || status=1
 exit $status

@@ -177,7 +177,7 @@ impl<B: Backend> LoraLinear<B> {
     /// The base projection with the update folded in: `W + (α / r)·A·B` (same bias).
     pub fn merge(&self) -> Linear<B> {
         Linear {
-            weight: Param::from_tensor(self.base.weight.val() + self.delta()),
+            weight: Param::from_tensor((self.base.weight.val() + self.delta()).detach()),
             bias: self.base.bias.clone(),
         }
     }
@@ -187,7 +187,7 @@ impl<B: Backend> LoraLinear<B> {
     pub fn unmerge(&self, merged: Linear<B>) -> Self {
         Self {
             base: Linear {
-                weight: Param::from_tensor(merged.weight.val() - self.delta())
+                weight: Param::from_tensor((merged.weight.val() - self.delta()).detach())
                     .set_require_grad(false),
                 bias: merged.bias.map(|b| b.set_require_grad(false)),
             },

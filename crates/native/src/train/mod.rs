@@ -60,6 +60,9 @@ pub struct TrainArgs {
     /// No progress bar (metrics still go to metrics.jsonl).
     #[arg(long)]
     pub quiet: bool,
+    /// Write no checkpoints at all (benchmarks: Ctrl-C then loses the run).
+    #[arg(long)]
+    pub no_save: bool,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -413,7 +416,14 @@ impl AutodiffJob for TrainJob {
             bar.set_message(format!("loss {:.4} lr {lr:.2e}", out.loss));
             state.finished = state.step == t.steps;
             let stop = interrupted.load(Ordering::SeqCst);
-            if state.finished || stop || state.step % run.checkpoint.every == 0 {
+            if stop && self.args.no_save {
+                bail!(
+                    "interrupted at step {} (--no-save: nothing written)",
+                    state.step
+                );
+            }
+            let due = state.finished || stop || state.step % run.checkpoint.every == 0;
+            if due && !self.args.no_save {
                 let dir = save(&model, &optimizer, &state)?;
                 if stop {
                     bar.abandon();

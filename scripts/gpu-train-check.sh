@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Training on an NVIDIA GPU: a Qwen2.5-0.5B-shaped model (random weights, real Qwen tokenizer)
+# trained with `qzhou train --backend cuda` — one bf16 step, then timed steps in bf16 and f32,
+# plain back-propagation and GradCache — and, when PyTorch + sentence-transformers are
+# installed, the same model and batch through sentence-transformers'
+# MultipleNegativesRankingLoss as the baseline. Prints a table: step time, tokens/s, peak GPU
+# memory. Not part of CI (no GPU there).
+#
+#   cargo build --release -p qzhou-cli --no-default-features --features cuda
+#   QZHOU_BIN=target/release/qzhou scripts/gpu-train-check.sh [OUT_DIR]
+# (scripts/gpu-check.sh runs it after the inference checks.)
+#
+# Needs nvidia-smi and libnvrtc (CUDA toolkit or the nvidia-cuda-nvrtc wheel) at run time.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=${QZHOU_BIN:-target/release/qzhou}
+OUT_DIR=${1:-$(mktemp -d)}
+STEPS=${STEPS:-21}
+BATCH=${BATCH:-32}
+BACKEND=${BACKEND:-cuda}   # BACKEND=cpu MODEL_CONFIG=tests/fixtures/tiny-qwen2/config.json: a quick dry run
+mkdir -p "$OUT_DIR"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# libnvrtc / libcuda for cudarc's dynamic loading.
+extra=$(python3 -c 'import glob,os,site; print(":".join(sorted({os.path.dirname(p) for s in site.getsitepackages() for p in glob.glob(s+"/nvidia/**/libnvrtc*.so*", recursive=True)})))' 2>/dev/null)
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${extra}:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT_DIR/gpu.txt" || true
+
+# The model folder: Qwen2.5-0.5B's shape, the fixture's (real Qwen2) tokenizer.
+mkdir -p "$work/model"
+cp tests/fixtures/tiny-qwen2/tokenizer.json tests/fixtures/tiny-qwen2/tokenizer_config.json "$work/model/"
+if [ -n "${MODEL_CONFIG:-}" ]; then cp "$MODEL_CONFIG" "$work/model/config.json"; else
+cat > "$work/model/config.json" <<'EOF'
+{"architectures": ["Qwen2Model"], "model_type": "qwen2", "hidden_size": 896,
+ "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+ "num_key_value_heads": 2, "max_position_embeddings": 32768, "rms_norm_eps": 1e-06,
+ "rope_theta": 1000000.0, "vocab_size": 151936, "hidden_act": "silu", "attention_bias": true,
+ "tie_word_embeddings": true, "initializer_range": 0.02, "use_sliding_window": false,
+ "sliding_window": null, "max_window_layers": 21, "attention_dropout": 0.0, "dtype": "float32"}
+EOF
+fi
+
+# Training data: queries of 48 words, passages of 200 words (≈ 60 and 230 tokens), seeded.
+python3 - "$work/train.jsonl" <<'EOF'
+import json, random, sys
+words = ("time year people way day man thing woman life child world school state family student "
+         "group country problem hand part place case week company system program question work "
+         "government number night point home water room mother area money story fact month lot "
+         "right study book eye job word business issue side kind head house service friend father "
+         "power hour game line end member law car city community name president team minute idea "
+         "kid body information back parent face others level office door health person art war "
+         "history party result change morning reason research girl guy moment air teacher force").split()
+rng = random.Random(7)
+text = lambda n: " ".join(rng.choice(words) for _ in range(n))
+with open(sys.argv[1], "w") as f:
+    for _ in range(2048):
+        f.write(json.dumps({"type": "retrieval", "query": text(48), "pos": text(200), "negs": [text(200)]}) + "\n")
+EOF
+
+run() {  # name dtype chunk steps
+  local name=$1 dtype=$2 chunk=$3 steps=$4 dir="$work/$1"
+  mkdir -p "$dir"
+  cat > "$dir/run.toml" <<EOF
+[model]
+path = "$work/model"
+init = "random"
+[train]
+steps = $steps
+lr = 3e-5
+warmup_steps = 2
+query_max_len = ${QLEN:-256}
+passage_max_len = ${PLEN:-1536}
+grad_cache_chunk = $chunk
+[checkpoint]
+dir = "run"
+[[dataset]]
+name = "synthetic"
+path = "$work/train.jsonl"
+batch_size = $BATCH
+negatives = 1
+EOF
+  (nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 2>/dev/null || true) > "$dir/mem.log" &
+  local smi=$!
+  local t0=$(date +%s.%N)
+  timeout "${PHASE_TIMEOUT:-240}" "$BIN" train --config "$dir/run.toml" --backend "$BACKEND" --dtype "$dtype" --quiet --no-save \
+    > "$dir/out.log" 2>&1
+  local rc=$?
+  kill $smi 2>/dev/null; wait $smi 2>/dev/null
+  cp "$dir/out.log" "$OUT_DIR/$name.log"
+  [ -f "$dir/run/metrics.jsonl" ] && cp "$dir/run/metrics.jsonl" "$OUT_DIR/$name.metrics.jsonl"
+  python3 - "$name" "$rc" "$dir" "$t0" <<'EOF'
+import json, statistics, sys, time
+name, rc, d, t0 = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+try:
+    m = [json.loads(l) for l in open(d + "/run/metrics.jsonl") if '"loss"' in l]
+except FileNotFoundError:
+    m = []
+mem = [int(x) for x in open(d + "/mem.log").read().split() if x.strip().isdigit()]
+peak = max(mem) if mem else 0
+if not m:
+    print(f"| qzhou {name} | failed (rc {rc}): see {name}.log | | | | |")
+    sys.exit()
+first = m[0]["step_s"]
+rest = m[1:] or m
+step = statistics.median(x["step_s"] for x in rest)
+tps = statistics.median(x["tokens_per_s"] for x in rest)
+loss = f'{m[0]["loss"]:.3f} → {m[-1]["loss"]:.3f}'
+print(f"| qzhou {name} | {len(m)} | {first:.2f} | {step:.3f} | {tps:,.0f} | {peak:,} | {loss} |")
+EOF
+}
+
+{
+echo "| run | steps | first step s | median step s | tokens/s | peak GPU MiB | loss first → last |"
+echo "|---|---|---|---|---|---|---|"
+run bf16-1-step bf16 1000000 1
+run bf16-plain bf16 1000000 "$STEPS"
+run bf16-gradcache-chunk32 bf16 32 6
+run f32-plain f32 1000000 11
+if python3 -c 'import torch, sentence_transformers' 2>/dev/null; then
+  timeout "${PHASE_TIMEOUT:-240}" python3 scripts/st_train_baseline.py "$work/model" "$work/train.jsonl" "$BATCH" "$STEPS" \
+    "$BACKEND" bf16 2> "$OUT_DIR/torch.log" || echo "| sentence-transformers MNRL | failed: see torch.log | | | | | |"
+else
+  echo "| sentence-transformers MNRL | not installed | | | | | |"
+fi
+} | tee "$OUT_DIR/table.md"

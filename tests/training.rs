@@ -1,0 +1,188 @@
+//! Training building blocks on the tiny fixture model (`Autodiff<Flex>`): GradCache gives the
+//! gradients of plain back-propagation; LoRA adapters wired into the encoder change nothing
+//! until trained and merge into weights that reproduce the adapted model; global clipping
+//! scales the whole gradient to the requested norm.
+
+mod common;
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use qzhou_core::losses::retrieval_infonce;
+use qzhou_core::model::{DeviceStorage, LoraConfig, Projection, QwenEncoder};
+use qzhou_core::training::{clip_grad_norm, embed_texts, grad_cache_step, grad_norm};
+use qzhou_core::{AttentionMode, Checkpoint, Pooling, QwenConfig};
+
+type B = Autodiff<Flex>;
+
+fn tiny() -> QwenEncoder<B> {
+    let dir = common::fixture("tiny-qwen2");
+    let config = QwenConfig::from_json(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let checkpoint = Checkpoint::from_bytes("model.safetensors", bytes).unwrap();
+    QwenEncoder::load(
+        &config,
+        AttentionMode::Bidirectional,
+        &checkpoint,
+        &Default::default(),
+        &DeviceStorage::default(),
+    )
+    .unwrap()
+}
+
+/// 4 queries then 4 × (positive + 1 negative): 12 texts of 3–9 tokens.
+fn texts() -> Vec<Vec<u32>> {
+    (0..12u32)
+        .map(|i| {
+            (0..3 + i % 7)
+                .map(|j| 100 + (i * 37 + j * 11) % 5000)
+                .collect()
+        })
+        .collect()
+}
+
+fn loss(e: Tensor<B, 2>) -> qzhou_core::Result<Tensor<B, 1>> {
+    let d = e.dims()[1];
+    let q = e.clone().narrow(0, 0, 4);
+    let docs = e.narrow(0, 4, 8).reshape([4, 2, d]);
+    retrieval_infonce(q, docs, 0.05)
+}
+
+/// Largest |a − b| over every parameter's gradient, and the largest |a|.
+fn compare(model: &QwenEncoder<B>, a: &GradientsParams, b: &GradientsParams) -> (f32, f32, usize) {
+    struct Diff<'a> {
+        a: &'a GradientsParams,
+        b: &'a GradientsParams,
+        worst: f32,
+        scale: f32,
+        count: usize,
+    }
+    impl ModuleVisitor<B> for Diff<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            type I = <B as AutodiffBackend>::InnerBackend;
+            match (self.a.get::<I, D>(p.id), self.b.get::<I, D>(p.id)) {
+                (Some(x), Some(y)) => {
+                    self.count += 1;
+                    self.scale = self.scale.max(x.clone().abs().max().into_scalar());
+                    self.worst = self.worst.max((x - y).abs().max().into_scalar());
+                }
+                (None, None) => {}
+                _ => panic!("a gradient is missing on one side"),
+            }
+        }
+    }
+    let mut v = Diff {
+        a,
+        b,
+        worst: 0.0,
+        scale: 0.0,
+        count: 0,
+    };
+    model.visit(&mut v);
+    (v.worst, v.scale, v.count)
+}
+
+#[test]
+fn grad_cache_equals_plain_backpropagation() {
+    let model = tiny();
+    let ids = texts();
+    let plain = grad_cache_step(&model, &ids, 0, Pooling::Mean, 100, loss).unwrap();
+    let cached = grad_cache_step(&model, &ids, 0, Pooling::Mean, 5, loss).unwrap();
+    assert!((plain.loss - cached.loss).abs() < 1e-5 * plain.loss.abs().max(1.0));
+    let (worst, scale, count) = compare(&model, &plain.grads, &cached.grads);
+    // Every parameter of the model gets a gradient (embedding, 2 layers, norm).
+    assert_eq!(count, 1 + 2 * 12 + 1, "parameters with gradients");
+    assert!(scale > 0.0);
+    assert!(
+        worst <= 1e-5 * scale,
+        "max |Δgrad| {worst} vs max |grad| {scale}"
+    );
+}
+
+#[test]
+fn grad_cache_refuses_bad_input() {
+    let model = tiny();
+    assert!(grad_cache_step(&model, &texts(), 0, Pooling::Mean, 0, loss).is_err());
+    let mut with_empty = texts();
+    with_empty[3].clear();
+    assert!(grad_cache_step(&model, &with_empty, 0, Pooling::Mean, 4, loss).is_err());
+}
+
+#[test]
+fn lora_in_the_encoder_starts_as_identity_merges_and_freezes_the_base() {
+    let base = tiny();
+    let device = Default::default();
+    let ids = texts();
+    let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let before = embed_texts(&base, &seqs, 0, Pooling::Mean, &device);
+    let config = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        targets: vec!["q_proj".into(), "down_proj".into()],
+    };
+    let mut lora = base.with_lora(&config).unwrap();
+    let adapted = lora
+        .projections()
+        .iter()
+        .filter(|p| matches!(p, Projection::Lora(_)))
+        .count();
+    assert_eq!(adapted, 2 * 2);
+    let fresh = embed_texts(&lora, &seqs, 0, Pooling::Mean, &device);
+    assert_eq!((fresh - before.clone()).abs().max().into_scalar(), 0.0);
+
+    // One plain gradient step on the adapters only.
+    let step = grad_cache_step(&lora, &ids, 0, Pooling::Mean, 100, loss).unwrap();
+    let mut grads = step.grads;
+    lora = {
+        use burn::optim::{AdamConfig, Optimizer};
+        let mut opt = AdamConfig::new().init::<B, QwenEncoder<B>>();
+        assert_eq!(
+            grads.len(),
+            2 * 2 * 2,
+            "only A and B of the 4 adapters have gradients"
+        );
+        let _ = clip_grad_norm(&lora, &mut grads, 1e9);
+        opt.step(1e-2, lora, grads)
+    };
+    let trained = embed_texts(&lora, &seqs, 0, Pooling::Mean, &device);
+    assert!((trained.clone() - before).abs().max().into_scalar() > 1e-4);
+    let merged = lora.merge_lora();
+    assert!(merged
+        .projections()
+        .iter()
+        .all(|p| matches!(p, Projection::Dense(_))));
+    let after = embed_texts(&merged, &seqs, 0, Pooling::Mean, &device);
+    assert!((after - trained).abs().max().into_scalar() < 1e-5);
+    assert!(QwenEncoder::<B>::with_lora(
+        tiny(),
+        &LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            targets: vec!["nope".into()]
+        }
+    )
+    .is_err());
+}
+
+#[test]
+fn global_clipping_scales_to_the_requested_norm() {
+    let model = tiny();
+    let mut grads = grad_cache_step(&model, &texts(), 0, Pooling::Mean, 100, loss)
+        .unwrap()
+        .grads;
+    let norm = grad_norm(&model, &grads);
+    assert!(norm > 0.0);
+    let before = clip_grad_norm(&model, &mut grads, norm / 4.0);
+    assert!((before - norm).abs() < 1e-9 * norm);
+    let after = grad_norm(&model, &grads);
+    assert!(
+        (after - norm / 4.0).abs() < 1e-4 * norm,
+        "{after} vs {}",
+        norm / 4.0
+    );
+    // Under the limit nothing changes.
+    let again = clip_grad_norm(&model, &mut grads, norm);
+    assert!((grad_norm(&model, &grads) - again).abs() < 1e-9 * norm);
+}
