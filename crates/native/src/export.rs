@@ -2,7 +2,9 @@
 //! sentence-transformers folder — `config.json`, sharded safetensors (bf16 or f32, with
 //! `model.safetensors.index.json` when sharded), the tokenizer, and the sentence-transformers
 //! module, pooling and prompt files — with LoRA adapters merged. `transformers.AutoModel` and
-//! `sentence_transformers.SentenceTransformer` load it unchanged; so does `qzhou embed`.
+//! `sentence_transformers.SentenceTransformer` load it unchanged (bidirectional models with
+//! `trust_remote_code=True`, through the `modeling_qzhou.py` written beside them, as QZhou's
+//! own release does); so does `qzhou embed`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -50,6 +52,9 @@ pub struct ExportArgs {
     #[arg(long, default_value_t = 5000)]
     pub shard_mib: usize,
 }
+
+/// transformers code for bidirectional attention (see the file's docstring).
+const MODELING_QZHOU: &str = include_str!("modeling_qzhou.py");
 
 /// Files copied from the base model folder when present.
 const COPIED: [&str; 6] = [
@@ -101,6 +106,25 @@ pub fn run(args: ExportArgs) -> Result<()> {
     };
     config["torch_dtype"] = dtype.into();
     config["dtype"] = dtype.into();
+    // Bidirectional models need their own modeling code in transformers: the base folder's
+    // (real QZhou ships one) or ours.
+    if run.model.attention == "bidirectional" {
+        if config.get("auto_map").is_some() {
+            for entry in fs::read_dir(base)? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "py") {
+                    let name = path.file_name().expect("a file name");
+                    write_file(&args.out.join(name), &fs::read(&path)?)?;
+                }
+            }
+        } else {
+            write_file(
+                &args.out.join("modeling_qzhou.py"),
+                MODELING_QZHOU.as_bytes(),
+            )?;
+            config["auto_map"] = serde_json::json!({"AutoModel": "modeling_qzhou.QZhouModel"});
+        }
+    }
     write_file(
         &args.out.join("config.json"),
         &serde_json::to_vec_pretty(&config)?,

@@ -248,7 +248,11 @@ impl RunConfig {
             .with_context(|| format!("cannot read run config {}", path.display()))?;
         let mut config: RunConfig = toml::from_str(&text)
             .with_context(|| format!("{}: invalid run config", path.display()))?;
-        let base = std::path::absolute(path.parent().unwrap_or(Path::new(".")))
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let base = std::path::absolute(parent)
             .with_context(|| format!("cannot resolve {}", path.display()))?;
         let rebase = |p: &mut PathBuf| {
             if p.is_relative() {
