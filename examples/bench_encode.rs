@@ -138,6 +138,7 @@ fn main() {
     let [batch, seq, iters] = [3, 4, 5].map(|i| a[i].parse::<usize>().expect("a number"));
     match backend {
         "cpu" => run::<burn::backend::Flex>(dir, Default::default(), batch, seq, iters, "cpu/flex"),
+        #[cfg(feature = "wgpu")]
         "wgpu" => run::<burn::backend::Wgpu>(dir, Default::default(), batch, seq, iters, "wgpu"),
         #[cfg(feature = "cuda")]
         "cuda" => {

@@ -30,11 +30,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 # The model folder: Qwen2.5-0.5B's shape, the fixture's (real Qwen2) tokenizer.
 mkdir -p "$work/model"
 cp tests/fixtures/tiny-qwen2/tokenizer.json tests/fixtures/tiny-qwen2/tokenizer_config.json "$work/model/"
+# Shape: Qwen2.5-0.5B unless HIDDEN/INTER/LAYERS/HEADS/KV_HEADS say otherwise.
 if [ -n "${MODEL_CONFIG:-}" ]; then cp "$MODEL_CONFIG" "$work/model/config.json"; else
-cat > "$work/model/config.json" <<'EOF'
-{"architectures": ["Qwen2Model"], "model_type": "qwen2", "hidden_size": 896,
- "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
- "num_key_value_heads": 2, "max_position_embeddings": 32768, "rms_norm_eps": 1e-06,
+cat > "$work/model/config.json" <<EOF
+{"architectures": ["Qwen2Model"], "model_type": "qwen2", "hidden_size": ${HIDDEN:-896},
+ "intermediate_size": ${INTER:-4864}, "num_hidden_layers": ${LAYERS:-24}, "num_attention_heads": ${HEADS:-14},
+ "num_key_value_heads": ${KV_HEADS:-2}, "max_position_embeddings": 32768, "rms_norm_eps": 1e-06,
  "rope_theta": 1000000.0, "vocab_size": 151936, "hidden_act": "silu", "attention_bias": true,
  "tie_word_embeddings": true, "initializer_range": 0.02, "use_sliding_window": false,
  "sliding_window": null, "max_window_layers": 21, "attention_dropout": 0.0, "dtype": "float32"}
@@ -113,13 +114,18 @@ EOF
 {
 echo "| run | steps | first step s | median step s | tokens/s | peak GPU MiB | loss first → last |"
 echo "|---|---|---|---|---|---|---|"
-run bf16-1-step bf16 1000000 1
-run bf16-plain bf16 1000000 "$STEPS"
-run bf16-gradcache-chunk32 bf16 32 6
-run f32-plain f32 1000000 11
+if [ "$BACKEND" = cpu ]; then
+  run f32-plain f32 1000000 "$STEPS"; st_dtype=f32
+else
+  run bf16-1-step bf16 1000000 1
+  run bf16-plain bf16 1000000 "$STEPS"
+  run bf16-gradcache-chunk32 bf16 32 6
+  run f32-plain f32 1000000 11
+  st_dtype=bf16
+fi
 if python3 -c 'import torch, sentence_transformers' 2>/dev/null; then
   timeout "${PHASE_TIMEOUT:-240}" python3 scripts/st_train_baseline.py "$work/model" "$work/train.jsonl" "$BATCH" "$STEPS" \
-    "$BACKEND" bf16 2> "$OUT_DIR/torch.log" || echo "| sentence-transformers MNRL | failed: see torch.log | | | | | |"
+    "$BACKEND" "$st_dtype" 2> "$OUT_DIR/torch.log" || echo "| sentence-transformers MNRL | failed: see torch.log | | | | | |"
 else
   echo "| sentence-transformers MNRL | not installed | | | | | |"
 fi
