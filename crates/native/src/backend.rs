@@ -82,34 +82,45 @@ pub fn dispatch<J: BackendJob>(
 
 /// Something to run on whichever backend is chosen, with automatic differentiation.
 pub trait AutodiffJob {
-    /// Run on `Autodiff<backend>` with `device`.
-    fn run<B>(self, device: B::Device) -> Result<()>
+    /// Run on `Autodiff<backend>` with `devices` (at least one; the first is the main one).
+    fn run<B>(self, devices: Vec<B::Device>) -> Result<()>
     where
         B: AutodiffBackend + KernelBackend,
         B::InnerBackend: KernelBackend;
 }
 
-/// Dispatch a training `job` to the chosen backend and dtype, wrapped in Burn's `Autodiff`.
+/// Dispatch a training `job` to the chosen backend and dtype, wrapped in Burn's `Autodiff`,
+/// on the GPUs `device_indices` (wgpu/cuda).
 pub fn dispatch_autodiff<J: AutodiffJob>(
     kind: BackendKind,
     dtype: DTypeArg,
-    device_index: usize,
+    device_indices: &[usize],
     job: J,
 ) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    if device_indices.is_empty() || !device_indices.iter().all(|d| seen.insert(*d)) {
+        bail!("--devices must list distinct GPU indices, e.g. 0,1");
+    }
     match (kind, dtype) {
         (BackendKind::Cpu, DTypeArg::F32) => {
-            job.run::<Autodiff<burn::backend::Flex>>(Default::default())
+            if device_indices != [0] {
+                bail!("the CPU backend is one device (it uses every core); drop --devices");
+            }
+            job.run::<Autodiff<burn::backend::Flex>>(vec![Default::default()])
         }
         (BackendKind::Cpu, d) => bail!("the CPU backend trains in f32 only (asked for {d:?})"),
         (BackendKind::Wgpu, DTypeArg::F32) => {
             #[cfg(feature = "wgpu")]
             {
-                let device = if device_index == 0 {
-                    burn::backend::wgpu::WgpuDevice::DefaultDevice
-                } else {
-                    burn::backend::wgpu::WgpuDevice::DiscreteGpu(device_index)
-                };
-                job.run::<Autodiff<burn::backend::Wgpu>>(device)
+                use burn::backend::wgpu::WgpuDevice;
+                let devices = device_indices
+                    .iter()
+                    .map(|&i| match (i, device_indices.len()) {
+                        (0, 1) => WgpuDevice::DefaultDevice,
+                        (i, _) => WgpuDevice::DiscreteGpu(i),
+                    })
+                    .collect();
+                job.run::<Autodiff<burn::backend::Wgpu>>(devices)
             }
             #[cfg(not(feature = "wgpu"))]
             bail!("this qzhou was built without the wgpu backend (cargo feature `wgpu`)")
@@ -119,10 +130,10 @@ pub fn dispatch_autodiff<J: AutodiffJob>(
             #[cfg(feature = "cuda")]
             {
                 use burn::backend::cuda::{Cuda, CudaDevice};
-                let device = CudaDevice::new(device_index);
+                let devices = device_indices.iter().map(|&i| CudaDevice::new(i)).collect();
                 match d {
-                    DTypeArg::F32 => job.run::<Autodiff<Cuda<f32>>>(device),
-                    DTypeArg::Bf16 => job.run::<Autodiff<Cuda<half::bf16>>>(device),
+                    DTypeArg::F32 => job.run::<Autodiff<Cuda<f32>>>(devices),
+                    DTypeArg::Bf16 => job.run::<Autodiff<Cuda<half::bf16>>>(devices),
                     DTypeArg::F16 => {
                         bail!("training in f16 overflows without loss scaling; use bf16 or f32")
                     }
@@ -130,7 +141,7 @@ pub fn dispatch_autodiff<J: AutodiffJob>(
             }
             #[cfg(not(feature = "cuda"))]
             {
-                let _ = (d, device_index);
+                let _ = d;
                 bail!("this qzhou was built without CUDA; rebuild with `cargo build --release -p qzhou-cli --features cuda`")
             }
         }

@@ -58,54 +58,149 @@ where
     B::InnerBackend: KernelBackend,
     F: FnOnce(Tensor<B, 2>) -> Result<Tensor<B, 1>>,
 {
+    data_parallel_step(
+        std::slice::from_ref(model),
+        texts,
+        pad_id,
+        pooling,
+        chunk,
+        loss,
+    )
+}
+
+/// [`grad_cache_step`] over several devices (data parallel): `replicas[i]` is the model on
+/// device `i` (`replicas[0]`'s device is the main one, where the loss runs and the gradients
+/// are returned; the others are [`burn::module::Module::fork`]s of it). Chunk `c` runs on
+/// replica `c mod n`, each device in its own thread; the embeddings of all devices meet on the
+/// main device, so **every in-batch negative is seen by every query** whatever device embedded
+/// it, and each device back-propagates its chunks' slices of the loss gradient. Gradients are
+/// summed on the main device in chunk order, so the result does not depend on thread timing.
+/// After the optimizer step, re-fork the updated model to the other devices.
+pub fn data_parallel_step<B, F>(
+    replicas: &[QwenEncoder<B>],
+    texts: &[Vec<u32>],
+    pad_id: u32,
+    pooling: Pooling,
+    chunk: usize,
+    loss: F,
+) -> Result<StepOutput>
+where
+    B: AutodiffBackend + KernelBackend,
+    B::InnerBackend: KernelBackend,
+    F: FnOnce(Tensor<B, 2>) -> Result<Tensor<B, 1>>,
+{
     if chunk == 0 {
         return Err(QzhouError::InvalidOption(
             "GradCache chunk size must be at least 1".into(),
         ));
     }
+    let Some(main) = replicas.first() else {
+        return Err(QzhouError::InvalidOption("no device to train on".into()));
+    };
     if let Some(i) = texts.iter().position(Vec::is_empty) {
         return Err(QzhouError::EmptyText { index: i });
     }
-    let device = model.embed_tokens.parts[0].val().device();
+    let device_of = |m: &QwenEncoder<B>| m.embed_tokens.parts[0].val().device();
+    let main_device = device_of(main);
     let chunks: Vec<Vec<&[u32]>> = texts
         .chunks(chunk)
         .map(|c| c.iter().map(Vec::as_slice).collect())
         .collect();
-    if chunks.len() == 1 {
-        let embeddings = embed_texts(model, &chunks[0], pad_id, pooling, &device);
+    if chunks.len() == 1 && replicas.len() == 1 {
+        let embeddings = embed_texts(main, &chunks[0], pad_id, pooling, &main_device);
         let value = loss(embeddings)?;
         let loss_value = scalar(&value)?;
-        let grads = GradientsParams::from_grads(value.backward(), model);
+        let grads = GradientsParams::from_grads(value.backward(), main);
         return Ok(StepOutput {
             loss: loss_value,
             grads,
         });
     }
-    // 1. Embeddings without a graph.
-    let frozen = model.valid();
-    let cached: Vec<Tensor<B::InnerBackend, 2>> = chunks
-        .iter()
-        .map(|c| embed_texts(&frozen, c, pad_id, pooling, &device))
+    let n = replicas.len();
+    // Chunks of replica r, with their index: c = r, r + n, r + 2n, ...
+    let assigned = |r: usize| (r..chunks.len()).step_by(n);
+    // 1. Embeddings without a graph, every device at once; gathered on the main device.
+    let mut cached: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; chunks.len()];
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = replicas
+            .iter()
+            .enumerate()
+            .map(|(r, replica)| {
+                let chunks = &chunks;
+                let main_device = &main_device;
+                s.spawn(move || {
+                    let frozen = replica.valid();
+                    let device = device_of(replica);
+                    assigned(r)
+                        .map(|c| {
+                            let e = embed_texts(&frozen, &chunks[c], pad_id, pooling, &device);
+                            (c, e.to_device(main_device))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for job in jobs {
+            for (c, e) in job.join().expect("an embedding thread panicked") {
+                cached[c] = Some(e);
+            }
+        }
+    });
+    let cached: Vec<_> = cached
+        .into_iter()
+        .map(|e| e.expect("every chunk embedded"))
         .collect();
-    // 2. Loss and its gradient with respect to the embeddings.
+    // 2. Loss and its gradient with respect to the embeddings (main device).
     let embeddings = Tensor::<B, 2>::from_inner(Tensor::cat(cached, 0)).require_grad();
     let value = loss(embeddings.clone())?;
     let loss_value = scalar(&value)?;
     let embedding_grad = embeddings
         .grad(&value.backward())
         .ok_or_else(|| QzhouError::Backend("the loss does not depend on the embeddings".into()))?;
-    // 3. Re-embed each chunk with a graph; back-propagate its slice of the cached gradient.
+    let starts: Vec<usize> = chunks
+        .iter()
+        .scan(0, |at, c| {
+            let start = *at;
+            *at += c.len();
+            Some(start)
+        })
+        .collect();
+    // 3. Each device re-embeds its chunks with a graph and back-propagates its slices.
+    let mut per_chunk: Vec<Option<GradientsParams>> = (0..chunks.len()).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = replicas
+            .iter()
+            .enumerate()
+            .map(|(r, replica)| {
+                let (chunks, starts, embedding_grad) = (&chunks, &starts, &embedding_grad);
+                let main_device = &main_device;
+                s.spawn(move || {
+                    let device = device_of(replica);
+                    assigned(r)
+                        .map(|c| {
+                            let rows = embedding_grad
+                                .clone()
+                                .narrow(0, starts[c], chunks[c].len())
+                                .to_device(&device);
+                            let e = embed_texts(replica, &chunks[c], pad_id, pooling, &device);
+                            let surrogate = (e * Tensor::from_inner(rows)).sum();
+                            let grads = GradientsParams::from_grads(surrogate.backward(), replica)
+                                .to_device(main_device, replica);
+                            (c, grads)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for job in jobs {
+            for (c, g) in job.join().expect("a backward thread panicked") {
+                per_chunk[c] = Some(g);
+            }
+        }
+    });
     let mut accumulator = GradientsAccumulator::<QwenEncoder<B>>::new();
-    let mut start = 0;
-    for c in &chunks {
-        let rows = embedding_grad.clone().narrow(0, start, c.len());
-        start += c.len();
-        let surrogate =
-            (embed_texts(model, c, pad_id, pooling, &device) * Tensor::from_inner(rows)).sum();
-        accumulator.accumulate(
-            model,
-            GradientsParams::from_grads(surrogate.backward(), model),
-        );
+    for g in per_chunk {
+        accumulator.accumulate(main, g.expect("every chunk back-propagated"));
     }
     Ok(StepOutput {
         loss: loss_value,

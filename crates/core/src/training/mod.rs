@@ -7,5 +7,5 @@ mod grad_cache;
 mod schedule;
 
 pub use clip::{clip_grad_norm, grad_norm};
-pub use grad_cache::{embed_texts, grad_cache_step, StepOutput};
+pub use grad_cache::{data_parallel_step, embed_texts, grad_cache_step, StepOutput};
 pub use schedule::{Decay, LrSchedule};

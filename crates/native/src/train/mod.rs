@@ -2,7 +2,7 @@
 //! any backend with autodiff — CPU, wgpu, CUDA (f32 or bf16).
 //!
 //! Each step draws one single-dataset batch ([`BatchSampler`]), embeds its texts with
-//! GradCache in chunks of `grad_cache_chunk`, applies the dataset's loss (retrieval InfoNCE,
+//! GradCache in chunks of `grad_cache_chunk` (spread over `--devices` when several), applies the dataset's loss (retrieval InfoNCE,
 //! CoSENT or classification InfoNCE), clips the global gradient norm and takes an Adam/AdamW
 //! step at the scheduled learning rate. Checkpoints every `checkpoint.every` steps, at the end
 //! and on Ctrl-C; `--resume` continues bit for bit (weights, optimizer moments, data order).
@@ -30,7 +30,7 @@ use qzhou_core::data::sampler::BatchSampler;
 use qzhou_core::fs::{open_checkpoint, read_required};
 use qzhou_core::losses::{classification_infonce, cosent, retrieval_infonce};
 use qzhou_core::model::{DeviceStorage, QwenEncoder, RandomInit};
-use qzhou_core::training::{clip_grad_norm, grad_cache_step, grad_norm};
+use qzhou_core::training::{clip_grad_norm, data_parallel_step, grad_norm};
 use qzhou_core::weights::TensorSource;
 use qzhou_core::{AttentionMode, KernelBackend, Pooling, QwenConfig, TextTokenizer, Truncation};
 
@@ -54,9 +54,10 @@ pub struct TrainArgs {
     /// all bf16: Burn 0.21 has no f32 master copy; see README).
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     pub dtype: DTypeArg,
-    /// GPU index for wgpu/cuda.
-    #[arg(long, default_value_t = 0)]
-    pub device: usize,
+    /// GPU indices for wgpu/cuda, comma-separated: several = data parallel (each batch is
+    /// split over the devices in GradCache chunks; in-batch negatives span all of them).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub devices: Vec<usize>,
     /// No progress bar (metrics still go to metrics.jsonl).
     #[arg(long)]
     pub quiet: bool,
@@ -68,8 +69,9 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> Result<()> {
     let config = RunConfig::load(&args.config)?;
     let job = TrainJob { config, args };
-    let (backend, dtype, device) = (job.args.backend, job.args.dtype, job.args.device);
-    dispatch_autodiff(backend, dtype, device, job)
+    let (backend, dtype) = (job.args.backend, job.args.dtype);
+    let devices = job.args.devices.clone();
+    dispatch_autodiff(backend, dtype, &devices, job)
 }
 
 struct TrainJob {
@@ -177,7 +179,7 @@ pub(crate) fn build_model<B: KernelBackend>(
 }
 
 impl AutodiffJob for TrainJob {
-    fn run<B>(self, device: B::Device) -> Result<()>
+    fn run<B>(self, devices: Vec<B::Device>) -> Result<()>
     where
         B: AutodiffBackend + KernelBackend,
         B::InnerBackend: KernelBackend,
@@ -218,6 +220,7 @@ impl AutodiffJob for TrainJob {
             None => None,
         };
 
+        let device = devices[0].clone();
         B::seed(&device, t.seed);
         let resume_from = match &self.args.resume {
             None => None,
@@ -283,7 +286,7 @@ impl AutodiffJob for TrainJob {
             trainable,
             folder.config.num_parameters(),
             if run.lora.is_some() { " (LoRA)" } else { "" },
-            device,
+            devices,
             t.steps
         );
 
@@ -336,8 +339,11 @@ impl AutodiffJob for TrainJob {
             let tokens: usize = ids.iter().map(Vec::len).sum();
             let tau = t.temperature;
             let cosent_tau = t.cosent_temperature.unwrap_or(tau);
-            let out = grad_cache_step(
-                &model,
+            let replicas: Vec<QwenEncoder<B>> = std::iter::once(model.clone())
+                .chain(devices[1..].iter().map(|d| model.clone().fork(d)))
+                .collect();
+            let out = data_parallel_step(
+                &replicas,
                 &ids,
                 folder.query_tokenizer.pad_id(),
                 folder.pooling,
