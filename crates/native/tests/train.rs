@@ -404,3 +404,64 @@ fn lora_trains_only_adapters_and_exports_merged() {
     ]));
     assert!(emb.contains("embedding"), "{emb}");
 }
+
+#[test]
+fn bad_run_files_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = setup(&tmp.path().join("bad"), 10, 10, "");
+    let text = std::fs::read_to_string(&run.config).unwrap();
+    let check = |body: String, needle: &str| {
+        std::fs::write(&run.config, body).unwrap();
+        let out = qzhou(&["train", "--config", run.config.to_str().unwrap(), "--quiet"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "expected failure for {needle}");
+        assert!(stderr.contains(needle), "`{needle}` not in: {stderr}");
+    };
+    check(
+        text.replace("\nsteps = 10", "\nsteps = 10\nstepz = 3"),
+        "unknown field `stepz`",
+    );
+    check(text.replace("train.jsonl", "missing.jsonl"), "cannot open");
+    check(
+        text.replace("warmup_steps = 10", "warmup_steps = 11"),
+        "warm-up 11 is longer",
+    );
+    check(
+        text.replace("[lora]", "") + "\n[lora]\nrank = 4\nalpha = 8\ntargets = [\"qq_proj\"]\n",
+        "unknown LoRA target `qq_proj`",
+    );
+    check(
+        text.replace("temperature = 0.05", "temperature = 0"),
+        "temperature must be a positive number",
+    );
+    check(
+        text.replace("passage_max_len = 32", "passage_max_len = 4096"),
+        "exceeds the model's max_position_embeddings",
+    );
+    // A malformed line names file:line; a record of another problem type too.
+    let data = tmp.path().join("bad/train.jsonl");
+    let good = std::fs::read_to_string(&data).unwrap();
+    std::fs::write(
+        &data,
+        format!("{good}{{\"type\":\"retrieval\",\"query\":1}}\n"),
+    )
+    .unwrap();
+    check(text.clone(), "train.jsonl:401");
+    std::fs::write(
+        &data,
+        format!("{good}{{\"type\":\"pair\",\"text1\":\"a\",\"text2\":\"b\",\"score\":1}}\n"),
+    )
+    .unwrap();
+    check(text.clone(), "one problem type per dataset");
+    // With on_malformed = "skip" the bad line is counted and training runs.
+    std::fs::write(&data, format!("{good}not json\n")).unwrap();
+    let skip = text.replace("negatives = 1", "negatives = 1\non_malformed = \"skip\"");
+    std::fs::write(&run.config, skip).unwrap();
+    let out = qzhou(&["train", "--config", run.config.to_str().unwrap(), "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 malformed lines skipped"));
+}
