@@ -1,6 +1,9 @@
 //! Choosing a Burn backend at run time and running generic code on it.
 
 use anyhow::{bail, Result};
+use burn::backend::autodiff::checkpoint::strategy::{
+    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
+};
 use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use clap::ValueEnum;
@@ -89,9 +92,24 @@ pub trait AutodiffJob {
         B::InnerBackend: KernelBackend;
 }
 
-/// Dispatch a training `job` to the chosen backend and dtype, wrapped in Burn's `Autodiff`,
-/// on the GPUs `device_indices` (wgpu/cuda).
+/// Dispatch a training `job` to the chosen backend and dtype, wrapped in Burn's `Autodiff`
+/// (with its balanced gradient checkpointing when `checkpointing`: memory-bound operations are
+/// recomputed in the backward pass instead of kept), on the GPUs `device_indices`.
 pub fn dispatch_autodiff<J: AutodiffJob>(
+    kind: BackendKind,
+    dtype: DTypeArg,
+    device_indices: &[usize],
+    checkpointing: bool,
+    job: J,
+) -> Result<()> {
+    if checkpointing {
+        dispatch_with::<J, BalancedCheckpointing>(kind, dtype, device_indices, job)
+    } else {
+        dispatch_with::<J, NoCheckpointing>(kind, dtype, device_indices, job)
+    }
+}
+
+fn dispatch_with<J: AutodiffJob, C: CheckpointStrategy>(
     kind: BackendKind,
     dtype: DTypeArg,
     device_indices: &[usize],
@@ -106,7 +124,7 @@ pub fn dispatch_autodiff<J: AutodiffJob>(
             if device_indices != [0] {
                 bail!("the CPU backend is one device (it uses every core); drop --devices");
             }
-            job.run::<Autodiff<burn::backend::Flex>>(vec![Default::default()])
+            job.run::<Autodiff<burn::backend::Flex, C>>(vec![Default::default()])
         }
         (BackendKind::Cpu, d) => bail!("the CPU backend trains in f32 only (asked for {d:?})"),
         (BackendKind::Wgpu, DTypeArg::F32) => {
@@ -120,7 +138,7 @@ pub fn dispatch_autodiff<J: AutodiffJob>(
                         (i, _) => WgpuDevice::DiscreteGpu(i),
                     })
                     .collect();
-                job.run::<Autodiff<burn::backend::Wgpu>>(devices)
+                job.run::<Autodiff<burn::backend::Wgpu, C>>(devices)
             }
             #[cfg(not(feature = "wgpu"))]
             bail!("this qzhou was built without the wgpu backend (cargo feature `wgpu`)")
@@ -132,8 +150,8 @@ pub fn dispatch_autodiff<J: AutodiffJob>(
                 use burn::backend::cuda::{Cuda, CudaDevice};
                 let devices = device_indices.iter().map(|&i| CudaDevice::new(i)).collect();
                 match d {
-                    DTypeArg::F32 => job.run::<Autodiff<Cuda<f32>>>(devices),
-                    DTypeArg::Bf16 => job.run::<Autodiff<Cuda<half::bf16>>>(devices),
+                    DTypeArg::F32 => job.run::<Autodiff<Cuda<f32>, C>>(devices),
+                    DTypeArg::Bf16 => job.run::<Autodiff<Cuda<half::bf16>, C>>(devices),
                     DTypeArg::F16 => {
                         bail!("training in f16 overflows without loss scaling; use bf16 or f32")
                     }

@@ -58,6 +58,11 @@ pub struct TrainArgs {
     /// split over the devices in GradCache chunks; in-batch negatives span all of them).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub devices: Vec<usize>,
+    /// Gradient checkpointing (Burn's balanced strategy): recompute memory-bound operations
+    /// in the backward pass instead of keeping their outputs. Less activation memory, more
+    /// compute; GradCache (`grad_cache_chunk`) is the bigger lever.
+    #[arg(long)]
+    pub grad_checkpointing: bool,
     /// No progress bar (metrics still go to metrics.jsonl).
     #[arg(long)]
     pub quiet: bool,
@@ -71,7 +76,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let job = TrainJob { config, args };
     let (backend, dtype) = (job.args.backend, job.args.dtype);
     let devices = job.args.devices.clone();
-    dispatch_autodiff(backend, dtype, &devices, job)
+    let checkpointing = job.args.grad_checkpointing;
+    dispatch_autodiff(backend, dtype, &devices, checkpointing, job)
 }
 
 struct TrainJob {
