@@ -471,7 +471,12 @@ fn gradient_checkpointing_gives_the_same_training() {
     let tmp = tempfile::tempdir().unwrap();
     let plain = setup(&tmp.path().join("plain"), 12, 12, "");
     let recomputed = setup(&tmp.path().join("ckpt"), 12, 12, "");
-    ok(&qzhou(&["train", "--config", plain.config.to_str().unwrap(), "--quiet"]));
+    ok(&qzhou(&[
+        "train",
+        "--config",
+        plain.config.to_str().unwrap(),
+        "--quiet",
+    ]));
     ok(&qzhou(&[
         "train",
         "--config",
@@ -479,7 +484,10 @@ fn gradient_checkpointing_gives_the_same_training() {
         "--quiet",
         "--grad-checkpointing",
     ]));
-    let (a, b) = (losses(&metrics(&plain.dir)), losses(&metrics(&recomputed.dir)));
+    let (a, b) = (
+        losses(&metrics(&plain.dir)),
+        losses(&metrics(&recomputed.dir)),
+    );
     assert_eq!(a.len(), 12);
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{a:?} vs {b:?}");

@@ -49,6 +49,13 @@ pub trait KernelBackend: Backend {
         let _ = device;
         None
     }
+
+    /// Device memory the backend's allocator holds on `device` (bytes), where it can tell
+    /// (cubecl backends); `None` for host memory backends.
+    fn memory_reserved_bytes(device: &Self::Device) -> Option<u64> {
+        let _ = device;
+        None
+    }
 }
 
 /// A `[rows, cols]` weight (HF `[out, in]`) stored block-quantised on the device, **k-major**:
@@ -194,12 +201,20 @@ impl KernelBackend for burn::backend::Flex {}
 impl<B: KernelBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
     KernelBackend for burn::backend::Autodiff<B, C>
 {
+    fn memory_reserved_bytes(device: &Self::Device) -> Option<u64> {
+        B::memory_reserved_bytes(device)
+    }
 }
 
 #[cfg(all(feature = "cuda", not(feature = "fusion")))]
 impl<F: burn_cubecl::FloatElement, I: burn_cubecl::IntElement> KernelBackend
     for burn::backend::Cuda<F, I>
 {
+    fn memory_reserved_bytes(device: &Self::Device) -> Option<u64> {
+        use burn_cubecl::cubecl::Runtime;
+        let client = burn_cubecl::cubecl::cuda::CudaRuntime::client(device);
+        client.memory_usage().ok().map(|u| u.bytes_reserved)
+    }
 }
 
 /// Fused backends (CUDA and wgpu when Burn's `fusion` is on) get the plain ops, which fusion

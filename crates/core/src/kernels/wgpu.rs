@@ -189,4 +189,9 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         let client = <WgpuRuntime as burn_cubecl::cubecl::Runtime>::client(device);
         usize::try_from(client.properties().memory.max_page_size).ok()
     }
+
+    fn memory_reserved_bytes(device: &WgpuDevice) -> Option<u64> {
+        let client = <WgpuRuntime as burn_cubecl::cubecl::Runtime>::client(device);
+        client.memory_usage().ok().map(|u| u.bytes_reserved)
+    }
 }

@@ -410,6 +410,7 @@ impl AutodiffJob for TrainJob {
                     "step_s": seconds,
                     "elapsed_s": start.elapsed().as_secs_f64(),
                     "peak_rss_bytes": peak_rss_bytes(),
+                    "device_memory_bytes": B::memory_reserved_bytes(&device),
                 });
                 writeln!(metrics, "{line}")?;
             }
