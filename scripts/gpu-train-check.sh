@@ -22,6 +22,10 @@ mkdir -p "$OUT_DIR"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# Burn's autotuner benchmarks kernel variants the first time each shape is seen; `minimal`
+# keeps the first step short (override to tune fully). CUBECL_DEBUG_OPTION=debug +
+# CUBECL_DEBUG_LOG=FILE log compilation and autotuning.
+export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
 # libnvrtc / libcuda for cudarc's dynamic loading.
 extra=$(python3 -c 'import glob,os,site; print(":".join(sorted({os.path.dirname(p) for s in site.getsitepackages() for p in glob.glob(s+"/nvidia/**/libnvrtc*.so*", recursive=True)})))' 2>/dev/null)
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${extra}:${LD_LIBRARY_PATH:-}"
@@ -114,6 +118,35 @@ EOF
 {
 echo "| run | steps | first step s | median step s | tokens/s | peak GPU MiB | loss first → last |"
 echo "|---|---|---|---|---|---|---|"
+# Smoke test first: two steps of the tiny fixture model (seconds if the backend works).
+if [ "${SMOKE:-1}" = 1 ]; then
+  mkdir -p "$work/smoke"
+  cat > "$work/smoke/run.toml" <<EOF
+[model]
+path = "$PWD/tests/fixtures/tiny-qwen2"
+[train]
+steps = 2
+warmup_steps = 0
+query_max_len = 64
+passage_max_len = 64
+[checkpoint]
+dir = "run"
+[[dataset]]
+name = "synthetic"
+path = "$work/train.jsonl"
+batch_size = 4
+EOF
+  for dtype in ${SMOKE_DTYPES:-bf16 f32}; do
+    rm -rf "$work/smoke/run"
+    t0=$(date +%s)
+    if timeout "${SMOKE_TIMEOUT:-60}" "$BIN" train --config "$work/smoke/run.toml" --backend "$BACKEND" --dtype "$dtype" \
+        --quiet --no-save > "$OUT_DIR/smoke-$dtype.log" 2>&1; then
+      echo "| smoke: tiny model, 2 steps, $dtype | ok in $(( $(date +%s) - t0 )) s | | | | | |"
+    else
+      echo "| smoke: tiny model, 2 steps, $dtype | FAILED (rc $?): see smoke-$dtype.log | | | | | |"
+    fi
+  done
+fi
 # Phases: name:dtype:grad_cache_chunk:steps (each a fresh process, so its first step includes
 # kernel compilation and autotuning; the table's median leaves the first step out).
 if [ "$BACKEND" = cpu ]; then
