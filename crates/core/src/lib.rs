@@ -21,6 +21,7 @@ pub mod error;
 pub mod fs;
 pub mod kernels;
 pub mod losses;
+pub mod metrics;
 pub mod model;
 pub mod pooling;
 pub mod prompts;

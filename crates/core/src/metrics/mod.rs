@@ -1,0 +1,10 @@
+//! Evaluation metrics over embeddings and rankings, matching the reference implementations
+//! MTEB reports with: `trec_eval` (through pytrec_eval) for retrieval, scipy for correlations.
+//! Pure functions on host numbers; parity fixtures in `tests/metrics.rs`
+//! (`scripts/make_metric_fixtures.py`).
+
+pub mod retrieval;
+pub mod sts;
+
+pub use retrieval::{evaluate_retrieval, Qrels, QueryScores, RetrievalScores, Run};
+pub use sts::{pearson, spearman, sts_scores, StsScores};

@@ -1,0 +1,95 @@
+"""Reference values for qzhou's evaluation metrics (tests/fixtures/metrics.json), computed by
+the implementations MTEB itself uses:
+
+* retrieval: pytrec_eval (trec_eval) ndcg_cut / map_cut / recall / P / success per query, and
+  mteb's own MRR (`mteb._evaluators.retrieval_metrics.mrr`), on random graded qrels and runs
+  with many tied scores, unjudged documents, a query with no relevant document and a query
+  whose run misses every relevant one;
+* STS: mteb's STS task scoring (`AbsTaskSTS._calculate_scores`: scipy pearsonr / spearmanr of
+  sklearn paired cosine / Manhattan / Euclidean similarities) on random embeddings with tied
+  gold scores.
+
+    pip install pytrec-eval-terrier mteb      # mteb 2.26, pytrec-eval-terrier 0.5
+    python scripts/make_metric_fixtures.py
+"""
+
+import json
+import random
+
+import numpy as np
+import pytrec_eval
+from mteb._evaluators.retrieval_metrics import mrr
+from sklearn.metrics.pairwise import (
+    paired_cosine_distances,
+    paired_euclidean_distances,
+    paired_manhattan_distances,
+)
+from scipy.stats import pearsonr, spearmanr
+
+rng = random.Random(20261127)
+KS = [1, 3, 5, 10, 100, 1000]
+
+# --- retrieval ---------------------------------------------------------------------------
+docs = [f"d{i:03d}" for i in range(150)]
+qrels, run = {}, {}
+for q in range(40):
+    qid = f"q{q:02d}"
+    judged = rng.sample(docs, rng.randint(1, 12))
+    qrels[qid] = {d: rng.choice([0, 0, 1, 1, 2]) for d in judged}
+    retrieved = rng.sample(docs, rng.randint(5, 120))
+    # Scores from a coarse grid: many ties, broken by doc id in trec_eval.
+    run[qid] = {d: round(rng.choice([0.1, 0.2, 0.25, 0.5, 0.75, 0.9]) + rng.choice([0, 0, 0.01]), 4) for d in retrieved}
+qrels["q00"] = {d: 0 for d in qrels["q00"]}  # no relevant document at all
+run["q01"] = {d: s for d, s in run["q01"].items() if qrels["q01"].get(d, 0) <= 0} or {"d149": 0.3}
+
+measures = {
+    "ndcg_cut." + ",".join(map(str, KS)),
+    "map_cut." + ",".join(map(str, KS)),
+    "recall." + ",".join(map(str, KS)),
+    "P." + ",".join(map(str, KS)),
+    "success." + ",".join(map(str, KS)),
+}
+scores = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
+mrrs = mrr(qrels, run, KS)
+queries = sorted(scores)
+expected = {
+    qid: {
+        "ndcg": [scores[qid][f"ndcg_cut_{k}"] for k in KS],
+        "map": [scores[qid][f"map_cut_{k}"] for k in KS],
+        "recall": [scores[qid][f"recall_{k}"] for k in KS],
+        "precision": [scores[qid][f"P_{k}"] for k in KS],
+        "hit_rate": [scores[qid][f"success_{k}"] for k in KS],
+        "mrr": [mrrs[f"MRR@{k}"][list(run).index(qid)] for k in KS],
+    }
+    for qid in queries
+}
+
+# --- STS ---------------------------------------------------------------------------------
+n, dim = 24, 16
+e1 = np.array([[rng.gauss(0, 1) for _ in range(dim)] for _ in range(n)], dtype=np.float32)
+e2 = (e1 + np.array([[rng.gauss(0, 1.2) for _ in range(dim)] for _ in range(n)], dtype=np.float32)).astype(np.float32)
+gold = [rng.choice([0.0, 1.0, 2.5, 2.5, 3.0, 4.0, 5.0]) for _ in range(n)]
+cos = 1 - paired_cosine_distances(e1, e2)
+man = -paired_manhattan_distances(e1, e2)
+euc = -paired_euclidean_distances(e1, e2)
+corr = lambda x: (float(pearsonr(gold, x)[0]), float(spearmanr(gold, x)[0]))
+(cp, cs), (mp, ms), (ep, es) = corr(cos), corr(man), corr(euc)
+
+json.dump(
+    {
+        "retrieval": {"ks": KS, "qrels": qrels, "run": run, "expected": expected},
+        "sts": {
+            "first": e1.tolist(),
+            "second": e2.tolist(),
+            "gold": gold,
+            "expected": {
+                "cosine_pearson": cp, "cosine_spearman": cs,
+                "manhattan_pearson": mp, "manhattan_spearman": ms,
+                "euclidean_pearson": ep, "euclidean_spearman": es,
+            },
+        },
+    },
+    open("tests/fixtures/metrics.json", "w"),
+    indent=None,
+)
+print(f"{len(queries)} queries, {n} STS pairs -> tests/fixtures/metrics.json")

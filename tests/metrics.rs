@@ -1,0 +1,114 @@
+//! Evaluation metrics against the implementations MTEB uses (`scripts/make_metric_fixtures.py`
+//! → `fixtures/metrics.json`): trec_eval through pytrec_eval and mteb's MRR for retrieval,
+//! mteb's STS scoring (scipy + sklearn) for STS; every value within 1e-6.
+
+mod common;
+
+use qzhou_core::metrics::{evaluate_retrieval, sts_scores, Qrels, Run};
+use serde_json::Value;
+
+fn fixture() -> Value {
+    serde_json::from_slice(&std::fs::read(common::fixture("metrics.json")).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn retrieval_metrics_match_pytrec_eval_and_mteb() {
+    let f = &fixture()["retrieval"];
+    let ks: Vec<usize> = f["ks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_u64().unwrap() as usize)
+        .collect();
+    let qrels: Qrels = serde_json::from_value(f["qrels"].clone()).unwrap();
+    let run: Run = f["run"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(q, docs)| {
+            let docs = docs
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(d, s)| (d.clone(), s.as_f64().unwrap()))
+                .collect();
+            (q.clone(), docs)
+        })
+        .collect();
+    let scores = evaluate_retrieval(&qrels, &run, &ks).unwrap();
+    let expected = f["expected"].as_object().unwrap();
+    assert_eq!(scores.per_query.len(), expected.len());
+    let mut worst = 0f64;
+    let mut means = std::collections::BTreeMap::<&str, Vec<f64>>::new();
+    for (qid, want) in expected {
+        let got = &scores.per_query[qid];
+        for (name, values) in [
+            ("ndcg", &got.ndcg),
+            ("map", &got.map),
+            ("recall", &got.recall),
+            ("precision", &got.precision),
+            ("hit_rate", &got.hit_rate),
+            ("mrr", &got.mrr),
+        ] {
+            let want = floats(&want[name]);
+            for (i, (g, w)) in values.iter().zip(&want).enumerate() {
+                worst = worst.max((g - w).abs());
+                assert!((g - w).abs() <= 1e-6, "{qid} {name}@{}: {g} vs {w}", ks[i]);
+            }
+            let sums = means.entry(name).or_insert_with(|| vec![0.0; ks.len()]);
+            for (s, w) in sums.iter_mut().zip(&want) {
+                *s += w / expected.len() as f64;
+            }
+        }
+    }
+    for (i, k) in ks.iter().enumerate() {
+        assert!(
+            (scores.mean.ndcg[i] - means["ndcg"][i]).abs() <= 1e-9,
+            "mean nDCG@{k}"
+        );
+        assert!(
+            (scores.mean.mrr[i] - means["mrr"][i]).abs() <= 1e-9,
+            "mean MRR@{k}"
+        );
+    }
+    eprintln!(
+        "retrieval: worst |Δ| {worst:.1e} over {} queries",
+        expected.len()
+    );
+}
+
+#[test]
+fn sts_scores_match_mteb() {
+    let f = &fixture()["sts"];
+    let rows = |v: &Value| -> Vec<Vec<f32>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| floats(r).into_iter().map(|x| x as f32).collect())
+            .collect()
+    };
+    let got = sts_scores(&rows(&f["first"]), &rows(&f["second"]), &floats(&f["gold"])).unwrap();
+    let got = serde_json::to_value(got).unwrap();
+    for (name, want) in f["expected"].as_object().unwrap() {
+        let (g, w) = (got[name].as_f64().unwrap(), want.as_f64().unwrap());
+        assert!((g - w).abs() <= 1e-6, "{name}: {g} vs {w}");
+    }
+    // Bad input: mismatched lengths, NaN embeddings.
+    assert!(sts_scores(
+        &rows(&f["first"]),
+        &rows(&f["second"])[1..],
+        &floats(&f["gold"])
+    )
+    .is_err());
+    let mut nan = rows(&f["first"]);
+    nan[3][0] = f32::NAN;
+    assert!(sts_scores(&nan, &rows(&f["second"]), &floats(&f["gold"])).is_err());
+}
