@@ -4,7 +4,9 @@
 //! (`scripts/make_metric_fixtures.py`).
 
 pub mod retrieval;
+pub mod search;
 pub mod sts;
 
 pub use retrieval::{evaluate_retrieval, Qrels, QueryScores, RetrievalScores, Run};
+pub use search::{add_block, TopK};
 pub use sts::{pearson, spearman, sts_scores, StsScores};
