@@ -75,8 +75,36 @@ euc = -paired_euclidean_distances(e1, e2)
 corr = lambda x: (float(pearsonr(gold, x)[0]), float(spearmanr(gold, x)[0]))
 (cp, cs), (mp, ms), (ep, es) = corr(cos), corr(man), corr(euc)
 
+# --- pair classification -------------------------------------------------------------
+from mteb.abstasks.pair_classification import AbsTaskPairClassification
+from sklearn.metrics.pairwise import paired_cosine_distances as pcd
+
+m = 40
+p1 = np.array([[rng.gauss(0, 1) for _ in range(dim)] for _ in range(m)], dtype=np.float32)
+labels = np.array([rng.choice([0, 1]) for _ in range(m)], dtype=np.int64)
+noise = np.array([[rng.gauss(0, 0.8 if l else 2.0) for _ in range(dim)] for l in labels], dtype=np.float32)
+p2 = (p1 + noise).astype(np.float32)
+p2[5] = p2[4] * 1.0  # a repeated pair: tied scores
+p1[5] = p1[4]
+import types
+
+task = types.SimpleNamespace()  # the three methods use no task state
+task._find_best_acc_and_threshold = lambda *a: AbsTaskPairClassification._find_best_acc_and_threshold(task, *a)
+task._find_best_f1_and_threshold = lambda *a: AbsTaskPairClassification._find_best_f1_and_threshold(task, *a)
+compute = lambda s, high: AbsTaskPairClassification._compute_metrics_values(task, list(s), labels, high)
+pair_expected = {
+    "cosine": compute(1 - pcd(p1, p2), True),
+    "dot": compute([float(np.dot(a, b)) for a, b in zip(p1, p2)], True),
+    "euclidean": compute(paired_euclidean_distances(p1, p2), False),
+    "manhattan": compute(paired_manhattan_distances(p1, p2), False),
+}
+
 json.dump(
     {
+        "pair_classification": {
+            "first": p1.tolist(), "second": p2.tolist(), "labels": labels.tolist(),
+            "expected": pair_expected,
+        },
         "retrieval": {"ks": KS, "qrels": qrels, "run": run, "expected": expected},
         "sts": {
             "first": e1.tolist(),

@@ -1,10 +1,11 @@
 //! Evaluation metrics against the implementations MTEB uses (`scripts/make_metric_fixtures.py`
 //! → `fixtures/metrics.json`): trec_eval through pytrec_eval and mteb's MRR for retrieval,
-//! mteb's STS scoring (scipy + sklearn) for STS; every value within 1e-6.
+//! mteb's STS scoring (scipy + sklearn) for STS, mteb's pair-classification thresholds and
+//! sklearn's average precision; every value within 1e-6.
 
 mod common;
 
-use qzhou_core::metrics::{evaluate_retrieval, sts_scores, Qrels, Run};
+use qzhou_core::metrics::{evaluate_retrieval, pair_classification_scores, sts_scores, Qrels, Run};
 use serde_json::Value;
 
 fn fixture() -> Value {
@@ -111,4 +112,46 @@ fn sts_scores_match_mteb() {
     let mut nan = rows(&f["first"]);
     nan[3][0] = f32::NAN;
     assert!(sts_scores(&nan, &rows(&f["second"]), &floats(&f["gold"])).is_err());
+}
+
+#[test]
+fn pair_classification_matches_mteb() {
+    let f = &fixture()["pair_classification"];
+    let rows = |v: &Value| -> Vec<Vec<f32>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| floats(r).into_iter().map(|x| x as f32).collect())
+            .collect()
+    };
+    let labels: Vec<bool> = f["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_i64().unwrap() == 1)
+        .collect();
+    let got = pair_classification_scores(&rows(&f["first"]), &rows(&f["second"]), &labels).unwrap();
+    let got = serde_json::to_value(got).unwrap();
+    let mut max_ap = 0f64;
+    for (similarity, metrics) in f["expected"].as_object().unwrap() {
+        for (name, want) in metrics.as_object().unwrap() {
+            let (g, w) = (
+                got[similarity][name].as_f64().unwrap(),
+                want.as_f64().unwrap(),
+            );
+            assert!((g - w).abs() <= 1e-6, "{similarity} {name}: {g} vs {w}");
+        }
+        max_ap = max_ap.max(metrics["ap"].as_f64().unwrap());
+    }
+    assert!((got["max_ap"].as_f64().unwrap() - max_ap).abs() <= 1e-6);
+    // One class only, or mismatched lengths: errors.
+    assert!(pair_classification_scores(
+        &rows(&f["first"]),
+        &rows(&f["second"]),
+        &vec![true; labels.len()]
+    )
+    .is_err());
+    assert!(
+        pair_classification_scores(&rows(&f["first"]), &rows(&f["second"]), &labels[1..]).is_err()
+    );
 }

@@ -3,10 +3,14 @@
 //! Pure functions on host numbers; parity fixtures in `tests/metrics.rs`
 //! (`scripts/make_metric_fixtures.py`).
 
+pub mod pair_classification;
 pub mod retrieval;
 pub mod search;
 pub mod sts;
 
+pub use pair_classification::{
+    pair_classification_scores, threshold_metrics, PairClassificationScores, ThresholdMetrics,
+};
 pub use retrieval::{evaluate_retrieval, Qrels, QueryScores, RetrievalScores, Run};
 pub use search::{add_block, TopK};
 pub use sts::{pearson, spearman, sts_scores, StsScores};
