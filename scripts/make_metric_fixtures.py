@@ -99,8 +99,35 @@ pair_expected = {
     "manhattan": compute(paired_manhattan_distances(p1, p2), False),
 }
 
+# --- summarization (mteb's SummarizationEvaluator scoring) ------------------------------
+import torch
+from mteb._evaluators.text.summarization_evaluator import SummarizationDistances, SummarizationEvaluator
+from mteb.similarity_functions import cos_sim, dot_score
+
+summ = []
+distances = {"cosine_scores": [], "dot_scores": [], "similarity_scores": [], "human_scores": []}
+for t in range(6):
+    human = np.array([[rng.gauss(0, 1) for _ in range(dim)] for _ in range(3)], dtype=np.float32)
+    machine = np.array([[rng.gauss(0, 1) for _ in range(dim)] for _ in range(8)], dtype=np.float32)
+    sgold = [rng.choice([1.0, 2.0, 3.0, 3.5, 4.0, 5.0]) for _ in range(8)]
+    if t == 2:
+        sgold = [3.0] * 8  # constant: skipped
+    summ.append({"human": human.tolist(), "machine": machine.tolist(), "gold": sgold})
+    cos = [torch.max(cos_sim(torch.tensor(m), torch.tensor(human))).item() for m in machine]
+    dots = [torch.max(dot_score(torch.tensor(m), torch.tensor(human))).item() for m in machine]
+    if len(set(sgold)) == 1 or len(set(cos)) == 1 or len(set(dots)) == 1:
+        continue
+    distances["cosine_scores"].append(cos)
+    distances["dot_scores"].append(dots)
+    distances["similarity_scores"].append(cos)
+    distances["human_scores"].append(sgold)
+sm = SummarizationEvaluator._calculate_metrics(None, SummarizationDistances(**distances))
+summ_expected = {k: sm[k] for k in ("cosine_spearman", "cosine_pearson", "dot_spearman", "dot_pearson")}
+summ_expected["texts"] = len(distances["cosine_scores"])
+
 json.dump(
     {
+        "summarization": {"texts": summ, "expected": summ_expected},
         "pair_classification": {
             "first": p1.tolist(), "second": p2.tolist(), "labels": labels.tolist(),
             "expected": pair_expected,

@@ -5,7 +5,10 @@
 
 mod common;
 
-use qzhou_core::metrics::{evaluate_retrieval, pair_classification_scores, sts_scores, Qrels, Run};
+use qzhou_core::metrics::{
+    evaluate_retrieval, pair_classification_scores, sts_scores, summarization_scores, Qrels, Run,
+    SummarizationText,
+};
 use serde_json::Value;
 
 fn fixture() -> Value {
@@ -154,4 +157,37 @@ fn pair_classification_matches_mteb() {
     assert!(
         pair_classification_scores(&rows(&f["first"]), &rows(&f["second"]), &labels[1..]).is_err()
     );
+}
+
+#[test]
+fn summarization_matches_mteb() {
+    let f = &fixture()["summarization"];
+    let rows = |v: &Value| -> Vec<Vec<f32>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| floats(r).into_iter().map(|x| x as f32).collect())
+            .collect()
+    };
+    let data: Vec<(Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<f64>)> = f["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (rows(&t["human"]), rows(&t["machine"]), floats(&t["gold"])))
+        .collect();
+    let texts: Vec<SummarizationText> = data
+        .iter()
+        .map(|(h, m, g)| SummarizationText {
+            human: h,
+            machine: m,
+            gold: g,
+        })
+        .collect();
+    let got = serde_json::to_value(summarization_scores(&texts).unwrap()).unwrap();
+    for (name, want) in f["expected"].as_object().unwrap() {
+        let (g, w) = (got[name].as_f64().unwrap(), want.as_f64().unwrap());
+        assert!((g - w).abs() <= 1e-6, "{name}: {g} vs {w}");
+    }
+    // Only the constant-score text: undefined, an error.
+    assert!(summarization_scores(&texts[2..3]).is_err());
 }

@@ -7,6 +7,7 @@ pub mod pair_classification;
 pub mod retrieval;
 pub mod search;
 pub mod sts;
+pub mod summarization;
 
 pub use pair_classification::{
     pair_classification_scores, threshold_metrics, PairClassificationScores, ThresholdMetrics,
@@ -14,3 +15,4 @@ pub use pair_classification::{
 pub use retrieval::{evaluate_retrieval, Qrels, QueryScores, RetrievalScores, Run};
 pub use search::{add_block, TopK};
 pub use sts::{pearson, spearman, sts_scores, StsScores};
+pub use summarization::{summarization_scores, SummarizationScores, SummarizationText};
