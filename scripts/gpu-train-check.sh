@@ -102,7 +102,8 @@ try:
 except FileNotFoundError:
     m = []
 mem = [int(x) for x in open(d + "/mem.log").read().split() if x.strip().isdigit()]
-peak = max(mem) if mem else 0
+# GPU: nvidia-smi's reading; CPU: the process's peak RSS from the metrics.
+peak = max(mem) if mem else max(x.get("peak_rss_bytes") or 0 for x in m) // 2**20 if m else 0
 if not m:
     print(f"| qzhou {name} | failed (rc {rc}): see {name}.log | | | | |")
     sys.exit()
@@ -116,7 +117,7 @@ EOF
 }
 
 {
-echo "| run | steps | first step s | median step s | tokens/s | peak GPU MiB | loss first → last |"
+echo "| run | steps | first step s | median step s | tokens/s | peak MiB (GPU, or CPU RSS) | loss first → last |"
 echo "|---|---|---|---|---|---|---|"
 # Smoke test first: two steps of the tiny fixture model (seconds if the backend works).
 if [ "${SMOKE:-1}" = 1 ]; then
@@ -136,7 +137,8 @@ name = "synthetic"
 path = "$work/train.jsonl"
 batch_size = 4
 EOF
-  for dtype in ${SMOKE_DTYPES:-bf16 f32}; do
+  default_dtypes="bf16 f32"; [ "$BACKEND" = cpu ] && default_dtypes=f32
+  for dtype in ${SMOKE_DTYPES:-$default_dtypes}; do
     rm -rf "$work/smoke/run"
     t0=$(date +%s)
     if timeout "${SMOKE_TIMEOUT:-60}" "$BIN" train --config "$work/smoke/run.toml" --backend "$BACKEND" --dtype "$dtype" \

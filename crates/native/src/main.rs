@@ -3,6 +3,7 @@
 
 mod backend;
 mod embed;
+mod eval;
 mod export;
 mod export_web;
 mod hub;
@@ -26,6 +27,9 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Write web weight packs (f32, f16, q8, q4) of a model folder for the npm package.
     ExportWeb(export_web::ExportWebArgs),
+    /// Evaluate a model on MTEB-style task manifests (STS, pair classification, retrieval,
+    /// reranking) with an embedding cache; writes MTEB result files.
+    Eval(eval::EvalArgs),
     /// Write a training checkpoint as a Hugging Face / sentence-transformers folder (LoRA merged).
     Export(export::ExportArgs),
     /// Train (contrastive, multi-task) from a run file: `qzhou train --config run.toml`.
@@ -39,6 +43,7 @@ fn main() {
         Command::ExportWeb(args) => export_web::run(args),
         Command::Train(args) => train::run(args),
         Command::Export(args) => export::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, no backtrace.

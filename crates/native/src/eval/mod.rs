@@ -1,0 +1,481 @@
+//! `qzhou eval`: MTEB-style evaluation of a model on local task manifests, offline, with an
+//! on-disk embedding cache; results in MTEB's result-file format plus a printed table.
+//!
+//! Task types so far: STS, pair classification, retrieval, reranking (classification,
+//! clustering and summarization data are not wired yet; their metrics are in
+//! `qzhou_core::metrics`). Instructions: a task's QZhou preset (`task = "STSBenchmark"`) with
+//! its side rule, or the manifest's own `instruction` / `apply_to`.
+
+mod cache;
+pub mod manifest;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::prelude::*;
+use clap::Args;
+use qzhou_core::metrics::{
+    add_block, evaluate_retrieval, pair_classification_scores, sts_scores, Qrels, RetrievalScores,
+    Run, TopK,
+};
+use qzhou_core::prompts::{task_instruction, InstructionSide};
+use qzhou_core::{EmbedOptions, Embedder, KernelBackend, LoadOptions, PromptStyle, TextKind};
+use serde_json::{json, Value};
+
+use crate::backend::{dispatch, BackendJob, BackendKind, DTypeArg};
+use crate::hub::ModelArgs;
+use cache::{model_fingerprint, EmbeddingCache};
+use manifest::{EvalType, Manifest, Row};
+
+/// Cutoffs reported for retrieval and reranking (mteb's).
+const KS: [usize; 6] = [1, 3, 5, 10, 100, 1000];
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub source: ModelArgs,
+    /// Folder of task manifests (`*.toml`; see `tasks/`).
+    #[arg(long)]
+    pub manifest_dir: PathBuf,
+    /// Only these tasks (manifest `name`s), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Vec<String>,
+    /// Results folder: one `<task>.json` per task (MTEB's format) and `summary.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Embedding cache folder (default: OUT/cache).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    /// Compute dtype (f16/bf16 on CUDA).
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
+    /// GPU index for wgpu/cuda.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+    /// Padded-token budget of one forward pass.
+    #[arg(long, default_value_t = qzhou_core::embedder::DEFAULT_BATCH_TOKENS)]
+    pub batch_tokens: usize,
+    /// Max tokens per text (default: the model's).
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Query template: `space` = "Query: {text}" (QZhou evaluation) or `no-space`.
+    #[arg(long, default_value = "space", value_parser = ["space", "no-space"])]
+    pub prompt_style: String,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let mut manifests = Vec::new();
+    let entries = std::fs::read_dir(&args.manifest_dir).with_context(|| {
+        format!(
+            "cannot read manifest folder {}",
+            args.manifest_dir.display()
+        )
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        manifests.push(Manifest::load(&p)?);
+    }
+    for wanted in &args.tasks {
+        if !manifests.iter().any(|m| &m.name == wanted) {
+            let names: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
+            bail!(
+                "no task `{wanted}` in {} (have: {})",
+                args.manifest_dir.display(),
+                names.join(", ")
+            );
+        }
+    }
+    if !args.tasks.is_empty() {
+        manifests.retain(|m| args.tasks.contains(&m.name));
+    }
+    if manifests.is_empty() {
+        bail!(
+            "no task manifests (*.toml) in {}",
+            args.manifest_dir.display()
+        );
+    }
+    let model_dir = args.source.resolve()?;
+    let (backend, dtype, device) = (args.backend, args.dtype, args.device);
+    dispatch(
+        backend,
+        dtype,
+        device,
+        EvalJob {
+            args,
+            manifests,
+            model_dir,
+        },
+    )
+}
+
+struct EvalJob {
+    args: EvalArgs,
+    manifests: Vec<Manifest>,
+    model_dir: PathBuf,
+}
+
+/// Embeds through the cache.
+struct Encoder<'a, B: KernelBackend> {
+    embedder: &'a Embedder<B>,
+    cache: &'a mut EmbeddingCache,
+    style: PromptStyle,
+    fresh: usize,
+}
+
+impl<B: KernelBackend> Encoder<'_, B> {
+    /// Embeddings of `texts` with `options`, from the cache where possible.
+    fn embed(&mut self, texts: &[String], options: &EmbedOptions) -> Result<Vec<Vec<f32>>> {
+        let options = EmbedOptions {
+            prompt_style: self.style,
+            ..options.clone()
+        };
+        let prefix = self.embedder.prefix(&options)?;
+        let keys: Vec<_> = texts
+            .iter()
+            .map(|t| self.cache.key(&format!("{prefix}{t}")))
+            .collect();
+        let mut missing: Vec<usize> = (0..texts.len())
+            .filter(|&i| self.cache.get(&keys[i]).is_none())
+            .collect();
+        let mut unique = std::collections::HashSet::new();
+        missing.retain(|&i| unique.insert(keys[i]));
+        for chunk in missing.chunks(256) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+            let got = self.embedder.embed(&batch, &options).map_err(|e| match e {
+                qzhou_core::QzhouError::EmptyText { index } => {
+                    anyhow::anyhow!("text {} is empty", chunk[index])
+                }
+                other => other.into(),
+            })?;
+            for (&i, v) in chunk.iter().zip(got) {
+                self.cache.put(keys[i], v);
+            }
+            self.fresh += chunk.len();
+        }
+        Ok(keys
+            .iter()
+            .map(|k| self.cache.get(k).expect("just embedded").clone())
+            .collect())
+    }
+}
+
+/// Options for the two sides of a task: (query side, document side).
+fn sides(m: &Manifest) -> Result<(EmbedOptions, EmbedOptions)> {
+    let (instruction, side) = match (&m.instruction, &m.task) {
+        (Some(i), _) => (
+            Some(i.clone()),
+            if m.apply_to.as_deref() == Some("all") {
+                InstructionSide::All
+            } else {
+                InstructionSide::Query
+            },
+        ),
+        (None, Some(task)) => {
+            let t = task_instruction(task).with_context(|| format!("task {}", m.name))?;
+            (Some(t.instruction.clone()), t.apply_to)
+        }
+        (None, None) => (None, InstructionSide::Query),
+    };
+    let query = EmbedOptions {
+        kind: TextKind::Query,
+        instruction: instruction.clone(),
+        ..EmbedOptions::default()
+    };
+    let document = match side {
+        InstructionSide::All => query.clone(),
+        InstructionSide::Query => EmbedOptions {
+            kind: TextKind::Document,
+            ..EmbedOptions::default()
+        },
+    };
+    Ok((query, document))
+}
+
+fn first(row: &Row, key: &str) -> String {
+    row[key].first().cloned().unwrap_or_default()
+}
+
+fn number(row: &Row, key: &str, what: &str) -> Result<f64> {
+    let s = first(row, key);
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" => Ok(1.0),
+        "false" | "no" => Ok(0.0),
+        t => t
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .with_context(|| format!("{what} `{s}` is not a number")),
+    }
+}
+
+fn retrieval_json(s: &RetrievalScores) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for (i, k) in s.ks.iter().enumerate() {
+        out.insert(format!("ndcg_at_{k}"), json!(s.mean.ndcg[i]));
+        out.insert(format!("map_at_{k}"), json!(s.mean.map[i]));
+        out.insert(format!("recall_at_{k}"), json!(s.mean.recall[i]));
+        out.insert(format!("precision_at_{k}"), json!(s.mean.precision[i]));
+        out.insert(format!("mrr_at_{k}"), json!(s.mean.mrr[i]));
+        out.insert(format!("hit_rate_at_{k}"), json!(s.mean.hit_rate[i]));
+    }
+    out
+}
+
+impl EvalJob {
+    fn task<E: KernelBackend>(
+        &self,
+        m: &Manifest,
+        enc: &mut Encoder<'_, E>,
+        device: &E::Device,
+    ) -> Result<(serde_json::Map<String, Value>, f64)> {
+        let rows = m.rows()?;
+        let (q, d) = sides(m)?;
+        Ok(match m.kind {
+            EvalType::Sts => {
+                let a = enc.embed(
+                    &rows.iter().map(|r| first(r, "text1")).collect::<Vec<_>>(),
+                    &q,
+                )?;
+                let b = enc.embed(
+                    &rows.iter().map(|r| first(r, "text2")).collect::<Vec<_>>(),
+                    &d,
+                )?;
+                let gold = rows
+                    .iter()
+                    .map(|r| number(r, "score", "score"))
+                    .collect::<Result<Vec<_>>>()?;
+                let s = sts_scores(&a, &b, &gold)?;
+                let mut out = serde_json::to_value(s)?
+                    .as_object()
+                    .cloned()
+                    .expect("an object");
+                out.insert("pearson".into(), json!(s.cosine_pearson));
+                out.insert("spearman".into(), json!(s.cosine_spearman));
+                (out, s.cosine_spearman)
+            }
+            EvalType::PairClassification => {
+                let a = enc.embed(
+                    &rows.iter().map(|r| first(r, "text1")).collect::<Vec<_>>(),
+                    &q,
+                )?;
+                let b = enc.embed(
+                    &rows.iter().map(|r| first(r, "text2")).collect::<Vec<_>>(),
+                    &d,
+                )?;
+                let labels = rows
+                    .iter()
+                    .map(|r| number(r, "label", "label").map(|v| v >= 0.5))
+                    .collect::<Result<Vec<_>>>()?;
+                let s = pair_classification_scores(&a, &b, &labels)?;
+                let mut out = serde_json::Map::new();
+                for (name, t) in [
+                    ("cosine", s.cosine),
+                    ("dot", s.dot),
+                    ("euclidean", s.euclidean),
+                    ("manhattan", s.manhattan),
+                ] {
+                    for (metric, v) in [
+                        ("accuracy", t.accuracy),
+                        ("f1", t.f1),
+                        ("precision", t.precision),
+                        ("recall", t.recall),
+                        ("ap", t.ap),
+                    ] {
+                        out.insert(format!("{name}_{metric}"), json!(v));
+                    }
+                }
+                out.insert("max_ap".into(), json!(s.max_ap));
+                out.insert("max_accuracy".into(), json!(s.max_accuracy));
+                out.insert("max_f1".into(), json!(s.max_f1));
+                (out, s.max_ap)
+            }
+            EvalType::Retrieval | EvalType::Reranking => {
+                // Corpus: every distinct positive and negative; qrels: each query's positives.
+                let mut doc_ids: BTreeMap<String, usize> = BTreeMap::new();
+                let mut docs: Vec<String> = Vec::new();
+                let mut id = |t: &str, docs: &mut Vec<String>| -> usize {
+                    *doc_ids.entry(t.to_string()).or_insert_with(|| {
+                        docs.push(t.to_string());
+                        docs.len() - 1
+                    })
+                };
+                let mut qrels = Qrels::new();
+                let mut candidates: Vec<Vec<usize>> = Vec::new();
+                for (i, r) in rows.iter().enumerate() {
+                    let qid = format!("q{i}");
+                    let mut judged = BTreeMap::new();
+                    let mut mine = Vec::new();
+                    for p in &r["pos"] {
+                        let j = id(p, &mut docs);
+                        judged.insert(format!("d{j}"), 1);
+                        mine.push(j);
+                    }
+                    for n in &r["neg"] {
+                        let j = id(n, &mut docs);
+                        judged.entry(format!("d{j}")).or_insert(0);
+                        mine.push(j);
+                    }
+                    if !judged.values().any(|&v| v > 0) {
+                        bail!("task {}: query {i} has no positive", m.name);
+                    }
+                    qrels.insert(qid, judged);
+                    candidates.push(mine);
+                }
+                let queries = enc.embed(
+                    &rows.iter().map(|r| first(r, "query")).collect::<Vec<_>>(),
+                    &q,
+                )?;
+                let corpus = enc.embed(&docs, &d)?;
+                let dim = corpus[0].len();
+                let mut run = Run::new();
+                if m.kind == EvalType::Retrieval {
+                    let qt = Tensor::<E, 2>::from_data(
+                        TensorData::new(queries.concat(), [queries.len(), dim]),
+                        device,
+                    );
+                    let mut top = TopK::new(queries.len(), 1000);
+                    for (b, block) in corpus.chunks(16_384).enumerate() {
+                        let ct = Tensor::<E, 2>::from_data(
+                            TensorData::new(block.concat(), [block.len(), dim]),
+                            device,
+                        );
+                        add_block(&mut top, qt.clone(), ct, b * 16_384)?;
+                    }
+                    for (i, hits) in top.into_results().into_iter().enumerate() {
+                        run.insert(
+                            format!("q{i}"),
+                            hits.into_iter()
+                                .map(|(j, s)| (format!("d{j}"), s as f64))
+                                .collect(),
+                        );
+                    }
+                } else {
+                    for (i, mine) in candidates.iter().enumerate() {
+                        let scored = mine
+                            .iter()
+                            .map(|&j| (format!("d{j}"), cosine(&queries[i], &corpus[j])))
+                            .collect();
+                        run.insert(format!("q{i}"), scored);
+                    }
+                }
+                let scores = evaluate_retrieval(&qrels, &run, &KS)?;
+                let out = retrieval_json(&scores);
+                let main = if m.kind == EvalType::Retrieval {
+                    "ndcg_at_10"
+                } else {
+                    "map_at_1000"
+                };
+                let value = out[main].as_f64().expect("a number");
+                (out, value)
+            }
+        })
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut d, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        d += x as f64 * y as f64;
+        na += x as f64 * x as f64;
+        nb += y as f64 * y as f64;
+    }
+    d / (na.sqrt() * nb.sqrt()).max(1e-12)
+}
+
+impl BackendJob for EvalJob {
+    fn run<B: KernelBackend>(self, device: B::Device) -> Result<()> {
+        let a = &self.args;
+        let load = LoadOptions {
+            batch_tokens: a.batch_tokens,
+            max_length: a.max_length,
+            ..LoadOptions::default()
+        };
+        let embedder = Embedder::<B>::from_dir(&self.model_dir, &device, &load)
+            .with_context(|| format!("loading {}", self.model_dir.display()))?;
+        let fingerprint = model_fingerprint(&self.model_dir)?;
+        let cache_dir = a.cache.clone().unwrap_or_else(|| a.out.join("cache"));
+        let mut cache = EmbeddingCache::open(&cache_dir, &fingerprint)?;
+        std::fs::create_dir_all(&a.out)
+            .with_context(|| format!("cannot create {}", a.out.display()))?;
+        let mut enc = Encoder {
+            embedder: &embedder,
+            cache: &mut cache,
+            style: a.prompt_style.parse()?,
+            fresh: 0,
+        };
+        let mut summary = Vec::new();
+        eprintln!(
+            "{:<32} {:<20} {:>10} {:>9}",
+            "task", "type", "main", "seconds"
+        );
+        for m in &self.manifests {
+            let start = Instant::now();
+            let (mut scores, main) = self
+                .task::<B>(m, &mut enc, &device)
+                .with_context(|| format!("task {}", m.name))?;
+            enc.cache.flush()?;
+            let seconds = start.elapsed().as_secs_f64();
+            scores.insert("main_score".into(), json!(main));
+            scores.insert("hf_subset".into(), json!("default"));
+            scores.insert("languages".into(), json!(m.languages));
+            let result = json!({
+                "dataset_revision": "local",
+                "task_name": m.name,
+                "mteb_version": format!("qzhou {}", env!("CARGO_PKG_VERSION")),
+                "scores": { m.split.clone(): [Value::Object(scores)] },
+                "evaluation_time": seconds,
+                "kg_co2_emissions": null,
+            });
+            let path = a.out.join(format!("{}.json", m.name));
+            std::fs::write(&path, serde_json::to_vec_pretty(&result)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "{:<32} {:<20} {:>10.5} {:>9.1}",
+                m.name,
+                m.kind.mteb_name(),
+                main,
+                seconds
+            );
+            summary.push((m.name.clone(), m.kind.mteb_name(), main));
+        }
+        // Mean per task type, then the mean over types (MTEB's "Mean (TaskType)").
+        let mut by_type: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for (_, t, v) in &summary {
+            by_type.entry(t).or_default().push(*v);
+        }
+        let type_means: BTreeMap<&str, f64> = by_type
+            .iter()
+            .map(|(t, v)| (*t, v.iter().sum::<f64>() / v.len() as f64))
+            .collect();
+        let mean_over_types = type_means.values().sum::<f64>() / type_means.len() as f64;
+        for (t, v) in &type_means {
+            eprintln!("mean {t:<27} {:>31.5}", v);
+        }
+        eprintln!("mean over task types {:>40.5}", mean_over_types);
+        eprintln!(
+            "{} texts embedded this run; the cache holds {}",
+            enc.fresh,
+            enc.cache.len()
+        );
+        let summary_json = json!({
+            "model": self.model_dir.display().to_string(),
+            "tasks": summary.iter().map(|(n, t, v)| json!({"task": n, "type": t, "main_score": v})).collect::<Vec<_>>(),
+            "mean_per_type": type_means,
+            "mean_over_types": mean_over_types,
+        });
+        std::fs::write(
+            a.out.join("summary.json"),
+            serde_json::to_vec_pretty(&summary_json)?,
+        )?;
+        Ok(())
+    }
+}
