@@ -160,19 +160,10 @@ fn bad_manifests_and_data_are_clear_errors() {
         "{base}columns = {{ text1 = \"a\", text2 = \"b\", score = \"score\" }}\n"
     ));
     fails("is not a number");
-    write(
-        &base
-            .replace(&data.display().to_string(), "/no/such/file.tsv")
-            .to_string(),
-    );
-    std::fs::write(
-        dir.join("t.toml"),
-        format!(
-            "{}columns = {{ text1 = \"a\", text2 = \"b\", score = \"score\" }}\n",
-            base.replace(&data.display().to_string(), "/no/such/file.tsv")
-        ),
-    )
-    .unwrap();
+    write(&format!(
+        "{}columns = {{ text1 = \"a\", text2 = \"b\", score = \"score\" }}\n",
+        base.replace(&data.display().to_string(), "/no/such/file.tsv")
+    ));
     fails("cannot open /no/such/file.tsv");
     write(&format!("{base}task = \"STSBenchmarkk\"\ncolumns = {{ text1 = \"a\", text2 = \"b\", score = \"score\" }}\n"));
     fails("STSBenchmark");
