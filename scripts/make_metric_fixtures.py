@@ -125,8 +125,37 @@ sm = SummarizationEvaluator._calculate_metrics(None, SummarizationDistances(**di
 summ_expected = {k: sm[k] for k in ("cosine_spearman", "cosine_pearson", "dot_spearman", "dot_pearson")}
 summ_expected["texts"] = len(distances["cosine_scores"])
 
+# --- clustering: sklearn's v_measure_score on fixed label pairs ------------------------
+from sklearn.metrics import v_measure_score
+
+vm_cases = []
+for c in range(5):
+    n_items = rng.randint(20, 60)
+    truth = [rng.randint(0, 4) for _ in range(n_items)]
+    pred = [t if rng.random() < 0.6 else rng.randint(0, 5) for t in truth]
+    vm_cases.append({"truth": truth, "pred": pred, "v_measure": float(v_measure_score(truth, pred))})
+
+# --- classification scores: sklearn on fixed predictions (a label never predicted, a
+# label only predicted) -----------------------------------------------------------------
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+cls_cases = []
+for c in range(4):
+    m_items = rng.randint(15, 50)
+    truth = [rng.randint(0, 3) for _ in range(m_items)]
+    pred = [t if rng.random() < 0.55 else rng.randint(0, 4) for t in truth]
+    if c == 0:
+        pred = [p if p != 2 else 0 for p in pred]  # label 2 never predicted
+    exp = {"accuracy": accuracy_score(truth, pred)}
+    for name, fn in (("f1", f1_score), ("precision", precision_score), ("recall", recall_score)):
+        exp[name] = float(fn(truth, pred, average="macro", zero_division=0))
+        exp[name + "_weighted"] = float(fn(truth, pred, average="weighted", zero_division=0))
+    cls_cases.append({"truth": truth, "pred": pred, "expected": exp})
+
 json.dump(
     {
+        "classification": cls_cases,
+        "v_measure": vm_cases,
         "summarization": {"texts": summ, "expected": summ_expected},
         "pair_classification": {
             "first": p1.tolist(), "second": p2.tolist(), "labels": labels.tolist(),

@@ -6,8 +6,8 @@
 mod common;
 
 use qzhou_core::metrics::{
-    evaluate_retrieval, pair_classification_scores, sts_scores, summarization_scores, Qrels, Run,
-    SummarizationText,
+    classification_scores, evaluate_retrieval, pair_classification_scores, sts_scores,
+    summarization_scores, v_measure, Qrels, Run, SummarizationText,
 };
 use serde_json::Value;
 
@@ -190,4 +190,39 @@ fn summarization_matches_mteb() {
     }
     // Only the constant-score text: undefined, an error.
     assert!(summarization_scores(&texts[2..3]).is_err());
+}
+
+#[test]
+fn v_measure_matches_sklearn() {
+    let ints = |v: &Value| -> Vec<usize> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect()
+    };
+    for case in fixture()["v_measure"].as_array().unwrap() {
+        let got = v_measure(&ints(&case["truth"]), &ints(&case["pred"])).unwrap();
+        let want = case["v_measure"].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-12, "{got} vs {want}");
+    }
+}
+
+#[test]
+fn classification_scores_match_sklearn() {
+    let ints = |v: &Value| -> Vec<usize> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect()
+    };
+    for case in fixture()["classification"].as_array().unwrap() {
+        let got = classification_scores(&ints(&case["truth"]), &ints(&case["pred"])).unwrap();
+        let got = serde_json::to_value(got).unwrap();
+        for (name, want) in case["expected"].as_object().unwrap() {
+            let (g, w) = (got[name].as_f64().unwrap(), want.as_f64().unwrap());
+            assert!((g - w).abs() <= 1e-12, "{name}: {g} vs {w}");
+        }
+    }
 }

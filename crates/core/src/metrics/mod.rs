@@ -3,12 +3,16 @@
 //! Pure functions on host numbers; parity fixtures in `tests/metrics.rs`
 //! (`scripts/make_metric_fixtures.py`).
 
+pub mod classification;
+pub mod clustering;
 pub mod pair_classification;
 pub mod retrieval;
 pub mod search;
 pub mod sts;
 pub mod summarization;
 
+pub use classification::{classification_scores, ClassificationScores};
+pub use clustering::{kmeans, v_measure};
 pub use pair_classification::{
     pair_classification_scores, threshold_metrics, PairClassificationScores, ThresholdMetrics,
 };
