@@ -152,8 +152,26 @@ for c in range(4):
         exp[name + "_weighted"] = float(fn(truth, pred, average="weighted", zero_division=0))
     cls_cases.append({"truth": truth, "pred": pred, "expected": exp})
 
+# --- logistic regression: sklearn LogisticRegression(max_iter=100) on a fixed training set
+from sklearn.linear_model import LogisticRegression
+
+centres = np.array([[rng.gauss(0, 1) for _ in range(dim)] for _ in range(4)])
+def blob(c, count, spread):
+    return [(centres[c] + np.array([rng.gauss(0, spread) for _ in range(dim)])).astype(np.float32) for _ in range(count)]
+lr_train_x, lr_train_y, lr_test_x, lr_test_y = [], [], [], []
+for c in range(4):
+    lr_train_x += blob(c, 8, 1.0); lr_train_y += [c] * 8
+    lr_test_x += blob(c, 30, 1.0); lr_test_y += [c] * 30
+clf = LogisticRegression(max_iter=100).fit(np.array(lr_train_x), lr_train_y)
+lr_case = {
+    "train_x": [x.tolist() for x in lr_train_x], "train_y": lr_train_y,
+    "test_x": [x.tolist() for x in lr_test_x], "test_y": lr_test_y,
+    "predictions": clf.predict(np.array(lr_test_x)).tolist(),
+}
+
 json.dump(
     {
+        "logistic_regression": lr_case,
         "classification": cls_cases,
         "v_measure": vm_cases,
         "summarization": {"texts": summ, "expected": summ_expected},

@@ -6,8 +6,9 @@
 mod common;
 
 use qzhou_core::metrics::{
-    classification_scores, evaluate_retrieval, pair_classification_scores, sts_scores,
-    summarization_scores, v_measure, Qrels, Run, SummarizationText,
+    classification_experiments, classification_scores, evaluate_retrieval,
+    pair_classification_scores, sts_scores, summarization_scores, v_measure, LogisticRegression,
+    Qrels, Run, SummarizationText,
 };
 use serde_json::Value;
 
@@ -225,4 +226,53 @@ fn classification_scores_match_sklearn() {
             assert!((g - w).abs() <= 1e-12, "{name}: {g} vs {w}");
         }
     }
+}
+
+#[test]
+fn logistic_regression_agrees_with_sklearn() {
+    let f = &fixture()["logistic_regression"];
+    let rows = |v: &Value| -> Vec<Vec<f32>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| floats(r).into_iter().map(|x| x as f32).collect())
+            .collect()
+    };
+    let ints = |v: &Value| -> Vec<usize> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect()
+    };
+    let (train, test) = (rows(&f["train_x"]), rows(&f["test_x"]));
+    let model = LogisticRegression::fit(&train, &ints(&f["train_y"]), 4, 100).unwrap();
+    let ours = model.predict(&test);
+    let theirs = ints(&f["predictions"]);
+    let agree = ours.iter().zip(&theirs).filter(|(a, b)| a == b).count() as f64 / ours.len() as f64;
+    // Same objective and tolerance, different L-BFGS implementations: near-identical decisions.
+    assert!(agree >= 0.97, "agreement with sklearn {agree}");
+    // The experiment protocol on the same data: every draw has all 8 rows per label.
+    let label = |v: &Value| -> Vec<String> { ints(v).iter().map(|l| format!("c{l}")).collect() };
+    let s = classification_experiments(
+        &train,
+        &label(&f["train_y"]),
+        &test,
+        &label(&f["test_y"]),
+        8,
+        3,
+        42,
+    )
+    .unwrap();
+    let want = theirs
+        .iter()
+        .zip(ints(&f["test_y"]))
+        .filter(|(p, t)| **p == *t)
+        .count() as f64
+        / theirs.len() as f64;
+    assert!(
+        (s.accuracy - want).abs() <= 0.03,
+        "{} vs sklearn {want}",
+        s.accuracy
+    );
 }

@@ -5,6 +5,7 @@
 
 pub mod classification;
 pub mod clustering;
+pub mod logistic;
 pub mod pair_classification;
 pub mod retrieval;
 pub mod search;
@@ -13,6 +14,7 @@ pub mod summarization;
 
 pub use classification::{classification_scores, ClassificationScores};
 pub use clustering::{kmeans, v_measure};
+pub use logistic::{classification_experiments, LogisticRegression};
 pub use pair_classification::{
     pair_classification_scores, threshold_metrics, PairClassificationScores, ThresholdMetrics,
 };
