@@ -207,7 +207,7 @@ fn weights_over_the_buffer_limit_are_split_without_changing_results() {
             .map(|p| match p {
                 Projection::Split(s) => s.parts.len(),
                 Projection::Quantized(q) => q.parts.len(),
-                Projection::Dense(_) => 1,
+                Projection::Dense(_) | Projection::Lora(_) => 1,
             })
             .max()
             .unwrap();
