@@ -17,7 +17,9 @@
 //! Columns per type: `sts` text1, text2, score; `pair_classification` text1, text2, label
 //! (1/0, true/false, yes/no); `retrieval` and `reranking` query, pos, neg (JSONL strings or
 //! arrays of strings: every query's positives and negatives form the corpus; reranking ranks
-//! each query's own candidates). TSV columns are header names, or 0-based indices with
+//! each query's own candidates); `classification` and `clustering` text, label
+//! (classification trains on the rows of `train_filter`, 8 per label × 10 experiments as
+//! MTEB; clustering runs k-means with k = number of labels, 10 seeds). TSV columns are header names, or 0-based indices with
 //! `header = false`.
 
 use std::collections::BTreeMap;
@@ -35,6 +37,8 @@ pub enum EvalType {
     PairClassification,
     Retrieval,
     Reranking,
+    Classification,
+    Clustering,
 }
 
 impl EvalType {
@@ -45,6 +49,8 @@ impl EvalType {
             Self::PairClassification => "PairClassification",
             Self::Retrieval => "Retrieval",
             Self::Reranking => "Reranking",
+            Self::Classification => "Classification",
+            Self::Clustering => "Clustering",
         }
     }
 }
@@ -64,6 +70,9 @@ pub struct Manifest {
     pub columns: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub filter: BTreeMap<String, String>,
+    /// Classification: the rows that train the classifier (the evaluated rows are `filter`'s).
+    #[serde(default)]
+    pub train_filter: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub limit: Option<usize>,
     #[serde(default = "test")]
@@ -101,6 +110,7 @@ impl Manifest {
             EvalType::Sts => &["text1", "text2", "score"],
             EvalType::PairClassification => &["text1", "text2", "label"],
             EvalType::Retrieval | EvalType::Reranking => &["query", "pos", "neg"],
+            EvalType::Classification | EvalType::Clustering => &["text", "label"],
         };
         for c in needed {
             if !m.columns.contains_key(*c) {
@@ -110,6 +120,12 @@ impl Manifest {
                     m.kind
                 );
             }
+        }
+        if m.kind == EvalType::Classification && m.train_filter.is_none() {
+            bail!(
+                "{}: a classification task needs train_filter (the rows that train the classifier)",
+                path.display()
+            );
         }
         if m.format != "tsv" && m.format != "jsonl" {
             bail!(
@@ -124,6 +140,16 @@ impl Manifest {
             }
         }
         Ok(m)
+    }
+
+    /// The classifier's training rows (`train_filter`, same limit).
+    pub fn train_rows(&self) -> Result<Vec<Row>> {
+        let filter = self.train_filter.clone().unwrap_or_default();
+        Manifest {
+            filter,
+            ..self.clone()
+        }
+        .rows()
     }
 
     /// The rows (after filter and limit), each with the mapped columns.

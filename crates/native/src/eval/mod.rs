@@ -1,9 +1,9 @@
 //! `qzhou eval`: MTEB-style evaluation of a model on local task manifests, offline, with an
 //! on-disk embedding cache; results in MTEB's result-file format plus a printed table.
 //!
-//! Task types so far: STS, pair classification, retrieval, reranking (classification,
-//! clustering and summarization data are not wired yet; their metrics are in
-//! `qzhou_core::metrics`). Instructions: a task's QZhou preset (`task = "STSBenchmark"`) with
+//! Task types: STS, pair classification, retrieval, reranking, classification (logistic
+//! regression, MTEB's protocol) and clustering (k-means, V-measure); summarization's metric is
+//! in `qzhou_core::metrics` but has no manifest format yet. Instructions: a task's QZhou preset (`task = "STSBenchmark"`) with
 //! its side rule, or the manifest's own `instruction` / `apply_to`.
 
 mod cache;
@@ -17,8 +17,8 @@ use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use clap::Args;
 use qzhou_core::metrics::{
-    add_block, evaluate_retrieval, pair_classification_scores, sts_scores, Qrels, RetrievalScores,
-    Run, TopK,
+    add_block, classification_experiments, evaluate_retrieval, kmeans, pair_classification_scores,
+    sts_scores, v_measure, Qrels, RetrievalScores, Run, TopK,
 };
 use qzhou_core::prompts::{task_instruction, InstructionSide};
 use qzhou_core::{EmbedOptions, Embedder, KernelBackend, LoadOptions, PromptStyle, TextKind};
@@ -297,6 +297,59 @@ impl EvalJob {
                 out.insert("max_accuracy".into(), json!(s.max_accuracy));
                 out.insert("max_f1".into(), json!(s.max_f1));
                 (out, s.max_ap)
+            }
+            EvalType::Classification => {
+                let train = m.train_rows()?;
+                let texts =
+                    |rows: &[Row]| rows.iter().map(|r| first(r, "text")).collect::<Vec<_>>();
+                let labels =
+                    |rows: &[Row]| rows.iter().map(|r| first(r, "label")).collect::<Vec<_>>();
+                let x_train = enc.embed(&texts(&train), &q)?;
+                let x_test = enc.embed(&texts(&rows), &q)?;
+                // MTEB: 8 training texts per label, 10 experiments, seed 42.
+                let s = classification_experiments(
+                    &x_train,
+                    &labels(&train),
+                    &x_test,
+                    &labels(&rows),
+                    8,
+                    10,
+                    42,
+                )?;
+                let out = serde_json::to_value(s)?
+                    .as_object()
+                    .cloned()
+                    .expect("an object");
+                (out, s.accuracy)
+            }
+            EvalType::Clustering => {
+                let x = enc.embed(
+                    &rows.iter().map(|r| first(r, "text")).collect::<Vec<_>>(),
+                    &q,
+                )?;
+                let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+                let truth: Vec<usize> = rows
+                    .iter()
+                    .map(|r| {
+                        let next = ids.len();
+                        *ids.entry(first(r, "label")).or_insert(next)
+                    })
+                    .collect();
+                if ids.len() < 2 {
+                    bail!("task {}: clustering needs at least 2 labels", m.name);
+                }
+                let scores = (0..10u64)
+                    .map(|seed| v_measure(&truth, &kmeans(&x, ids.len(), seed, 300)?))
+                    .collect::<qzhou_core::Result<Vec<f64>>>()?;
+                let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+                let sd = (scores.iter().map(|v| (v - mean).powi(2)).sum::<f64>()
+                    / scores.len() as f64)
+                    .sqrt();
+                let mut out = serde_json::Map::new();
+                out.insert("v_measure".into(), json!(mean));
+                out.insert("v_measure_std".into(), json!(sd));
+                out.insert("v_measures".into(), json!(scores));
+                (out, mean)
             }
             EvalType::Retrieval | EvalType::Reranking => {
                 // Corpus: every distinct positive and negative; qrels: each query's positives.
