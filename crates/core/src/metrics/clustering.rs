@@ -4,7 +4,7 @@
 //! MiniBatchKMeans; here k-means++ seeding + Lloyd iterations with a seeded generator, so
 //! scores match MTEB's within its own seed-to-seed spread, not digit for digit.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::data::rng::SplitMix64;
 use crate::error::{QzhouError, Result};
@@ -22,15 +22,16 @@ pub fn v_measure(truth: &[usize], predicted: &[usize]) -> Result<f64> {
         return Ok(1.0);
     }
     let n = truth.len() as f64;
-    let mut joint: HashMap<(usize, usize), f64> = HashMap::new();
-    let mut by_truth: HashMap<usize, f64> = HashMap::new();
-    let mut by_pred: HashMap<usize, f64> = HashMap::new();
+    // Ordered maps: the sums run in one fixed order, so a score never changes between runs.
+    let mut joint: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    let mut by_truth: BTreeMap<usize, f64> = BTreeMap::new();
+    let mut by_pred: BTreeMap<usize, f64> = BTreeMap::new();
     for (&t, &p) in truth.iter().zip(predicted) {
         *joint.entry((t, p)).or_default() += 1.0;
         *by_truth.entry(t).or_default() += 1.0;
         *by_pred.entry(p).or_default() += 1.0;
     }
-    let entropy = |counts: &HashMap<usize, f64>| -> f64 {
+    let entropy = |counts: &BTreeMap<usize, f64>| -> f64 {
         counts.values().map(|&c| -(c / n) * (c / n).ln()).sum()
     };
     let (h_truth, h_pred) = (entropy(&by_truth), entropy(&by_pred));
