@@ -1,6 +1,6 @@
 //! Exact top-k retrieval by cosine similarity without the full score matrix: the corpus is
-//! scored one block at a time (`[queries, block]` on the device), each block's top k per
-//! query comes back, and a running top k per query is kept on the host. Memory is
+//! scored one block at a time (`[queries, block]` on the device), the block's scores come back
+//! and a linear-time selection keeps a running top k per query on the host. Memory is
 //! `queries × block` scores plus `queries × k` candidates, whatever the corpus size.
 
 use burn::prelude::*;
@@ -71,24 +71,37 @@ pub fn add_block<B: Backend>(
         return Ok(());
     }
     let scores = unit(queries).matmul(unit(block).transpose());
-    let k = top.k.min(nb);
-    let (values, indices) = scores.topk_with_indices(k, 1);
-    let values = values
+    // Selection on the host: one pass per row keeps only scores that can enter the running
+    // top k (a full device sort of every row, Burn's `topk`, was the bottleneck).
+    let values = scores
         .into_data()
         .convert::<f32>()
         .into_vec::<f32>()
         .map_err(|e| QzhouError::Backend(format!("{e:?}")))?;
-    let indices = indices
-        .into_data()
-        .convert::<i64>()
-        .into_vec::<i64>()
-        .map_err(|e| QzhouError::Backend(format!("{e:?}")))?;
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(QzhouError::NonFinite { index: i / k });
+        return Err(QzhouError::NonFinite { index: i / nb });
     }
     for q in 0..nq {
-        let row = (q * k..(q + 1) * k).map(|j| (values[j], offset + indices[j] as usize));
-        top.merge(q, row);
+        let row = &values[q * nb..(q + 1) * nb];
+        let list = &top.best[q];
+        // Below the current k-th best nothing can enter (ties may, by index order).
+        let floor = if list.len() == top.k {
+            list.last().map_or(f32::NEG_INFINITY, |w| w.0)
+        } else {
+            f32::NEG_INFINITY
+        };
+        let mut candidates: Vec<(f32, usize)> = row
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v >= floor)
+            .map(|(j, &v)| (v, offset + j))
+            .collect();
+        if candidates.len() > top.k {
+            candidates
+                .select_nth_unstable_by(top.k - 1, |a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
+            candidates.truncate(top.k);
+        }
+        top.merge(q, candidates.into_iter());
     }
     Ok(())
 }
