@@ -7,6 +7,7 @@ pub mod classification;
 pub mod clustering;
 pub mod logistic;
 pub mod pair_classification;
+pub mod paired;
 pub mod retrieval;
 pub mod search;
 pub mod sts;
@@ -18,6 +19,7 @@ pub use logistic::{classification_experiments, LogisticRegression};
 pub use pair_classification::{
     pair_classification_scores, threshold_metrics, PairClassificationScores, ThresholdMetrics,
 };
+pub use paired::{cosine, paired_similarities, PairedSimilarities};
 pub use retrieval::{evaluate_retrieval, Qrels, QueryScores, RetrievalScores, Run};
 pub use search::{add_block, TopK};
 pub use sts::{pearson, spearman, sts_scores, StsScores};

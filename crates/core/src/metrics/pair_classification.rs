@@ -4,6 +4,7 @@
 //! and the average precision (sklearn's step-wise AP); the main score is the max AP over the
 //! similarities.
 
+use super::paired::paired_similarities;
 use crate::error::{QzhouError, Result};
 
 /// Scores of one similarity function.
@@ -124,37 +125,11 @@ pub fn pair_classification_scores(
             labels.len()
         )));
     }
-    let (mut cos, mut dot, mut euc, mut man) = (vec![], vec![], vec![], vec![]);
-    for (i, (a, b)) in first.iter().zip(second).enumerate() {
-        if a.len() != b.len() || a.is_empty() {
-            return Err(QzhouError::InvalidOption(format!(
-                "pair {i}: embeddings of {} and {} dimensions",
-                a.len(),
-                b.len()
-            )));
-        }
-        if a.iter().chain(b).any(|v| !v.is_finite()) {
-            return Err(QzhouError::NonFinite { index: i });
-        }
-        let (mut d, mut na, mut nb, mut l1, mut l2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
-        for (&x, &y) in a.iter().zip(b) {
-            let (x, y) = (x as f64, y as f64);
-            d += x * y;
-            na += x * x;
-            nb += y * y;
-            l1 += (x - y).abs();
-            l2 += (x - y) * (x - y);
-        }
-        let norm = na.sqrt() * nb.sqrt();
-        cos.push(if norm > 0.0 { d / norm } else { 0.0 });
-        dot.push(d);
-        euc.push(l2.sqrt());
-        man.push(l1);
-    }
-    let cosine = threshold_metrics(&cos, labels, true)?;
-    let dot = threshold_metrics(&dot, labels, true)?;
-    let euclidean = threshold_metrics(&euc, labels, false)?;
-    let manhattan = threshold_metrics(&man, labels, false)?;
+    let p = paired_similarities(first, second)?;
+    let cosine = threshold_metrics(&p.cosine, labels, true)?;
+    let dot = threshold_metrics(&p.dot, labels, true)?;
+    let euclidean = threshold_metrics(&p.euclidean, labels, false)?;
+    let manhattan = threshold_metrics(&p.manhattan, labels, false)?;
     let all = [cosine, dot, euclidean, manhattan];
     let max = |f: fn(&ThresholdMetrics) -> f64| all.iter().map(f).fold(f64::MIN, f64::max);
     Ok(PairClassificationScores {

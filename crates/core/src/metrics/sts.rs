@@ -3,6 +3,7 @@
 //! ranks for ties); similarities as MTEB's STS evaluator: cosine, and negated Manhattan and
 //! Euclidean distances. MTEB's main score is the cosine Spearman.
 
+use super::paired::paired_similarities;
 use crate::error::{QzhouError, Result};
 
 /// Correlations of each similarity with the gold scores.
@@ -93,33 +94,12 @@ pub fn sts_scores(first: &[Vec<f32>], second: &[Vec<f32>], gold: &[f64]) -> Resu
             gold.len()
         )));
     }
-    let (mut cos, mut man, mut euc) = (vec![], vec![], vec![]);
-    for (i, (a, b)) in first.iter().zip(second).enumerate() {
-        if a.len() != b.len() || a.is_empty() {
-            return Err(QzhouError::InvalidOption(format!(
-                "pair {i}: embeddings of {} and {} dimensions",
-                a.len(),
-                b.len()
-            )));
-        }
-        if a.iter().chain(b).any(|v| !v.is_finite()) {
-            return Err(QzhouError::NonFinite { index: i });
-        }
-        let (mut dot, mut na, mut nb, mut l1, mut l2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
-        for (&x, &y) in a.iter().zip(b) {
-            let (x, y) = (x as f64, y as f64);
-            dot += x * y;
-            na += x * x;
-            nb += y * y;
-            l1 += (x - y).abs();
-            l2 += (x - y) * (x - y);
-        }
-        // sklearn's paired_cosine_distances normalises each row first (zero rows stay zero).
-        let norm = na.sqrt() * nb.sqrt();
-        cos.push(if norm > 0.0 { dot / norm } else { 0.0 });
-        man.push(-l1);
-        euc.push(-l2.sqrt());
-    }
+    let p = paired_similarities(first, second)?;
+    let (cos, man, euc) = (
+        p.cosine,
+        p.manhattan.iter().map(|d| -d).collect::<Vec<_>>(),
+        p.euclidean.iter().map(|d| -d).collect::<Vec<_>>(),
+    );
     Ok(StsScores {
         cosine_pearson: pearson(&cos, gold)?,
         cosine_spearman: spearman(&cos, gold)?,

@@ -17,8 +17,8 @@ use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use clap::Args;
 use qzhou_core::metrics::{
-    add_block, classification_experiments, evaluate_retrieval, kmeans, pair_classification_scores,
-    sts_scores, v_measure, Qrels, RetrievalScores, Run, TopK,
+    add_block, classification_experiments, cosine, evaluate_retrieval, kmeans,
+    pair_classification_scores, sts_scores, v_measure, Qrels, RetrievalScores, Run, TopK,
 };
 use qzhou_core::prompts::{task_instruction, InstructionSide};
 use qzhou_core::{EmbedOptions, Embedder, KernelBackend, LoadOptions, PromptStyle, TextKind};
@@ -432,16 +432,6 @@ impl EvalJob {
             }
         })
     }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut d, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        d += x as f64 * y as f64;
-        na += x as f64 * x as f64;
-        nb += y as f64 * y as f64;
-    }
-    d / (na.sqrt() * nb.sqrt()).max(1e-12)
 }
 
 impl BackendJob for EvalJob {
