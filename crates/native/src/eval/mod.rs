@@ -204,7 +204,13 @@ fn first(row: &Row, key: &str) -> String {
     row[key].first().cloned().unwrap_or_default()
 }
 
-fn number(row: &Row, key: &str, what: &str) -> Result<f64> {
+/// The first value of column `key` in every row.
+fn column(rows: &[Row], key: &str) -> Vec<String> {
+    rows.iter().map(|r| first(r, key)).collect()
+}
+
+/// Column `key` of a row as a number (true/yes = 1, false/no = 0).
+fn number(row: &Row, key: &str) -> Result<f64> {
     let s = first(row, key);
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "yes" => Ok(1.0),
@@ -213,7 +219,7 @@ fn number(row: &Row, key: &str, what: &str) -> Result<f64> {
             .parse::<f64>()
             .ok()
             .filter(|v| v.is_finite())
-            .with_context(|| format!("{what} `{s}` is not a number")),
+            .with_context(|| format!("{key} `{s}` is not a number")),
     }
 }
 
@@ -241,17 +247,11 @@ impl EvalJob {
         let (q, d) = sides(m)?;
         Ok(match m.kind {
             EvalType::Sts => {
-                let a = enc.embed(
-                    &rows.iter().map(|r| first(r, "text1")).collect::<Vec<_>>(),
-                    &q,
-                )?;
-                let b = enc.embed(
-                    &rows.iter().map(|r| first(r, "text2")).collect::<Vec<_>>(),
-                    &d,
-                )?;
+                let a = enc.embed(&column(&rows, "text1"), &q)?;
+                let b = enc.embed(&column(&rows, "text2"), &d)?;
                 let gold = rows
                     .iter()
-                    .map(|r| number(r, "score", "score"))
+                    .map(|r| number(r, "score"))
                     .collect::<Result<Vec<_>>>()?;
                 let s = sts_scores(&a, &b, &gold)?;
                 let mut out = serde_json::to_value(s)?
@@ -263,17 +263,11 @@ impl EvalJob {
                 (out, s.cosine_spearman)
             }
             EvalType::PairClassification => {
-                let a = enc.embed(
-                    &rows.iter().map(|r| first(r, "text1")).collect::<Vec<_>>(),
-                    &q,
-                )?;
-                let b = enc.embed(
-                    &rows.iter().map(|r| first(r, "text2")).collect::<Vec<_>>(),
-                    &d,
-                )?;
+                let a = enc.embed(&column(&rows, "text1"), &q)?;
+                let b = enc.embed(&column(&rows, "text2"), &d)?;
                 let labels = rows
                     .iter()
-                    .map(|r| number(r, "label", "label").map(|v| v >= 0.5))
+                    .map(|r| number(r, "label").map(|v| v >= 0.5))
                     .collect::<Result<Vec<_>>>()?;
                 let s = pair_classification_scores(&a, &b, &labels)?;
                 let mut out = serde_json::Map::new();
@@ -300,18 +294,14 @@ impl EvalJob {
             }
             EvalType::Classification => {
                 let train = m.train_rows()?;
-                let texts =
-                    |rows: &[Row]| rows.iter().map(|r| first(r, "text")).collect::<Vec<_>>();
-                let labels =
-                    |rows: &[Row]| rows.iter().map(|r| first(r, "label")).collect::<Vec<_>>();
-                let x_train = enc.embed(&texts(&train), &q)?;
-                let x_test = enc.embed(&texts(&rows), &q)?;
+                let x_train = enc.embed(&column(&train, "text"), &q)?;
+                let x_test = enc.embed(&column(&rows, "text"), &q)?;
                 // MTEB: 8 training texts per label, 10 experiments, seed 42.
                 let s = classification_experiments(
                     &x_train,
-                    &labels(&train),
+                    &column(&train, "label"),
                     &x_test,
-                    &labels(&rows),
+                    &column(&rows, "label"),
                     8,
                     10,
                     42,
@@ -323,10 +313,7 @@ impl EvalJob {
                 (out, s.accuracy)
             }
             EvalType::Clustering => {
-                let x = enc.embed(
-                    &rows.iter().map(|r| first(r, "text")).collect::<Vec<_>>(),
-                    &q,
-                )?;
+                let x = enc.embed(&column(&rows, "text"), &q)?;
                 let mut ids: BTreeMap<String, usize> = BTreeMap::new();
                 let truth: Vec<usize> = rows
                     .iter()
@@ -383,10 +370,7 @@ impl EvalJob {
                     qrels.insert(qid, judged);
                     candidates.push(mine);
                 }
-                let queries = enc.embed(
-                    &rows.iter().map(|r| first(r, "query")).collect::<Vec<_>>(),
-                    &q,
-                )?;
+                let queries = enc.embed(&column(&rows, "query"), &q)?;
                 let corpus = enc.embed(&docs, &d)?;
                 let dim = corpus[0].len();
                 let mut run = Run::new();
