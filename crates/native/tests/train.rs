@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use qzhou_core::data::rng::SplitMix64;
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -42,18 +43,11 @@ const DOC_WORDS: [&str; 24] = [
     "Denver", "Dallas", "Miami", "Austin", "Seattle",
 ];
 
-/// Deterministic generator for the synthetic data (SplitMix64).
-struct Rng(u64);
+/// Deterministic generator for the synthetic data (qzhou's SplitMix64, modulo draws).
+struct Rng(SplitMix64);
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.0.next() % n as u64) as usize
     }
     fn triple(&mut self) -> [usize; 3] {
         loop {
@@ -72,7 +66,7 @@ fn words(t: &[usize; 3], list: &[&str; 24]) -> String {
 /// `n` retrieval records whose query triples are drawn from `seed`; a triple's key (sorted)
 /// decides train vs held-out so the two never share a triple.
 fn retrieval_records(n: usize, seed: u64, held_out: bool) -> String {
-    let mut rng = Rng(seed);
+    let mut rng = Rng(SplitMix64(seed));
     let mut out = String::new();
     let mut made = 0;
     while made < n {
@@ -101,7 +95,7 @@ fn retrieval_records(n: usize, seed: u64, held_out: bool) -> String {
 
 /// Pair records for stage 2: a query triple against a document triple, scored by overlap.
 fn pair_records(n: usize, seed: u64) -> String {
-    let mut rng = Rng(seed);
+    let mut rng = Rng(SplitMix64(seed));
     let mut out = String::new();
     for _ in 0..n {
         let a = rng.triple();

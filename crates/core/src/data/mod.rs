@@ -14,7 +14,7 @@
 
 pub mod convert;
 pub mod jsonl;
-pub(crate) mod rng;
+pub mod rng;
 pub mod sampler;
 
 use serde::{Deserialize, Serialize};

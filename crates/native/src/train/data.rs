@@ -5,6 +5,7 @@ use std::io::BufReader;
 
 use anyhow::{bail, Context, Result};
 use qzhou_core::data::jsonl::{for_each_record, ReadReport};
+use qzhou_core::data::rng::SplitMix64;
 use qzhou_core::data::sampler::{Batch, DatasetSpec, TaskKind};
 use qzhou_core::data::TrainingSample;
 use qzhou_core::prompts::{format_query, PromptStyle};
@@ -156,17 +157,11 @@ fn choose(len: usize, k: usize, seed: u64, step: u64, row: usize) -> Vec<usize> 
         return (0..k).collect();
     }
     // SplitMix64 over a mixed seed; partial Fisher–Yates.
-    let mut state = seed ^ step.wrapping_mul(0xd1b5_4a32_d192_ed03) ^ (row as u64).rotate_left(29);
-    let mut next = || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut rng =
+        SplitMix64(seed ^ step.wrapping_mul(0xd1b5_4a32_d192_ed03) ^ (row as u64).rotate_left(29));
     let mut idx: Vec<usize> = (0..len).collect();
     for i in 0..k {
-        let j = i + (next() % (len - i) as u64) as usize;
+        let j = i + (rng.next() % (len - i) as u64) as usize;
         idx.swap(i, j);
     }
     idx.truncate(k);
