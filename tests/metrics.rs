@@ -16,6 +16,24 @@ fn fixture() -> Value {
     serde_json::from_slice(&std::fs::read(common::fixture("metrics.json")).unwrap()).unwrap()
 }
 
+/// A JSON array of arrays as f32 rows.
+fn rows(v: &Value) -> Vec<Vec<f32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| floats(r).into_iter().map(|x| x as f32).collect())
+        .collect()
+}
+
+/// A JSON array of non-negative integers.
+fn ints(v: &Value) -> Vec<usize> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
+}
+
 fn floats(v: &Value) -> Vec<f64> {
     v.as_array()
         .unwrap()
@@ -93,13 +111,6 @@ fn retrieval_metrics_match_pytrec_eval_and_mteb() {
 #[test]
 fn sts_scores_match_mteb() {
     let f = &fixture()["sts"];
-    let rows = |v: &Value| -> Vec<Vec<f32>> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|r| floats(r).into_iter().map(|x| x as f32).collect())
-            .collect()
-    };
     let got = sts_scores(&rows(&f["first"]), &rows(&f["second"]), &floats(&f["gold"])).unwrap();
     let got = serde_json::to_value(got).unwrap();
     for (name, want) in f["expected"].as_object().unwrap() {
@@ -121,13 +132,6 @@ fn sts_scores_match_mteb() {
 #[test]
 fn pair_classification_matches_mteb() {
     let f = &fixture()["pair_classification"];
-    let rows = |v: &Value| -> Vec<Vec<f32>> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|r| floats(r).into_iter().map(|x| x as f32).collect())
-            .collect()
-    };
     let labels: Vec<bool> = f["labels"]
         .as_array()
         .unwrap()
@@ -163,13 +167,6 @@ fn pair_classification_matches_mteb() {
 #[test]
 fn summarization_matches_mteb() {
     let f = &fixture()["summarization"];
-    let rows = |v: &Value| -> Vec<Vec<f32>> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|r| floats(r).into_iter().map(|x| x as f32).collect())
-            .collect()
-    };
     let data: Vec<(Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<f64>)> = f["texts"]
         .as_array()
         .unwrap()
@@ -195,13 +192,6 @@ fn summarization_matches_mteb() {
 
 #[test]
 fn v_measure_matches_sklearn() {
-    let ints = |v: &Value| -> Vec<usize> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as usize)
-            .collect()
-    };
     for case in fixture()["v_measure"].as_array().unwrap() {
         let got = v_measure(&ints(&case["truth"]), &ints(&case["pred"])).unwrap();
         let want = case["v_measure"].as_f64().unwrap();
@@ -211,13 +201,6 @@ fn v_measure_matches_sklearn() {
 
 #[test]
 fn classification_scores_match_sklearn() {
-    let ints = |v: &Value| -> Vec<usize> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as usize)
-            .collect()
-    };
     for case in fixture()["classification"].as_array().unwrap() {
         let got = classification_scores(&ints(&case["truth"]), &ints(&case["pred"])).unwrap();
         let got = serde_json::to_value(got).unwrap();
@@ -231,20 +214,6 @@ fn classification_scores_match_sklearn() {
 #[test]
 fn logistic_regression_agrees_with_sklearn() {
     let f = &fixture()["logistic_regression"];
-    let rows = |v: &Value| -> Vec<Vec<f32>> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|r| floats(r).into_iter().map(|x| x as f32).collect())
-            .collect()
-    };
-    let ints = |v: &Value| -> Vec<usize> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as usize)
-            .collect()
-    };
     let (train, test) = (rows(&f["train_x"]), rows(&f["test_x"]));
     let model = LogisticRegression::fit(&train, &ints(&f["train_y"]), 4, 100).unwrap();
     let ours = model.predict(&test);

@@ -1,14 +1,14 @@
 //! `qzhou embed` end to end: output against the transformers reference, input/output formats,
 //! hub download from a local server in the hub's URL layout, and one-line errors.
 
+mod common;
+
+use common::{ok, root};
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures").join(name)
@@ -35,15 +35,6 @@ fn qzhou(args: &[&str], envs: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("run qzhou")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "qzhou failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 /// Non-zero exit and exactly one stderr line `qzhou: error: ...` containing `needle`.

@@ -3,21 +3,14 @@
 //! with the fields mteb's `TaskResult` reads, a second run served entirely from the embedding
 //! cache with identical scores, and clear errors for bad manifests and data.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::{qzhou, root};
+
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn qzhou(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qzhou"))
-        .args(args)
-        .output()
-        .expect("run qzhou")
-}
 
 /// The shipped manifests of `tasks/`, each limited to its first `limit` rows (genre tasks whole).
 fn sliced_manifests(dir: &Path, limit: usize) {

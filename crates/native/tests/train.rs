@@ -4,32 +4,16 @@
 //! 1; Ctrl-C + `--resume` reproduces an uninterrupted run bit for bit; LoRA trains only its
 //! adapters; the export loads back in `qzhou embed`.
 
+mod common;
+
+use common::{ok, qzhou, root};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use qzhou_core::data::rng::SplitMix64;
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn qzhou(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qzhou"))
-        .args(args)
-        .output()
-        .expect("run qzhou")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "qzhou failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
 
 /// Query words and document words: document word `i` means query word `i`.
 const QUERY_WORDS: [&str; 24] = [
