@@ -31,6 +31,27 @@ pub enum DTypeArg {
     Bf16,
 }
 
+/// The inference commands' `--backend`, `--dtype` and `--device` flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct ComputeArgs {
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    /// Compute dtype (f16/bf16 on CUDA).
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
+    /// GPU index for wgpu/cuda.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+}
+
+impl ComputeArgs {
+    /// Run `job` on the chosen backend (see [`dispatch`]).
+    pub fn dispatch<J: BackendJob>(self, job: J) -> Result<()> {
+        dispatch(self.backend, self.dtype, self.device, job)
+    }
+}
+
 /// Something to run on whichever backend is chosen.
 pub trait BackendJob {
     /// Run on backend `B` with `device`.

@@ -10,7 +10,7 @@ use qzhou_core::{
     AttentionMode, EmbedOptions, Embedder, LoadOptions, Pooling, PromptStyle, TextKind, Truncation,
 };
 
-use crate::backend::{dispatch, BackendJob, BackendKind, DTypeArg};
+use crate::backend::{BackendJob, ComputeArgs};
 use crate::hub::ModelArgs;
 use crate::input::{from_args, read_file, InputFormat, InputText};
 use crate::output::{write_embeddings, OutputFormat};
@@ -51,15 +51,8 @@ pub struct EmbedArgs {
     /// Query template: `space` = "Query: {text}" (QZhou evaluation), `no-space` = "Query:{text}".
     #[arg(long, default_value = "space", value_parser = ["space", "no-space"])]
     pub prompt_style: String,
-    /// Compute backend.
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    pub backend: BackendKind,
-    /// Compute dtype (f16/bf16 on CUDA).
-    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
-    pub dtype: DTypeArg,
-    /// GPU index for wgpu/cuda.
-    #[arg(long, default_value_t = 0)]
-    pub device: usize,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Max tokens per text (default: the model folder's, else min(max positions, 8192)).
     #[arg(long)]
     pub max_length: Option<usize>,
@@ -98,18 +91,13 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let model_dir = args.source.resolve()?;
     let show_progress =
         args.input.is_some() && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (backend, dtype, device) = (args.backend, args.dtype, args.device);
-    dispatch(
-        backend,
-        dtype,
-        device,
-        EmbedJob {
-            args,
-            texts,
-            model_dir,
-            show_progress,
-        },
-    )
+    let compute = args.compute;
+    compute.dispatch(EmbedJob {
+        args,
+        texts,
+        model_dir,
+        show_progress,
+    })
 }
 
 impl BackendJob for EmbedJob {

@@ -24,7 +24,7 @@ use qzhou_core::prompts::{task_instruction, InstructionSide};
 use qzhou_core::{EmbedOptions, Embedder, KernelBackend, LoadOptions, PromptStyle, TextKind};
 use serde_json::{json, Value};
 
-use crate::backend::{dispatch, BackendJob, BackendKind, DTypeArg};
+use crate::backend::{BackendJob, ComputeArgs};
 use crate::hub::ModelArgs;
 use cache::{model_fingerprint, EmbeddingCache};
 use manifest::{EvalType, Manifest, Row};
@@ -48,15 +48,8 @@ pub struct EvalArgs {
     /// Embedding cache folder (default: OUT/cache).
     #[arg(long)]
     pub cache: Option<PathBuf>,
-    /// Compute backend.
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    pub backend: BackendKind,
-    /// Compute dtype (f16/bf16 on CUDA).
-    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
-    pub dtype: DTypeArg,
-    /// GPU index for wgpu/cuda.
-    #[arg(long, default_value_t = 0)]
-    pub device: usize,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Padded-token budget of one forward pass.
     #[arg(long, default_value_t = qzhou_core::embedder::DEFAULT_BATCH_TOKENS)]
     pub batch_tokens: usize,
@@ -104,17 +97,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
     }
     let model_dir = args.source.resolve()?;
-    let (backend, dtype, device) = (args.backend, args.dtype, args.device);
-    dispatch(
-        backend,
-        dtype,
-        device,
-        EvalJob {
-            args,
-            manifests,
-            model_dir,
-        },
-    )
+    let compute = args.compute;
+    compute.dispatch(EvalJob {
+        args,
+        manifests,
+        model_dir,
+    })
 }
 
 struct EvalJob {
