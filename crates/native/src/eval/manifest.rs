@@ -1,12 +1,12 @@
-//! Task manifests: one TOML file per evaluation task naming its type, data file, columns and
+//! Task manifests: one TOML file per evaluation task naming its type, data file(s), columns and
 //! instruction, so `qzhou eval` reads local MTEB-style data without Python.
 //!
 //! ```toml
 //! name = "STSBenchmark-test"        # result name (file name of the result JSON)
 //! task = "STSBenchmark"             # QZhou instruction preset (qzhou_core::prompts), optional
-//! type = "sts"                      # sts | pair_classification | retrieval | reranking
+//! type = "sts"                      # sts | pair_classification | retrieval | reranking | classification | clustering
 //! path = "../data/stsbenchmark.tsv.gz"   # relative to the manifest; .gz is decompressed
-//! format = "tsv"                    # tsv (header row unless header = false) | jsonl
+//! format = "tsv"                    # tsv | jsonl | parquet (default: from the extension)
 //! columns = { text1 = "sentence1", text2 = "sentence2", score = "score" }
 //! filter = { split = "test" }       # keep rows whose column has this value
 //! limit = 200                       # first N kept rows (optional)
@@ -19,15 +19,29 @@
 //! arrays of strings: every query's positives and negatives form the corpus; reranking ranks
 //! each query's own candidates); `classification` and `clustering` text, label
 //! (classification trains on the rows of `train_filter`, 8 per label × 10 experiments as
-//! MTEB; clustering runs k-means with k = number of labels, 10 seeds). TSV columns are header names, or 0-based indices with
-//! `header = false`.
+//! MTEB; clustering runs k-means with k = number of labels, 10 seeds). TSV columns are header
+//! names, or 0-based indices with `header = false`.
+//!
+//! Retrieval also reads the BEIR / MTEB layout instead of `path` + `columns`:
+//!
+//! ```toml
+//! type = "retrieval"
+//! corpus = "bbc/corpus.jsonl"       # _id, title (optional), text; title + " " + text is embedded
+//! queries = "bbc/queries.jsonl"     # _id, text
+//! qrels = "bbc/qrels/test.tsv"      # query-id, corpus-id, score (> 0 = relevant)
+//! ```
+//!
+//! each file TSV (with a header), JSONL or Parquet. Only queries with judgments are evaluated;
+//! a judgment naming an id absent from the corpus or the queries is an error.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use qzhou_core::metrics::Qrels;
 use serde::Deserialize;
+
+use super::table::{for_each_record, Column, Format};
 
 /// Task types `qzhou eval` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -63,11 +77,24 @@ pub struct Manifest {
     pub task: Option<String>,
     #[serde(rename = "type")]
     pub kind: EvalType,
-    pub path: PathBuf,
-    pub format: String,
+    /// The data file (every type but BEIR-layout retrieval).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `tsv` | `jsonl` | `parquet`; default from each file's extension.
+    #[serde(default)]
+    pub format: Option<String>,
     #[serde(default = "yes")]
     pub header: bool,
+    #[serde(default)]
     pub columns: BTreeMap<String, toml::Value>,
+    /// BEIR-layout retrieval: corpus (`_id`, `title`, `text`), queries (`_id`, `text`) and
+    /// qrels (`query-id`, `corpus-id`, `score`) files.
+    #[serde(default)]
+    pub corpus: Option<PathBuf>,
+    #[serde(default)]
+    pub queries: Option<PathBuf>,
+    #[serde(default)]
+    pub qrels: Option<PathBuf>,
     #[serde(default)]
     pub filter: BTreeMap<String, String>,
     /// Classification: the rows that train the classifier (the evaluated rows are `filter`'s).
@@ -97,15 +124,58 @@ fn test() -> String {
 /// One row: column name → value(s).
 pub type Row = BTreeMap<String, Vec<String>>;
 
+/// A BEIR-layout retrieval set: the judged queries, the corpus and the judgments.
+pub struct BeirSet {
+    /// (id, text) of each query that has judgments, in file order.
+    pub queries: Vec<(String, String)>,
+    /// (id, title + " " + text) of each document, in file order.
+    pub corpus: Vec<(String, String)>,
+    pub qrels: Qrels,
+}
+
 impl Manifest {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read task manifest {}", path.display()))?;
         let mut m: Manifest = toml::from_str(&text)
             .with_context(|| format!("{}: invalid task manifest", path.display()))?;
-        if m.path.is_relative() {
-            m.path = path.parent().unwrap_or(Path::new(".")).join(&m.path);
+        let base = path.parent().unwrap_or(Path::new("."));
+        for file in [&mut m.path, &mut m.corpus, &mut m.queries, &mut m.qrels]
+            .into_iter()
+            .flatten()
+        {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
         }
+        let at = path.display();
+        let beir = [&m.corpus, &m.queries, &m.qrels];
+        if beir.iter().any(|f| f.is_some()) {
+            if m.kind != EvalType::Retrieval {
+                bail!("{at}: corpus/queries/qrels are for type = \"retrieval\"");
+            }
+            for (key, f) in ["corpus", "queries", "qrels"].iter().zip(beir) {
+                if f.is_none() {
+                    bail!("{at}: `{key}` is missing (a BEIR-layout task needs corpus, queries and qrels)");
+                }
+            }
+            if m.path.is_some() {
+                bail!("{at}: give either `path` or corpus/queries/qrels, not both");
+            }
+            if m.format
+                .as_deref()
+                .is_some_and(|f| f != "parquet" && f != "jsonl" && f != "tsv")
+            {
+                bail!("{at}: format must be tsv, jsonl or parquet");
+            }
+            return Ok(m);
+        }
+        let data = m.path.as_ref().with_context(|| {
+            format!(
+                "{at}: `path` (the data file) is missing (or, for retrieval, corpus/queries/qrels)"
+            )
+        })?;
+        Format::resolve(m.format.as_deref(), data, m.header).with_context(|| at.to_string())?;
         let needed: &[&str] = match m.kind {
             EvalType::Sts => &["text1", "text2", "score"],
             EvalType::PairClassification => &["text1", "text2", "label"],
@@ -115,28 +185,20 @@ impl Manifest {
         for c in needed {
             if !m.columns.contains_key(*c) {
                 bail!(
-                    "{}: columns.{c} is missing (a {:?} task needs {needed:?})",
-                    path.display(),
+                    "{at}: columns.{c} is missing (a {:?} task needs {needed:?})",
                     m.kind
                 );
             }
         }
-        if m.kind == EvalType::Classification && m.train_filter.is_none() {
-            bail!(
-                "{}: a classification task needs train_filter (the rows that train the classifier)",
-                path.display()
-            );
+        for key in m.columns.keys() {
+            m.column(key)?;
         }
-        if m.format != "tsv" && m.format != "jsonl" {
-            bail!(
-                "{}: format must be tsv or jsonl, got `{}`",
-                path.display(),
-                m.format
-            );
+        if m.kind == EvalType::Classification && m.train_filter.is_none() {
+            bail!("{at}: a classification task needs train_filter (the rows that train the classifier)");
         }
         if let Some(side) = &m.apply_to {
             if side != "query" && side != "all" {
-                bail!("{}: apply_to must be `query` or `all`", path.display());
+                bail!("{at}: apply_to must be `query` or `all`");
             }
         }
         Ok(m)
@@ -154,127 +216,160 @@ impl Manifest {
 
     /// The rows (after filter and limit), each with the mapped columns.
     pub fn rows(&self) -> Result<Vec<Row>> {
-        let file = std::fs::File::open(&self.path)
-            .with_context(|| format!("task {}: cannot open {}", self.name, self.path.display()))?;
-        let reader: Box<dyn Read> = if self.path.extension().is_some_and(|e| e == "gz") {
-            Box::new(flate2::read::GzDecoder::new(file))
-        } else {
-            Box::new(file)
-        };
-        let source = self.path.display().to_string();
+        let path = self
+            .path
+            .as_ref()
+            .with_context(|| format!("task {}: no data `path`", self.name))?;
+        let format = Format::resolve(self.format.as_deref(), path, self.header)?;
+        let filter = self
+            .filter
+            .iter()
+            .map(|(col, want)| Ok((self.column(col)?, want)))
+            .collect::<Result<Vec<_>>>()?;
+        let columns = self
+            .columns
+            .keys()
+            .map(|k| Ok((k.clone(), self.column(k)?)))
+            .collect::<Result<Vec<_>>>()?;
         let mut rows = Vec::new();
-        let mut lines = BufReader::new(reader).lines().enumerate();
-        let mut index: BTreeMap<String, usize> = BTreeMap::new();
-        if self.format == "tsv" && self.header {
-            let (_, header) = lines.next().with_context(|| format!("{source} is empty"))?;
-            let header = header.with_context(|| format!("{source}: cannot read"))?;
-            for (i, name) in header
-                .trim_start_matches('\u{feff}')
-                .split('\t')
-                .enumerate()
-            {
-                index.insert(name.trim().to_string(), i);
-            }
-        }
-        for (n, line) in lines {
-            let line = line.with_context(|| format!("{source}:{}: cannot read", n + 1))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = |what: &str| format!("{source}:{}: {what}", n + 1);
-            let get = |key: &str| -> Result<Vec<String>> {
-                match self.format.as_str() {
-                    "tsv" => {
-                        let fields: Vec<&str> = line.trim_end_matches('\r').split('\t').collect();
-                        let i = self.column_index(key, &index)?;
-                        let v = fields
-                            .get(i)
-                            .with_context(|| at(&format!("no column {i} ({key})")))?;
-                        Ok(vec![v.to_string()])
-                    }
-                    _ => {
-                        let v: serde_json::Value =
-                            serde_json::from_str(&line).with_context(|| at("malformed JSON"))?;
-                        let name = self.column_name(key)?;
-                        match v.get(&name) {
-                            Some(serde_json::Value::String(s)) => Ok(vec![s.clone()]),
-                            Some(serde_json::Value::Array(a)) => a
-                                .iter()
-                                .map(|x| match x {
-                                    serde_json::Value::String(s) => Ok(s.clone()),
-                                    other => Ok(other.to_string()),
-                                })
-                                .collect(),
-                            Some(other) => Ok(vec![other.to_string()]),
-                            None => bail!(at(&format!("no field `{name}`"))),
-                        }
-                    }
+        for_each_record(path, format, |record| {
+            for (col, want) in &filter {
+                if record.get(col)?.first() != Some(*want) {
+                    return Ok(true);
                 }
-            };
-            let mut keep = true;
-            for (col, want) in &self.filter {
-                if get(col)?.first() != Some(want) {
-                    keep = false;
-                    break;
-                }
-            }
-            if !keep {
-                continue;
             }
             let mut row = Row::new();
-            for key in self.columns.keys() {
-                row.insert(key.clone(), get(key)?);
+            for (key, col) in &columns {
+                row.insert(key.clone(), record.get(col)?);
             }
             rows.push(row);
-            if self.limit.is_some_and(|l| rows.len() >= l) {
-                break;
-            }
-        }
+            Ok(self.limit.is_none_or(|l| rows.len() < l))
+        })?;
         if rows.is_empty() {
             bail!(
                 "task {}: no rows in {} (after filter {:?})",
                 self.name,
-                source,
+                path.display(),
                 self.filter
             );
         }
         Ok(rows)
     }
 
-    /// A TSV column: the header position of its configured name, or its configured index.
-    fn column_index(&self, key: &str, header: &BTreeMap<String, usize>) -> Result<usize> {
+    /// Where column `key` lives: its configured name or index, or its own name if unmapped
+    /// (filter columns).
+    fn column(&self, key: &str) -> Result<Column> {
         match self.columns.get(key) {
-            Some(toml::Value::Integer(i)) if *i >= 0 => Ok(*i as usize),
-            Some(toml::Value::String(name)) => header.get(name).copied().with_context(|| {
-                format!(
-                    "task {}: no column `{name}` in the header of {}",
-                    self.name,
-                    self.path.display()
-                )
-            }),
-            // Filter columns not in `columns` are looked up by their own name.
-            None => header.get(key).copied().with_context(|| {
-                format!(
-                    "task {}: no column `{key}` in the header of {}",
-                    self.name,
-                    self.path.display()
-                )
-            }),
+            None => Ok(Column::Name(key.to_string())),
+            Some(toml::Value::String(name)) => Ok(Column::Name(name.clone())),
+            Some(toml::Value::Integer(i)) if *i >= 0 => Ok(Column::Index(*i as usize)),
             Some(other) => bail!(
-                "task {}: column {key} = {other} is neither a name nor an index",
+                "task {}: column {key} = {other} is neither a name nor a 0-based index",
                 self.name
             ),
         }
     }
 
-    fn column_name(&self, key: &str) -> Result<String> {
-        match self.columns.get(key) {
-            Some(toml::Value::String(name)) => Ok(name.clone()),
-            None => Ok(key.to_string()),
-            Some(other) => bail!(
-                "task {}: JSONL column {key} = {other} must be a field name",
-                self.name
-            ),
+    /// Reads a BEIR-layout retrieval set (`limit` caps the judged queries).
+    pub fn beir(&self) -> Result<BeirSet> {
+        let (Some(corpus_path), Some(queries_path), Some(qrels_path)) =
+            (&self.corpus, &self.queries, &self.qrels)
+        else {
+            bail!("task {}: not a BEIR-layout task", self.name);
+        };
+        let format = |p: &Path| Format::resolve(self.format.as_deref(), p, true);
+        let name = |n: &str| Column::Name(n.to_string());
+        let mut qrels = Qrels::new();
+        for_each_record(qrels_path, format(qrels_path)?, |r| {
+            let q = first(r.get(&name("query-id"))?, &r.at)?;
+            let d = first(r.get(&name("corpus-id"))?, &r.at)?;
+            let score = first(r.get(&name("score"))?, &r.at)?;
+            let score: i32 = score
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && v.fract() == 0.0)
+                .with_context(|| format!("{}: score `{score}` is not an integer", r.at))?
+                as i32;
+            qrels.entry(q).or_default().insert(d, score);
+            Ok(true)
+        })?;
+        if qrels.is_empty() {
+            bail!(
+                "task {}: {} has no judgments",
+                self.name,
+                qrels_path.display()
+            );
         }
+        if let Some(limit) = self.limit {
+            let keep: BTreeSet<String> = qrels.keys().take(limit).cloned().collect();
+            qrels.retain(|q, _| keep.contains(q));
+        }
+        let mut queries = Vec::new();
+        let mut seen = BTreeSet::new();
+        for_each_record(queries_path, format(queries_path)?, |r| {
+            let id = first(r.get(&name("_id"))?, &r.at)?;
+            if qrels.contains_key(&id) {
+                if !seen.insert(id.clone()) {
+                    bail!("{}: query id `{id}` appears twice", r.at);
+                }
+                queries.push((id, first(r.get(&name("text"))?, &r.at)?));
+            }
+            Ok(true)
+        })?;
+        if let Some(missing) = qrels.keys().find(|q| !seen.contains(*q)) {
+            bail!(
+                "task {}: {} judges query `{missing}`, which is not in {}",
+                self.name,
+                qrels_path.display(),
+                queries_path.display()
+            );
+        }
+        let mut corpus = Vec::new();
+        let mut ids = BTreeSet::new();
+        for_each_record(corpus_path, format(corpus_path)?, |r| {
+            let id = first(r.get(&name("_id"))?, &r.at)?;
+            if !ids.insert(id.clone()) {
+                bail!("{}: document id `{id}` appears twice", r.at);
+            }
+            let text = first(r.get(&name("text"))?, &r.at)?;
+            let title = match r.get_optional(&name("title"))? {
+                Some(t) => first(t, &r.at)?,
+                None => String::new(),
+            };
+            // mteb: (title + " " + text).strip()
+            corpus.push((id, format!("{title} {text}").trim().to_string()));
+            Ok(true)
+        })?;
+        if corpus.is_empty() {
+            bail!(
+                "task {}: {} has no documents",
+                self.name,
+                corpus_path.display()
+            );
+        }
+        for (q, judged) in &qrels {
+            if let Some(d) = judged.keys().find(|d| !ids.contains(*d)) {
+                bail!(
+                    "task {}: {} judges document `{d}` for query `{q}`, but it is not in {}",
+                    self.name,
+                    qrels_path.display(),
+                    corpus_path.display()
+                );
+            }
+        }
+        Ok(BeirSet {
+            queries,
+            corpus,
+            qrels,
+        })
+    }
+}
+
+/// The single value of a scalar field.
+fn first(values: Vec<String>, at: &str) -> Result<String> {
+    match <[String; 1]>::try_from(values) {
+        Ok([v]) => Ok(v),
+        Err(v) => bail!("{at}: expected one value, got {}", v.len()),
     }
 }

@@ -8,6 +8,7 @@
 
 mod cache;
 pub mod manifest;
+mod table;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -142,6 +143,10 @@ impl<B: KernelBackend> Encoder<'_, B> {
                 qzhou_core::QzhouError::EmptyText { index } => {
                     anyhow::anyhow!("text {} is empty", chunk[index])
                 }
+                qzhou_core::QzhouError::NonFinite { index } => anyhow::anyhow!(
+                    "the embedding of text {} is not finite (NaN or infinity): the model's weights or arithmetic overflowed",
+                    chunk[index]
+                ),
                 other => other.into(),
             })?;
             for (&i, v) in chunk.iter().zip(got) {
@@ -211,6 +216,74 @@ fn number(row: &Row, key: &str) -> Result<f64> {
     }
 }
 
+/// Queries, documents and judgments of a retrieval or reranking task.
+struct RetrievalSet {
+    query_ids: Vec<String>,
+    query_texts: Vec<String>,
+    doc_ids: Vec<String>,
+    doc_texts: Vec<String>,
+    qrels: Qrels,
+    /// Reranking: each query's own candidates (indices into the documents).
+    candidates: Vec<Vec<usize>>,
+}
+
+impl RetrievalSet {
+    fn from_beir(set: manifest::BeirSet) -> Self {
+        let (query_ids, query_texts) = set.queries.into_iter().unzip();
+        let (doc_ids, doc_texts) = set.corpus.into_iter().unzip();
+        Self {
+            query_ids,
+            query_texts,
+            doc_ids,
+            doc_texts,
+            qrels: set.qrels,
+            candidates: Vec::new(),
+        }
+    }
+
+    /// Triples: every distinct positive and negative forms the corpus; each query's positives
+    /// are relevant (1), its negatives judged non-relevant (0).
+    fn from_triples(m: &Manifest, rows: &[Row]) -> Result<Self> {
+        let mut index: BTreeMap<String, usize> = BTreeMap::new();
+        let mut doc_texts: Vec<String> = Vec::new();
+        let mut id = |t: &str, docs: &mut Vec<String>| -> usize {
+            *index.entry(t.to_string()).or_insert_with(|| {
+                docs.push(t.to_string());
+                docs.len() - 1
+            })
+        };
+        let mut qrels = Qrels::new();
+        let mut candidates: Vec<Vec<usize>> = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            let mut judged = BTreeMap::new();
+            let mut mine = Vec::new();
+            for p in &r["pos"] {
+                let j = id(p, &mut doc_texts);
+                judged.insert(format!("d{j}"), 1);
+                mine.push(j);
+            }
+            for n in &r["neg"] {
+                let j = id(n, &mut doc_texts);
+                judged.entry(format!("d{j}")).or_insert(0);
+                mine.push(j);
+            }
+            if !judged.values().any(|&v| v > 0) {
+                bail!("task {}: query {i} has no positive", m.name);
+            }
+            qrels.insert(format!("q{i}"), judged);
+            candidates.push(mine);
+        }
+        Ok(Self {
+            query_ids: (0..rows.len()).map(|i| format!("q{i}")).collect(),
+            query_texts: column(rows, "query"),
+            doc_ids: (0..doc_texts.len()).map(|j| format!("d{j}")).collect(),
+            doc_texts,
+            qrels,
+            candidates,
+        })
+    }
+}
+
 fn retrieval_json(s: &RetrievalScores) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
     for (i, k) in s.ks.iter().enumerate() {
@@ -231,7 +304,12 @@ impl EvalJob {
         enc: &mut Encoder<'_, E>,
         device: &E::Device,
     ) -> Result<(serde_json::Map<String, Value>, f64)> {
-        let rows = m.rows()?;
+        // BEIR-layout retrieval reads its own three files.
+        let rows = if m.corpus.is_some() {
+            Vec::new()
+        } else {
+            m.rows()?
+        };
         let (q, d) = sides(m)?;
         Ok(match m.kind {
             EvalType::Sts => {
@@ -327,39 +405,21 @@ impl EvalJob {
                 (out, mean)
             }
             EvalType::Retrieval | EvalType::Reranking => {
-                // Corpus: every distinct positive and negative; qrels: each query's positives.
-                let mut doc_ids: BTreeMap<String, usize> = BTreeMap::new();
-                let mut docs: Vec<String> = Vec::new();
-                let mut id = |t: &str, docs: &mut Vec<String>| -> usize {
-                    *doc_ids.entry(t.to_string()).or_insert_with(|| {
-                        docs.push(t.to_string());
-                        docs.len() - 1
-                    })
+                let set = if m.corpus.is_some() {
+                    RetrievalSet::from_beir(m.beir()?)
+                } else {
+                    RetrievalSet::from_triples(m, &rows)?
                 };
-                let mut qrels = Qrels::new();
-                let mut candidates: Vec<Vec<usize>> = Vec::new();
-                for (i, r) in rows.iter().enumerate() {
-                    let qid = format!("q{i}");
-                    let mut judged = BTreeMap::new();
-                    let mut mine = Vec::new();
-                    for p in &r["pos"] {
-                        let j = id(p, &mut docs);
-                        judged.insert(format!("d{j}"), 1);
-                        mine.push(j);
-                    }
-                    for n in &r["neg"] {
-                        let j = id(n, &mut docs);
-                        judged.entry(format!("d{j}")).or_insert(0);
-                        mine.push(j);
-                    }
-                    if !judged.values().any(|&v| v > 0) {
-                        bail!("task {}: query {i} has no positive", m.name);
-                    }
-                    qrels.insert(qid, judged);
-                    candidates.push(mine);
-                }
-                let queries = enc.embed(&column(&rows, "query"), &q)?;
-                let corpus = enc.embed(&docs, &d)?;
+                let RetrievalSet {
+                    query_ids,
+                    query_texts,
+                    doc_ids,
+                    doc_texts,
+                    qrels,
+                    candidates,
+                } = set;
+                let queries = enc.embed(&query_texts, &q)?;
+                let corpus = enc.embed(&doc_texts, &d)?;
                 let dim = corpus[0].len();
                 let mut run = Run::new();
                 if m.kind == EvalType::Retrieval {
@@ -377,9 +437,9 @@ impl EvalJob {
                     }
                     for (i, hits) in top.into_results().into_iter().enumerate() {
                         run.insert(
-                            format!("q{i}"),
+                            query_ids[i].clone(),
                             hits.into_iter()
-                                .map(|(j, s)| (format!("d{j}"), s as f64))
+                                .map(|(j, s)| (doc_ids[j].clone(), s as f64))
                                 .collect(),
                         );
                     }
@@ -387,9 +447,9 @@ impl EvalJob {
                     for (i, mine) in candidates.iter().enumerate() {
                         let scored = mine
                             .iter()
-                            .map(|&j| (format!("d{j}"), cosine(&queries[i], &corpus[j])))
+                            .map(|&j| (doc_ids[j].clone(), cosine(&queries[i], &corpus[j])))
                             .collect();
-                        run.insert(format!("q{i}"), scored);
+                        run.insert(query_ids[i].clone(), scored);
                     }
                 }
                 let scores = evaluate_retrieval(&qrels, &run, &KS)?;
