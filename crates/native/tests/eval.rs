@@ -1,7 +1,8 @@
 //! `qzhou eval` end to end on the tiny fixture model over slices of the real datasets in
-//! `../shared/data` (STS-B en/zh, SICK, MSRP, Chinese retrieval triples): MTEB result files
-//! with the fields mteb's `TaskResult` reads, a second run served entirely from the embedding
-//! cache with identical scores, and clear errors for bad manifests and data.
+//! `../shared/data` (STS-B en/zh, SICK, MSRP, Chinese retrieval triples) and the registry sets
+//! (BBC News, Lee; `scripts/fetch-registry-data.py`): MTEB result files with the fields mteb's
+//! `TaskResult` reads, a second run served entirely from the embedding cache with identical
+//! scores; the BEIR layout in Parquet and JSONL; clear errors for bad manifests and data.
 
 mod common;
 
@@ -19,10 +20,7 @@ fn sliced_manifests(dir: &Path, limit: usize) {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         // Paths in tasks/ are relative to it: make them absolute for the copy.
-        let text = text.replace(
-            "path = \"../",
-            &format!("path = \"{}/tasks/../", root().display()),
-        );
+        let text = text.replace("= \"../", &format!("= \"{}/tasks/../", root().display()));
         // Genre tasks need every genre, and the file is sorted by genre: no slicing there.
         let whole =
             text.contains("type = \"classification\"") || text.contains("type = \"clustering\"");
@@ -32,6 +30,18 @@ fn sliced_manifests(dir: &Path, limit: usize) {
             format!("limit = {limit}\n{text}")
         };
         std::fs::write(dir.join(path.file_name().unwrap()), body).unwrap();
+    }
+}
+
+/// `data/registry` (BBC News, Lee), fetched with the repository's script when absent.
+fn registry_data() {
+    let data = root().join("data/registry");
+    if !data.join("lee-sts.jsonl").exists() {
+        let status = std::process::Command::new("python3")
+            .arg(root().join("scripts/fetch-registry-data.py"))
+            .status()
+            .expect("python3 runs scripts/fetch-registry-data.py");
+        assert!(status.success(), "scripts/fetch-registry-data.py failed");
     }
 }
 
@@ -49,6 +59,7 @@ fn run_eval(manifests: &Path, out: &Path) -> Output {
 
 #[test]
 fn evaluates_real_dataset_slices_and_reuses_the_cache() {
+    registry_data();
     let tmp = tempfile::tempdir().unwrap();
     let manifests = tmp.path().join("tasks");
     sliced_manifests(&manifests, 120);
@@ -65,6 +76,10 @@ fn evaluates_real_dataset_slices_and_reuses_the_cache() {
         "zh-triples-reranking",
         "STSB-genre-classification",
         "STSB-genre-clustering",
+        "BBCNews-classification",
+        "BBCNews-clustering-p2p",
+        "BBCNews-title-retrieval",
+        "Lee-document-sts",
     ];
     let mut mains = Vec::new();
     for name in names {
@@ -205,4 +220,182 @@ fn bad_manifests_and_data_are_clear_errors() {
         "missing-task",
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no task `missing-task`"));
+}
+
+/// A BEIR-layout manifest over `tests/fixtures/beir-mini` with the given file extensions.
+fn beir_manifest(dir: &Path, name: &str, corpus: &str, queries: &str, extra: &str) {
+    let fixture = root().join("tests/fixtures/beir-mini");
+    std::fs::write(
+        dir.join(format!("{name}.toml")),
+        format!(
+            // The same instruction on both sides: a query and its copy embed identically.
+            "name = \"{name}\"\ntype = \"retrieval\"\ninstruction = \"Find the same sentence\"\napply_to = \"all\"\ncorpus = \"{}\"\nqueries = \"{}\"\nqrels = \"{}\"\n{extra}",
+            fixture.join(corpus).display(),
+            fixture.join(queries).display(),
+            fixture.join("qrels.tsv").display(),
+        ),
+    )
+    .unwrap();
+}
+
+fn main_scores(out: &Path, name: &str) -> Value {
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(out.join(format!("{name}.json"))).unwrap()).unwrap();
+    r["scores"]["test"][0].clone()
+}
+
+/// `scripts/make_beir_fixture.py`: each query is a copy of its one relevant document (half the
+/// documents split into title + text, which must be joined back with a space), so any encoder
+/// ranks it first: nDCG@10 = MRR@10 = Recall@1 = 1. Parquet (snappy corpus, zstd queries) and
+/// JSONL give the same scores.
+#[test]
+fn beir_layout_from_parquet_and_jsonl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tasks");
+    std::fs::create_dir_all(&dir).unwrap();
+    beir_manifest(
+        &dir,
+        "mini-parquet",
+        "corpus.parquet",
+        "queries.parquet",
+        "",
+    );
+    beir_manifest(&dir, "mini-jsonl", "corpus.jsonl", "queries.jsonl", "");
+    beir_manifest(
+        &dir,
+        "mini-limit",
+        "corpus.jsonl",
+        "queries.parquet",
+        "limit = 5\n",
+    );
+    let out = tmp.path().join("out");
+    let run = run_eval(&dir, &out);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let parquet = main_scores(&out, "mini-parquet");
+    let jsonl = main_scores(&out, "mini-jsonl");
+    for key in [
+        "ndcg_at_10",
+        "mrr_at_10",
+        "recall_at_1",
+        "precision_at_1",
+        "map_at_1000",
+    ] {
+        let v = parquet[key].as_f64().unwrap();
+        assert!((v - 1.0).abs() < 1e-9, "{key} = {v}");
+    }
+    for (key, v) in parquet.as_object().unwrap() {
+        if key != "evaluation_time" {
+            assert_eq!(&jsonl[key], v, "{key}");
+        }
+    }
+    // Precision@3 with one relevant document per query: exactly 1/3.
+    let p3 = parquet["precision_at_3"].as_f64().unwrap();
+    assert!((p3 - 1.0 / 3.0).abs() < 1e-9, "{p3}");
+    assert_eq!(
+        main_scores(&out, "mini-limit")["main_score"],
+        parquet["main_score"]
+    );
+}
+
+/// Broken BEIR sets: a missing qrels file, judgments naming absent documents or queries, a
+/// malformed Parquet file; an empty split; a model whose weights hold NaN.
+#[test]
+fn bad_retrieval_data_and_nan_embeddings_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tasks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = root().join("tests/fixtures/beir-mini");
+    let fails = |needle: &str| {
+        let out = run_eval(&dir, &tmp.path().join("out"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "expected failure: {needle}");
+        assert!(stderr.contains(needle), "`{needle}` not in: {stderr}");
+    };
+    let with_qrels = |qrels: &str| {
+        format!(
+            "name = \"t\"\ntype = \"retrieval\"\ncorpus = \"{}\"\nqueries = \"{}\"\nqrels = \"{qrels}\"\n",
+            fixture.join("corpus.jsonl").display(),
+            fixture.join("queries.jsonl").display(),
+        )
+    };
+    let manifest = dir.join("t.toml");
+    std::fs::write(&manifest, with_qrels("/no/such/qrels.tsv")).unwrap();
+    fails("cannot open /no/such/qrels.tsv");
+    let qrels = tmp.path().join("qrels.tsv");
+    std::fs::write(&qrels, "query-id\tcorpus-id\tscore\nq0\tdoc99\t1\n").unwrap();
+    std::fs::write(&manifest, with_qrels(&qrels.display().to_string())).unwrap();
+    fails("judges document `doc99` for query `q0`, but it is not in");
+    std::fs::write(&qrels, "query-id\tcorpus-id\tscore\nq77\tdoc00\t1\n").unwrap();
+    fails("judges query `q77`, which is not in");
+    std::fs::write(&qrels, "query-id\tcorpus-id\tscore\n").unwrap();
+    fails("has no judgments");
+    std::fs::write(&qrels, "query-id\tcorpus-id\tscore\nq0\tdoc00\thigh\n").unwrap();
+    fails("score `high` is not an integer");
+    let broken = tmp.path().join("corpus.parquet");
+    std::fs::write(&broken, b"PAR1 not really").unwrap();
+    std::fs::write(
+        &manifest,
+        with_qrels(&fixture.join("qrels.tsv").display().to_string()).replace(
+            &fixture.join("corpus.jsonl").display().to_string(),
+            &broken.display().to_string(),
+        ),
+    )
+    .unwrap();
+    fails("is not a readable Parquet file");
+    // An empty split: the filter keeps nothing.
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"t\"\ntype = \"sts\"\npath = \"{}\"\ncolumns = {{ text1 = \"sentence1\", text2 = \"sentence2\", score = \"score\" }}\nfilter = {{ split = \"validation\" }}\n",
+            root().join("../shared/data/sts-b-en/stsbenchmark.tsv.gz").display()
+        ),
+    )
+    .unwrap();
+    fails("no rows in");
+
+    // NaN in the final norm's weight: every embedding is NaN.
+    let model = tmp.path().join("nan-model");
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in std::fs::read_dir(root().join("tests/fixtures/tiny-qwen2")).unwrap() {
+        let path = entry.unwrap().path();
+        let to = model.join(path.file_name().unwrap());
+        if path.is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+            for inner in std::fs::read_dir(&path).unwrap() {
+                let inner = inner.unwrap().path();
+                std::fs::copy(&inner, to.join(inner.file_name().unwrap())).unwrap();
+            }
+        } else {
+            std::fs::copy(&path, &to).unwrap();
+        }
+    }
+    let weights = model.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let norm = &header["norm.weight"];
+    assert_eq!(norm["dtype"], "F32");
+    let start = 8 + header_len + norm["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&weights, bytes).unwrap();
+    beir_manifest(&dir, "t", "corpus.jsonl", "queries.jsonl", "");
+    let out = qzhou(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--manifest-dir",
+        dir.to_str().unwrap(),
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("is not finite (NaN or infinity)"),
+        "{stderr}"
+    );
 }
