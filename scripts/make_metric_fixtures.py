@@ -169,8 +169,26 @@ lr_case = {
     "predictions": clf.predict(np.array(lr_test_x)).tolist(),
 }
 
+# --- clustering protocol: mteb's own bootstrapped mini-batch k-means on overlapping blobs ---
+import random as _random
+from mteb.abstasks.clustering import _evaluate_clustering_bootstrapped
+
+cl_centres = np.array([[rng.gauss(0, 1) for _ in range(dim)] for _ in range(5)])
+cl_x, cl_y = [], []
+for i in range(300):
+    c = i % 5
+    cl_x.append((cl_centres[c] + np.array([rng.gauss(0, 1.4) for _ in range(dim)])).astype(np.float32))
+    cl_y.append(c)
+cl_scores, _ = _evaluate_clustering_bootstrapped(
+    np.array(cl_x), [[str(y)] for y in cl_y], n_clusters=10, cluster_size=2000,
+    kmean_batch_size=512, max_depth=None, rng_state=_random.Random(42), seed=42)
+cl_case = {"x": [x.tolist() for x in cl_x], "y": cl_y,
+           "v_measures": cl_scores["v_measure"]["Level 0"],
+           "experiments": 10, "sample_size": 2000, "batch_size": 512}
+
 json.dump(
     {
+        "clustering_protocol": cl_case,
         "logistic_regression": lr_case,
         "classification": cls_cases,
         "v_measure": vm_cases,

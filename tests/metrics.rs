@@ -6,7 +6,7 @@
 mod common;
 
 use qzhou_core::metrics::{
-    classification_experiments, classification_scores, evaluate_retrieval,
+    classification_experiments, classification_scores, clustering_experiments, evaluate_retrieval,
     pair_classification_scores, sts_scores, summarization_scores, v_measure, LogisticRegression,
     Qrels, Run, SummarizationText,
 };
@@ -188,6 +188,48 @@ fn summarization_matches_mteb() {
     }
     // Only the constant-score text: undefined, an error.
     assert!(summarization_scores(&texts[2..3]).is_err());
+}
+
+/// mteb's clustering protocol (bootstrap samples, MiniBatchKMeans, V-measure) on five
+/// overlapping blobs: mteb's own scores spread 0.60-0.83 across its 10 samples (sd 0.083), so
+/// ours, from a different generator, must land within 2 sd of mteb's mean, with a spread of
+/// the same order, and repeat exactly for a seed.
+#[test]
+fn clustering_protocol_within_mteb_spread() {
+    let case = &fixture()["clustering_protocol"];
+    let want = floats(&case["v_measures"]);
+    let n = case["experiments"].as_u64().unwrap() as usize;
+    let size = case["sample_size"].as_u64().unwrap() as usize;
+    let batch = case["batch_size"].as_u64().unwrap() as usize;
+    let x = rows(&case["x"]);
+    let y = ints(&case["y"]);
+    let got = clustering_experiments(&x, &y, n, size, batch, 42).unwrap();
+    assert_eq!(
+        got,
+        clustering_experiments(&x, &y, n, size, batch, 42).unwrap()
+    );
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let sd =
+        |v: &[f64]| (v.iter().map(|a| (a - mean(v)).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+    assert_eq!(got.len(), want.len());
+    assert!(
+        (mean(&got) - mean(&want)).abs() <= 2.0 * sd(&want),
+        "ours {:.4} ± {:.4}, mteb {:.4} ± {:.4}",
+        mean(&got),
+        sd(&got),
+        mean(&want),
+        sd(&want)
+    );
+    assert!(sd(&got) <= 3.0 * sd(&want), "ours spread {:.4}", sd(&got));
+    eprintln!(
+        "clustering: ours {:.4} ± {:.4}, mteb {:.4} ± {:.4}",
+        mean(&got),
+        sd(&got),
+        mean(&want),
+        sd(&want)
+    );
+    // Points and labels must pair up.
+    assert!(clustering_experiments(&x, &y[1..], n, size, batch, 42).is_err());
 }
 
 #[test]

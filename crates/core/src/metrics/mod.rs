@@ -14,7 +14,7 @@ pub mod sts;
 pub mod summarization;
 
 pub use classification::{classification_scores, ClassificationScores};
-pub use clustering::{kmeans, v_measure};
+pub use clustering::{clustering_experiments, kmeans, minibatch_kmeans, v_measure};
 pub use logistic::{classification_experiments, LogisticRegression};
 pub use pair_classification::{
     pair_classification_scores, threshold_metrics, PairClassificationScores, ThresholdMetrics,

@@ -19,7 +19,8 @@
 //! arrays of strings: every query's positives and negatives form the corpus; reranking ranks
 //! each query's own candidates); `classification` and `clustering` text, label
 //! (classification trains on the rows of `train_filter`, 8 per label × 10 experiments as
-//! MTEB; clustering runs k-means with k = number of labels, 10 seeds). TSV columns are header
+//! MTEB; clustering: mteb's 10 bootstrap samples of 16,384, mini-batch k-means with k = number
+//! of labels, mean V-measure). TSV columns are header
 //! names, or 0-based indices with `header = false`.
 //!
 //! Retrieval also reads the BEIR / MTEB layout instead of `path` + `columns`:

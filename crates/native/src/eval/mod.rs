@@ -18,8 +18,8 @@ use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use clap::Args;
 use qzhou_core::metrics::{
-    add_block, classification_experiments, cosine, evaluate_retrieval, kmeans,
-    pair_classification_scores, sts_scores, v_measure, Qrels, RetrievalScores, Run, TopK,
+    add_block, classification_experiments, clustering_experiments, cosine, evaluate_retrieval,
+    pair_classification_scores, sts_scores, Qrels, RetrievalScores, Run, TopK,
 };
 use qzhou_core::prompts::{task_instruction, InstructionSide};
 use qzhou_core::{EmbedOptions, Embedder, KernelBackend, LoadOptions, PromptStyle, TextKind};
@@ -391,9 +391,8 @@ impl EvalJob {
                 if ids.len() < 2 {
                     bail!("task {}: clustering needs at least 2 labels", m.name);
                 }
-                let scores = (0..10u64)
-                    .map(|seed| v_measure(&truth, &kmeans(&x, ids.len(), seed, 300)?))
-                    .collect::<qzhou_core::Result<Vec<f64>>>()?;
+                // mteb: 10 bootstrap samples of 16,384, mini-batch k-means (batch 512), seed 42.
+                let scores = clustering_experiments(&x, &truth, 10, 16_384, 512, 42)?;
                 let mean = scores.iter().sum::<f64>() / scores.len() as f64;
                 let sd = (scores.iter().map(|v| (v - mean).powi(2)).sum::<f64>()
                     / scores.len() as f64)
