@@ -152,11 +152,20 @@ pub struct Embedder<B: KernelBackend> {
     device: B::Device,
 }
 
-impl<B: KernelBackend> Embedder<B> {
-    /// Build from a model folder's bytes.
-    pub fn from_files(
-        files: ModelFiles,
-        device: &B::Device,
+/// What an [`Embedder`] takes from a model folder besides the weights.
+struct Settings {
+    config: QwenConfig,
+    tokenizer: TextTokenizer,
+    sentence_transformers: SentenceTransformersConfig,
+    pooling: Option<Pooling>,
+    normalize: bool,
+}
+
+impl Settings {
+    fn read(
+        config: &[u8],
+        tokenizer: &[u8],
+        st_files: &SentenceTransformersFiles,
         options: &LoadOptions,
     ) -> Result<Self> {
         if options.batch_tokens == 0 || options.max_batch == 0 {
@@ -164,15 +173,8 @@ impl<B: KernelBackend> Embedder<B> {
                 "batch token budget and max batch must be at least 1".into(),
             ));
         }
-        let config = QwenConfig::from_json(&files.config)?;
-        let st = SentenceTransformersConfig::from_files(&files.sentence_transformers)?;
-        let attention = options
-            .attention
-            .unwrap_or_else(|| config.native_attention());
-        let pooling = options.pooling.or(st.pooling).unwrap_or(match attention {
-            AttentionMode::Bidirectional => Pooling::Mean,
-            AttentionMode::Causal => Pooling::LastToken,
-        });
+        let config = QwenConfig::from_json(config)?;
+        let st = SentenceTransformersConfig::from_files(st_files)?;
         let normalize = options.normalize.or(st.normalize).unwrap_or(true);
         let max_length = options
             .max_length
@@ -184,7 +186,57 @@ impl<B: KernelBackend> Embedder<B> {
                 config.max_position_embeddings
             )));
         }
-        let tokenizer = TextTokenizer::from_json(&files.tokenizer, max_length, options.truncation)?;
+        let tokenizer = TextTokenizer::from_json(tokenizer, max_length, options.truncation)?;
+        Ok(Self {
+            pooling: options.pooling.or(st.pooling),
+            config,
+            tokenizer,
+            sentence_transformers: st,
+            normalize,
+        })
+    }
+
+    fn with_model<B: KernelBackend>(
+        self,
+        model: QwenEncoder<B>,
+        device: &B::Device,
+        options: &LoadOptions,
+    ) -> Embedder<B> {
+        let pooling = self.pooling.unwrap_or(match model.attention_mode() {
+            AttentionMode::Bidirectional => Pooling::Mean,
+            AttentionMode::Causal => Pooling::LastToken,
+        });
+        Embedder {
+            model,
+            tokenizer: self.tokenizer,
+            config: self.config,
+            sentence_transformers: self.sentence_transformers,
+            pooling,
+            normalize: self.normalize,
+            batch_tokens: options.batch_tokens,
+            max_batch: options.max_batch,
+            device: device.clone(),
+        }
+    }
+}
+
+impl<B: KernelBackend> Embedder<B> {
+    /// Build from a model folder's bytes.
+    pub fn from_files(
+        files: ModelFiles,
+        device: &B::Device,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        // Everything but the weights first, so a bad tokenizer or option fails before the load.
+        let settings = Settings::read(
+            &files.config,
+            &files.tokenizer,
+            &files.sentence_transformers,
+            options,
+        )?;
+        let attention = options
+            .attention
+            .unwrap_or_else(|| settings.config.native_attention());
         let mut storage = DeviceStorage::for_backend::<B>(device);
         if let Some(limit) = options.max_buffer_bytes {
             if limit == 0 {
@@ -194,19 +246,33 @@ impl<B: KernelBackend> Embedder<B> {
             }
             storage.max_buffer_bytes = Some(limit);
         }
-        let model =
-            QwenEncoder::load(&config, attention, files.weights.as_ref(), device, &storage)?;
-        Ok(Self {
-            model,
-            tokenizer,
-            config,
-            sentence_transformers: st,
-            pooling,
-            normalize,
-            batch_tokens: options.batch_tokens,
-            max_batch: options.max_batch,
-            device: device.clone(),
-        })
+        let model = QwenEncoder::load(
+            &settings.config,
+            attention,
+            files.weights.as_ref(),
+            device,
+            &storage,
+        )?;
+        Ok(settings.with_model(model, device, options))
+    }
+
+    /// Wrap an encoder already in memory (a model being trained, say) with a model folder's
+    /// `config.json`, `tokenizer.json` and sentence-transformers files; pooling follows the
+    /// encoder's own attention mode unless the options or files say otherwise.
+    pub fn from_model(
+        model: QwenEncoder<B>,
+        config: &[u8],
+        tokenizer: &[u8],
+        sentence_transformers: &SentenceTransformersFiles,
+        device: &B::Device,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let options = LoadOptions {
+            attention: Some(model.attention_mode()),
+            ..options.clone()
+        };
+        let settings = Settings::read(config, tokenizer, sentence_transformers, &options)?;
+        Ok(settings.with_model(model, device, &options))
     }
 
     /// Embedding dimension.

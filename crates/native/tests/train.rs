@@ -110,6 +110,13 @@ fn setup(dir: &Path, steps: usize, every: usize, extra: &str) -> Run {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("train.jsonl"), retrieval_records(400, 1, false)).unwrap();
     std::fs::write(dir.join("heldout.jsonl"), retrieval_records(40, 2, true)).unwrap();
+    // The same held-out set as a `qzhou eval` task manifest (nDCG@10 through the eval hook).
+    std::fs::write(
+        dir.join("heldout-task.toml"),
+        // Trained without instructions: queries embedded raw, as the trainer saw them.
+        "name = \"heldout-retrieval\"\ntype = \"retrieval\"\napply_to = \"none\"\npath = \"heldout.jsonl\"\ncolumns = { query = \"query\", pos = \"pos\", neg = \"negs\" }\n",
+    )
+    .unwrap();
     let model = root().join("tests/fixtures/tiny-qwen2");
     let config = dir.join("run.toml");
     std::fs::write(
@@ -136,6 +143,7 @@ keep_last = 0
 
 [eval]
 path = "heldout.jsonl"
+tasks = ["heldout-task.toml"]
 every = {steps}
 
 [[dataset]]
@@ -227,6 +235,14 @@ fn learns_a_synthetic_retrieval_task_and_stage_two_continues() {
     assert!(e.first().unwrap().1 <= 0.1, "{e:?}");
     assert!(e.last().unwrap().1 >= 0.8, "{e:?}");
     assert!(last <= first * 0.25, "loss {first} -> {last}");
+    // The eval hook's task manifest: nDCG@10 of the same set, near chance -> high.
+    let ndcg: Vec<f64> = m
+        .iter()
+        .filter_map(|v| v.get("eval")?["tasks"]["heldout-retrieval"].as_f64())
+        .collect();
+    eprintln!("held-out nDCG@10 through the task manifest {ndcg:?}");
+    assert_eq!(ndcg.len(), 2, "{ndcg:?}");
+    assert!(ndcg[0] <= 0.3 && ndcg[1] >= 0.8, "{ndcg:?}");
 
     // Stage 2: all task types (retrieval + pair) from the stage-1 weights, fresh optimizer.
     std::fs::write(tmp.path().join("s1/pairs.jsonl"), pair_records(200, 3)).unwrap();
@@ -415,6 +431,17 @@ fn bad_run_files_are_clear_errors() {
     check(
         text.replace("passage_max_len = 32", "passage_max_len = 4096"),
         "exceeds the model's max_position_embeddings",
+    );
+    check(
+        text.replace(
+            "path = \"heldout.jsonl\"\ntasks = [\"heldout-task.toml\"]\n",
+            "",
+        ),
+        "[eval] needs a held-out `path`, task manifests in `tasks`, or both",
+    );
+    check(
+        text.replace("heldout-task.toml", "no-such-task.toml"),
+        "cannot read task manifest",
     );
     // A malformed line names file:line; a record of another problem type too.
     let data = tmp.path().join("bad/train.jsonl");

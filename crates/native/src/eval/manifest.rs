@@ -10,6 +10,8 @@
 //! columns = { text1 = "sentence1", text2 = "sentence2", score = "score" }
 //! filter = { split = "test" }       # keep rows whose column has this value
 //! limit = 200                       # first N kept rows (optional)
+//! instruction = "..."               # explicit instruction, with apply_to = "query" | "all";
+//!                                   # apply_to = "none": no instruction or query prompt at all
 //! split = "test"                    # reported split name
 //! languages = ["eng-Latn"]
 //! ```
@@ -110,7 +112,9 @@ pub struct Manifest {
     /// Explicit instruction (wins over the `task` preset).
     #[serde(default)]
     pub instruction: Option<String>,
-    /// With an explicit instruction: `query` (default) or `all` inputs get it.
+    /// With an explicit instruction: `query` (default) or `all` inputs get it; `none`: no
+    /// instruction and no query prompt anywhere (every text embedded as a document, as a model
+    /// trained without instructions sees its queries).
     #[serde(default)]
     pub apply_to: Option<String>,
 }
@@ -198,8 +202,11 @@ impl Manifest {
             bail!("{at}: a classification task needs train_filter (the rows that train the classifier)");
         }
         if let Some(side) = &m.apply_to {
-            if side != "query" && side != "all" {
-                bail!("{at}: apply_to must be `query` or `all`");
+            if !["query", "all", "none"].contains(&side.as_str()) {
+                bail!("{at}: apply_to must be `query`, `all` or `none`");
+            }
+            if side == "none" && (m.instruction.is_some() || m.task.is_some()) {
+                bail!("{at}: apply_to = \"none\" embeds without an instruction; drop `instruction` and `task`");
             }
         }
         Ok(m)

@@ -112,57 +112,94 @@ struct EvalJob {
     model_dir: PathBuf,
 }
 
-/// Embeds through the cache.
-struct Encoder<'a, B: KernelBackend> {
+/// Embeds through the cache, if any.
+pub(crate) struct Encoder<'a, B: KernelBackend> {
     embedder: &'a Embedder<B>,
-    cache: &'a mut EmbeddingCache,
+    cache: Option<&'a mut EmbeddingCache>,
     style: PromptStyle,
     fresh: usize,
 }
 
-impl<B: KernelBackend> Encoder<'_, B> {
+impl<'a, B: KernelBackend> Encoder<'a, B> {
+    /// An encoder of `embedder` without a cache (a model whose weights change).
+    pub(crate) fn uncached(embedder: &'a Embedder<B>, style: PromptStyle) -> Self {
+        Self {
+            embedder,
+            cache: None,
+            style,
+            fresh: 0,
+        }
+    }
+
     /// Embeddings of `texts` with `options`, from the cache where possible.
     fn embed(&mut self, texts: &[String], options: &EmbedOptions) -> Result<Vec<Vec<f32>>> {
         let options = EmbedOptions {
             prompt_style: self.style,
             ..options.clone()
         };
+        let Some(cache) = self.cache.as_deref_mut() else {
+            self.fresh += texts.len();
+            return embed_checked(
+                self.embedder,
+                texts,
+                &options,
+                &(0..texts.len()).collect::<Vec<_>>(),
+            );
+        };
         let prefix = self.embedder.prefix(&options)?;
         let keys: Vec<_> = texts
             .iter()
-            .map(|t| self.cache.key(&format!("{prefix}{t}")))
+            .map(|t| cache.key(&format!("{prefix}{t}")))
             .collect();
         let mut missing: Vec<usize> = (0..texts.len())
-            .filter(|&i| self.cache.get(&keys[i]).is_none())
+            .filter(|&i| cache.get(&keys[i]).is_none())
             .collect();
         let mut unique = std::collections::HashSet::new();
         missing.retain(|&i| unique.insert(keys[i]));
         for chunk in missing.chunks(256) {
-            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
-            let got = self.embedder.embed(&batch, &options).map_err(|e| match e {
-                qzhou_core::QzhouError::EmptyText { index } => {
-                    anyhow::anyhow!("text {} is empty", chunk[index])
-                }
-                qzhou_core::QzhouError::NonFinite { index } => anyhow::anyhow!(
-                    "the embedding of text {} is not finite (NaN or infinity): the model's weights or arithmetic overflowed",
-                    chunk[index]
-                ),
-                other => other.into(),
-            })?;
+            let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
+            let got = embed_checked(self.embedder, &batch, &options, chunk)?;
             for (&i, v) in chunk.iter().zip(got) {
-                self.cache.put(keys[i], v);
+                cache.put(keys[i], v);
             }
             self.fresh += chunk.len();
         }
         Ok(keys
             .iter()
-            .map(|k| self.cache.get(k).expect("just embedded").clone())
+            .map(|k| cache.get(k).expect("just embedded").clone())
             .collect())
     }
 }
 
+/// `embedder.embed`, with errors naming the text by its position `positions[i]` in the task.
+fn embed_checked<B: KernelBackend>(
+    embedder: &Embedder<B>,
+    texts: &[String],
+    options: &EmbedOptions,
+    positions: &[usize],
+) -> Result<Vec<Vec<f32>>> {
+    embedder.embed(texts, options).map_err(|e| match e {
+        qzhou_core::QzhouError::EmptyText { index } => {
+            anyhow::anyhow!("text {} is empty", positions[index])
+        }
+        qzhou_core::QzhouError::NonFinite { index } => anyhow::anyhow!(
+            "the embedding of text {} is not finite (NaN or infinity): the model's weights or arithmetic overflowed",
+            positions[index]
+        ),
+        other => other.into(),
+    })
+}
+
 /// Options for the two sides of a task: (query side, document side).
 fn sides(m: &Manifest) -> Result<(EmbedOptions, EmbedOptions)> {
+    if m.apply_to.as_deref() == Some("none") {
+        // No instruction anywhere: queries embed like documents.
+        let document = EmbedOptions {
+            kind: TextKind::Document,
+            ..EmbedOptions::default()
+        };
+        return Ok((document.clone(), document));
+    }
     let (instruction, side) = match (&m.instruction, &m.task) {
         (Some(i), _) => (
             Some(i.clone()),
@@ -297,13 +334,13 @@ fn retrieval_json(s: &RetrievalScores) -> serde_json::Map<String, Value> {
     out
 }
 
-impl EvalJob {
-    fn task<E: KernelBackend>(
-        &self,
-        m: &Manifest,
-        enc: &mut Encoder<'_, E>,
-        device: &E::Device,
-    ) -> Result<(serde_json::Map<String, Value>, f64)> {
+/// Scores of task `m` (MTEB's fields) and its main score.
+pub(crate) fn score_task<E: KernelBackend>(
+    m: &Manifest,
+    enc: &mut Encoder<'_, E>,
+    device: &E::Device,
+) -> Result<(serde_json::Map<String, Value>, f64)> {
+    {
         // BEIR-layout retrieval reads its own three files.
         let rows = if m.corpus.is_some() {
             Vec::new()
@@ -482,7 +519,7 @@ impl BackendJob for EvalJob {
             .with_context(|| format!("cannot create {}", a.out.display()))?;
         let mut enc = Encoder {
             embedder: &embedder,
-            cache: &mut cache,
+            cache: Some(&mut cache),
             style: a.prompt_style.parse()?,
             fresh: 0,
         };
@@ -493,10 +530,11 @@ impl BackendJob for EvalJob {
         );
         for m in &self.manifests {
             let start = Instant::now();
-            let (mut scores, main) = self
-                .task::<B>(m, &mut enc, &device)
+            let (mut scores, main) = score_task::<B>(m, &mut enc, &device)
                 .with_context(|| format!("task {}", m.name))?;
-            enc.cache.flush()?;
+            if let Some(cache) = enc.cache.as_deref_mut() {
+                cache.flush()?;
+            }
             let seconds = start.elapsed().as_secs_f64();
             scores.insert("main_score".into(), json!(main));
             scores.insert("hf_subset".into(), json!("default"));
@@ -538,7 +576,7 @@ impl BackendJob for EvalJob {
         eprintln!(
             "{} texts embedded this run; the cache holds {}",
             enc.fresh,
-            enc.cache.len()
+            enc.cache.as_ref().map_or(0, |c| c.len())
         );
         let summary_json = json!({
             "model": self.model_dir.display().to_string(),

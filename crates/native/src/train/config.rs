@@ -135,16 +135,22 @@ pub struct CheckpointSection {
     pub keep_last: usize,
 }
 
-/// Held-out retrieval evaluation during training: every query against the pooled documents
-/// (all positives and negatives) of a retrieval JSONL; logs accuracy@1 and MRR.
+/// Periodic evaluation during training: a held-out retrieval JSONL (every query against the
+/// pooled documents, all positives and negatives: accuracy@1 and MRR) and/or `qzhou eval` task
+/// manifests (each task's MTEB main score), at step 0, every N steps and at the end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalSection {
-    pub path: PathBuf,
+    /// Held-out retrieval set (qzhou training JSONL of retrieval records).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `qzhou eval` task manifests (`tasks/*.toml`), scored with the model being trained.
+    #[serde(default)]
+    pub tasks: Vec<PathBuf>,
     /// Evaluate every N steps (and at step 0 and the end).
     #[serde(default = "every")]
     pub every: usize,
-    /// Instruction for the queries.
+    /// Instruction for the held-out set's queries.
     #[serde(default)]
     pub instruction: Option<String>,
 }
@@ -268,7 +274,7 @@ impl RunConfig {
             rebase(&mut d.path);
         }
         if let Some(e) = config.eval.as_mut() {
-            rebase(&mut e.path);
+            e.path.iter_mut().chain(e.tasks.iter_mut()).for_each(rebase);
         }
         config
             .validate()

@@ -1,23 +1,96 @@
-//! The periodic evaluation hook: held-out retrieval accuracy during training (the full MTEB
-//! evaluators are `qzhou eval`).
+//! The periodic evaluation hook: held-out retrieval accuracy and `qzhou eval` task manifests
+//! (MTEB main scores) scored with the model being trained.
 
 use std::io::BufReader;
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use qzhou_core::data::jsonl::{for_each_record, Malformed};
 use qzhou_core::data::TrainingSample;
+use qzhou_core::fs::{read_optional, read_required};
 use qzhou_core::model::QwenEncoder;
 use qzhou_core::prompts::{format_query, PromptStyle};
+use qzhou_core::sentence_transformers::SentenceTransformersFiles;
 use qzhou_core::training::embed_texts;
-use qzhou_core::KernelBackend;
+use qzhou_core::{Embedder, KernelBackend, LoadOptions};
+
+use crate::eval::manifest::Manifest;
+use crate::eval::{score_task, Encoder};
 use serde::Serialize;
 
 use super::config::EvalSection;
 use super::Folder;
 
-/// Queries and the pooled candidate documents of a retrieval JSONL.
+/// What the trainer evaluates, and how often.
 pub struct Evaluator {
     pub every: usize,
+    held_out: Option<HeldOut>,
+    tasks: Vec<Manifest>,
+    /// The model folder's config.json, tokenizer.json and sentence-transformers files.
+    model_files: (Vec<u8>, Vec<u8>, SentenceTransformersFiles),
+}
+
+impl Evaluator {
+    pub fn load(section: &EvalSection, model_dir: &Path) -> Result<Self> {
+        if section.path.is_none() && section.tasks.is_empty() {
+            bail!("[eval] needs a held-out `path`, task manifests in `tasks`, or both");
+        }
+        let held_out = match &section.path {
+            Some(p) => Some(HeldOut::load(p, section.instruction.as_ref())?),
+            None => None,
+        };
+        let tasks = section
+            .tasks
+            .iter()
+            .map(|p| Manifest::load(p))
+            .collect::<Result<Vec<_>>>()?;
+        let st = SentenceTransformersFiles::gather(|name| read_optional(model_dir.join(name)))?;
+        Ok(Self {
+            every: section.every,
+            held_out,
+            tasks,
+            model_files: (
+                read_required(model_dir, "config.json")?,
+                read_required(model_dir, "tokenizer.json")?,
+                st,
+            ),
+        })
+    }
+
+    /// Scores of `model` (no autodiff): the held-out fields and `tasks` = {name: main score}.
+    pub(super) fn evaluate<B: KernelBackend>(
+        &self,
+        model: &QwenEncoder<B>,
+        folder: &Folder,
+        device: &B::Device,
+    ) -> Result<serde_json::Value> {
+        let mut out = match &self.held_out {
+            Some(h) => serde_json::to_value(h.evaluate(model, folder, device)?)?,
+            None => serde_json::json!({}),
+        };
+        if !self.tasks.is_empty() {
+            let (config, tokenizer, st) = &self.model_files;
+            let options = LoadOptions {
+                pooling: Some(folder.pooling),
+                ..LoadOptions::default()
+            };
+            let embedder =
+                Embedder::from_model(model.clone(), config, tokenizer, st, device, &options)?;
+            let mut encoder = Encoder::uncached(&embedder, PromptStyle::Space);
+            let mut scores = serde_json::Map::new();
+            for m in &self.tasks {
+                let (_, main) = score_task::<B>(m, &mut encoder, device)
+                    .with_context(|| format!("eval task {}", m.name))?;
+                scores.insert(m.name.clone(), serde_json::json!(main));
+            }
+            out["tasks"] = serde_json::Value::Object(scores);
+        }
+        Ok(out)
+    }
+}
+
+/// Queries and the pooled candidate documents of a retrieval JSONL.
+struct HeldOut {
     queries: Vec<String>,
     /// Index of each query's positive in `documents`.
     positives: Vec<usize>,
@@ -36,10 +109,10 @@ pub struct EvalScores {
     pub documents: usize,
 }
 
-impl Evaluator {
-    pub fn load(section: &EvalSection) -> Result<Self> {
-        let file = std::fs::File::open(&section.path)
-            .with_context(|| format!("eval set: cannot open {}", section.path.display()))?;
+impl HeldOut {
+    fn load(path: &Path, instruction: Option<&String>) -> Result<Self> {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("eval set: cannot open {}", path.display()))?;
         let mut queries = Vec::new();
         let mut positives = Vec::new();
         let mut documents: Vec<String> = Vec::new();
@@ -52,7 +125,7 @@ impl Evaluator {
         };
         for_each_record(
             BufReader::new(file),
-            &section.path.display().to_string(),
+            &path.display().to_string(),
             Malformed::Fail,
             |s: TrainingSample| {
                 let TrainingSample::Retrieval(r) = s else {
@@ -61,7 +134,7 @@ impl Evaluator {
                         s.kind()
                     ));
                 };
-                let instruction = r.instruction.as_ref().or(section.instruction.as_ref());
+                let instruction = r.instruction.as_ref().or(instruction);
                 queries.push(match instruction {
                     Some(i) => format_query(i, &r.query, PromptStyle::Space),
                     None => r.query,
@@ -74,10 +147,9 @@ impl Evaluator {
             },
         )?;
         if queries.is_empty() {
-            bail!("eval set {} has no records", section.path.display());
+            bail!("eval set {} has no records", path.display());
         }
         Ok(Self {
-            every: section.every,
             queries,
             positives,
             documents,
@@ -85,7 +157,7 @@ impl Evaluator {
     }
 
     /// Score `model` (no autodiff) on the set.
-    pub(super) fn evaluate<B: KernelBackend>(
+    fn evaluate<B: KernelBackend>(
         &self,
         model: &QwenEncoder<B>,
         folder: &Folder,

@@ -222,7 +222,7 @@ impl AutodiffJob for TrainJob {
         }
         let specs = datasets.iter().map(Dataset::spec).collect();
         let evaluator = match &run.eval {
-            Some(e) => Some(eval::Evaluator::load(e)?),
+            Some(e) => Some(eval::Evaluator::load(e, &run.model.path)?),
             None => None,
         };
 
