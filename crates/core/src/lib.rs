@@ -27,6 +27,7 @@ pub mod pooling;
 pub mod prompts;
 pub mod quantization;
 pub mod sentence_transformers;
+pub mod synthesis;
 pub mod tokenizer;
 pub mod training;
 pub mod weight_pack;
