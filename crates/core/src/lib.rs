@@ -22,6 +22,7 @@ pub mod fs;
 pub mod kernels;
 pub mod losses;
 pub mod metrics;
+pub mod mining;
 pub mod model;
 pub mod pooling;
 pub mod prompts;

@@ -8,7 +8,9 @@ mod export;
 mod export_web;
 mod hub;
 mod input;
+mod mine;
 mod output;
+mod synth;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -28,12 +30,17 @@ enum Command {
     /// Write web weight packs (f32, f16, q8, q4) of a model folder for the npm package.
     ExportWeb(export_web::ExportWebArgs),
     /// Evaluate a model on MTEB-style task manifests (STS, pair classification, retrieval,
-    /// reranking) with an embedding cache; writes MTEB result files.
+    /// reranking, classification, clustering) with an embedding cache; writes MTEB result files.
     Eval(eval::EvalArgs),
     /// Write a training checkpoint as a Hugging Face / sentence-transformers folder (LoRA merged).
     Export(export::ExportArgs),
     /// Train (contrastive, multi-task) from a run file: `qzhou train --config run.toml`.
     Train(train::TrainArgs),
+    /// Synthesize training data with an OpenAI-compatible LLM server: paraphrase, augment,
+    /// hardneg (durable, resumable; constraints checked in code).
+    Synth(synth::SynthArgs),
+    /// Mine hard negatives with a qzhou model (top-k retrieval, rank window, positive-aware filter).
+    Mine(mine::MineArgs),
 }
 
 fn main() {
@@ -44,6 +51,8 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Export(args) => export::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Synth(args) => synth::run(args),
+        Command::Mine(args) => mine::run(args),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, no backtrace.

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 
 use crate::backend::{BackendJob, ComputeArgs};
 use crate::hub::ModelArgs;
-use cache::{model_fingerprint, EmbeddingCache};
+pub(crate) use cache::{model_fingerprint, EmbeddingCache};
 use manifest::{EvalType, Manifest, Row};
 
 /// Cutoffs reported for retrieval and reranking (mteb's).
@@ -121,6 +121,28 @@ pub(crate) struct Encoder<'a, B: KernelBackend> {
 }
 
 impl<'a, B: KernelBackend> Encoder<'a, B> {
+    /// An encoder of `embedder` through `cache`.
+    pub(crate) fn cached(
+        embedder: &'a Embedder<B>,
+        cache: &'a mut EmbeddingCache,
+        style: PromptStyle,
+    ) -> Self {
+        Self {
+            embedder,
+            cache: Some(cache),
+            style,
+            fresh: 0,
+        }
+    }
+
+    /// Write the cache's new entries to disk.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        match self.cache.as_deref_mut() {
+            Some(c) => c.flush(),
+            None => Ok(()),
+        }
+    }
+
     /// An encoder of `embedder` without a cache (a model whose weights change).
     pub(crate) fn uncached(embedder: &'a Embedder<B>, style: PromptStyle) -> Self {
         Self {
@@ -132,7 +154,11 @@ impl<'a, B: KernelBackend> Encoder<'a, B> {
     }
 
     /// Embeddings of `texts` with `options`, from the cache where possible.
-    fn embed(&mut self, texts: &[String], options: &EmbedOptions) -> Result<Vec<Vec<f32>>> {
+    pub(crate) fn embed(
+        &mut self,
+        texts: &[String],
+        options: &EmbedOptions,
+    ) -> Result<Vec<Vec<f32>>> {
         let options = EmbedOptions {
             prompt_style: self.style,
             ..options.clone()
@@ -251,6 +277,28 @@ fn number(row: &Row, key: &str) -> Result<f64> {
             .filter(|v| v.is_finite())
             .with_context(|| format!("{key} `{s}` is not a number")),
     }
+}
+
+/// Each query's top `k` documents by cosine, best first, scored on `device` in corpus blocks of
+/// 16,384 (memory: queries × block, never the full score matrix).
+pub(crate) fn search_top_k<E: KernelBackend>(
+    queries: &[Vec<f32>],
+    corpus: &[Vec<f32>],
+    k: usize,
+    device: &E::Device,
+) -> Result<Vec<Vec<(usize, f32)>>> {
+    let dim = corpus.first().map_or(0, Vec::len);
+    let qt = Tensor::<E, 2>::from_data(
+        TensorData::new(queries.concat(), [queries.len(), dim]),
+        device,
+    );
+    let mut top = TopK::new(queries.len(), k);
+    for (b, block) in corpus.chunks(16_384).enumerate() {
+        let ct =
+            Tensor::<E, 2>::from_data(TensorData::new(block.concat(), [block.len(), dim]), device);
+        add_block(&mut top, qt.clone(), ct, b * 16_384)?;
+    }
+    Ok(top.into_results())
 }
 
 /// Queries, documents and judgments of a retrieval or reranking task.
@@ -456,22 +504,10 @@ pub(crate) fn score_task<E: KernelBackend>(
                 } = set;
                 let queries = enc.embed(&query_texts, &q)?;
                 let corpus = enc.embed(&doc_texts, &d)?;
-                let dim = corpus[0].len();
                 let mut run = Run::new();
                 if m.kind == EvalType::Retrieval {
-                    let qt = Tensor::<E, 2>::from_data(
-                        TensorData::new(queries.concat(), [queries.len(), dim]),
-                        device,
-                    );
-                    let mut top = TopK::new(queries.len(), 1000);
-                    for (b, block) in corpus.chunks(16_384).enumerate() {
-                        let ct = Tensor::<E, 2>::from_data(
-                            TensorData::new(block.concat(), [block.len(), dim]),
-                            device,
-                        );
-                        add_block(&mut top, qt.clone(), ct, b * 16_384)?;
-                    }
-                    for (i, hits) in top.into_results().into_iter().enumerate() {
+                    let ranked = search_top_k::<E>(&queries, &corpus, 1000, device)?;
+                    for (i, hits) in ranked.into_iter().enumerate() {
                         run.insert(
                             query_ids[i].clone(),
                             hits.into_iter()
