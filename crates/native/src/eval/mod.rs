@@ -182,6 +182,18 @@ impl<'a, B: KernelBackend> Encoder<'a, B> {
             .collect();
         let mut unique = std::collections::HashSet::new();
         missing.retain(|&i| unique.insert(keys[i]));
+        // A progress bar on a terminal (indicatif draws nothing when stderr is not one).
+        let bar = if missing.len() > 256 {
+            indicatif::ProgressBar::new(missing.len() as u64)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "embedding {bar:30} {pos}/{len} texts  {per_sec}  ETA {eta}",
+            )
+            .expect("a valid template"),
+        );
         for chunk in missing.chunks(256) {
             let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
             let got = embed_checked(self.embedder, &batch, &options, chunk)?;
@@ -189,7 +201,9 @@ impl<'a, B: KernelBackend> Encoder<'a, B> {
                 cache.put(keys[i], v);
             }
             self.fresh += chunk.len();
+            bar.inc(chunk.len() as u64);
         }
+        bar.finish_and_clear();
         Ok(keys
             .iter()
             .map(|k| cache.get(k).expect("just embedded").clone())
