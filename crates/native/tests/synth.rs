@@ -423,6 +423,15 @@ fn retries_limits_rejections_and_exact_outputs() {
     assert_eq!(s["inputs_skipped_as_done"], 9);
     assert_eq!(s["client"]["requests"], 0);
     assert_eq!(jsonl(&out), records);
+    // Resuming with other settings would mix rules in one file: refused, nothing touched.
+    let other = qzhou(&synth_args("paraphrase", i, o, &server.url, &["--n", "3"]));
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success());
+    assert!(
+        stderr.contains("was written with n = 2, this run has 3"),
+        "{stderr}"
+    );
+    assert_eq!(jsonl(&out), records);
 }
 
 #[test]
@@ -466,7 +475,14 @@ fn falls_back_without_json_mode_and_reports_fatal_errors() {
     assert!(jsonl(&sibling(&out2, ".done.jsonl")).is_empty());
     // Bad input lines name file:line.
     std::fs::write(&input, "{\"query\": \"only a query\"}\n").unwrap();
-    let run = qzhou(&synth_args("hardneg", i, o, &server.url, &[]));
+    let fresh = tmp.path().join("fresh.jsonl");
+    let run = qzhou(&synth_args(
+        "hardneg",
+        i,
+        fresh.to_str().unwrap(),
+        &server.url,
+        &[],
+    ));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
     assert!(stderr.contains("in.jsonl:1: no string `pos`"), "{stderr}");

@@ -69,8 +69,9 @@ pub struct SynthArgs {
     /// used), e.g. qzhou training records; `negs` are kept by hardneg.
     #[arg(long)]
     pub input: PathBuf,
-    /// Output JSONL (trainer records); `OUT.rejected.jsonl` and `OUT.done.jsonl` beside it.
-    /// An existing output is resumed: finished inputs are skipped.
+    /// Output JSONL (trainer records); `OUT.rejected.jsonl`, `OUT.done.jsonl` and `OUT.run.json`
+    /// beside it. An existing output is resumed (same pipeline, prompt, seed and n):
+    /// finished inputs are skipped.
     #[arg(long)]
     pub out: PathBuf,
     /// Outputs wanted per input.
@@ -341,6 +342,41 @@ pub fn run(args: SynthArgs) -> Result<()> {
         }
     }
     let prompt_version = hex(&Sha256::digest(template.as_bytes()))[..12].to_string();
+    // One output file holds one configuration: a resume with another pipeline, prompt, seed
+    // or n would mix records made under different rules.
+    let run = json!({
+        "pipeline": args.pipeline.name(),
+        "prompt_version": prompt_version,
+        "seed": args.seed,
+        "n": args.n,
+        "input": args.input.display().to_string(),
+    });
+    let run_path = store::sibling(&args.out, ".run.json");
+    match std::fs::read_to_string(&run_path) {
+        Ok(text) => {
+            let before: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", run_path.display()))?;
+            for field in ["pipeline", "prompt_version", "seed", "n"] {
+                if before[field] != run[field] {
+                    bail!(
+                        "{} was written with {field} = {}, this run has {}; use another --out (or delete it to start over)",
+                        args.out.display(),
+                        before[field],
+                        run[field]
+                    );
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = run_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            std::fs::write(&run_path, serde_json::to_vec_pretty(&run)?)
+                .with_context(|| format!("cannot write {}", run_path.display()))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", run_path.display())),
+    }
     let mut store = Store::open(&args.out)?;
     let input_file = std::fs::File::open(&args.input)
         .with_context(|| format!("cannot open {}", args.input.display()))?;
