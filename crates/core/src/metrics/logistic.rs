@@ -182,9 +182,40 @@ fn axpy(a: f64, x: &[f64], y: &mut [f64]) {
     y.iter_mut().zip(x).for_each(|(yi, xi)| *yi += a * xi);
 }
 
+/// The training rows of each experiment of [`classification_experiments`]: successive seeded
+/// shuffles of the row indices, keeping the first `per_label` rows of each label.
+pub fn classification_draws(
+    train_labels: &[String],
+    per_label: usize,
+    experiments: usize,
+    seed: u64,
+) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..train_labels.len()).collect();
+    let mut rng = SplitMix64(seed);
+    (0..experiments)
+        .map(|_| {
+            for i in (1..order.len()).rev() {
+                let j = rng.below(i + 1);
+                order.swap(i, j);
+            }
+            let mut taken: BTreeMap<&str, usize> = BTreeMap::new();
+            order
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    let c = taken.entry(train_labels[i].as_str()).or_default();
+                    *c += 1;
+                    *c <= per_label
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// MTEB's classification protocol: for each of `experiments` seeded draws of
-/// `per_label` training rows per label (successive shuffles of the training indices), fit
-/// logistic regression, predict the test rows, score; returns the mean scores.
+/// `per_label` training rows per label ([`classification_draws`]), fit logistic regression,
+/// predict the test rows, score; returns the mean scores. Training rows no draw picks are
+/// never read (a caller may leave them empty and skip embedding them).
 pub fn classification_experiments(
     train: &[Vec<f32>],
     train_labels: &[String],
@@ -220,24 +251,8 @@ pub fn classification_experiments(
     }
     let y_train: Vec<usize> = train_labels.iter().map(|l| ids[l.as_str()]).collect();
     let y_test: Vec<usize> = test_labels.iter().map(|l| ids[l.as_str()]).collect();
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut rng = SplitMix64(seed);
     let mut total: Option<ClassificationScores> = None;
-    for _ in 0..experiments {
-        for i in (1..order.len()).rev() {
-            let j = rng.below(i + 1);
-            order.swap(i, j);
-        }
-        let mut taken: BTreeMap<usize, usize> = BTreeMap::new();
-        let picked: Vec<usize> = order
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let c = taken.entry(y_train[i]).or_default();
-                *c += 1;
-                *c <= per_label
-            })
-            .collect();
+    for picked in classification_draws(train_labels, per_label, experiments, seed) {
         let x: Vec<Vec<f32>> = picked.iter().map(|&i| train[i].clone()).collect();
         let y: Vec<usize> = picked.iter().map(|&i| y_train[i]).collect();
         let model = LogisticRegression::fit(&x, &y, ids.len(), 100)?;

@@ -15,7 +15,7 @@ pub mod summarization;
 
 pub use classification::{classification_scores, ClassificationScores};
 pub use clustering::{clustering_experiments, kmeans, minibatch_kmeans, v_measure};
-pub use logistic::{classification_experiments, LogisticRegression};
+pub use logistic::{classification_draws, classification_experiments, LogisticRegression};
 pub use pair_classification::{
     pair_classification_scores, threshold_metrics, PairClassificationScores, ThresholdMetrics,
 };

@@ -18,8 +18,8 @@ use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use clap::Args;
 use qzhou_core::metrics::{
-    add_block, classification_experiments, clustering_experiments, cosine, evaluate_retrieval,
-    pair_classification_scores, sts_scores, Qrels, RetrievalScores, Run, TopK,
+    add_block, classification_draws, classification_experiments, clustering_experiments, cosine,
+    evaluate_retrieval, pair_classification_scores, sts_scores, Qrels, RetrievalScores, Run, TopK,
 };
 use qzhou_core::prompts::{task_instruction, InstructionSide};
 use qzhou_core::{EmbedOptions, Embedder, KernelBackend, LoadOptions, PromptStyle, TextKind};
@@ -459,12 +459,23 @@ pub(crate) fn score_task<E: KernelBackend>(
             }
             EvalType::Classification => {
                 let train = m.train_rows()?;
-                let x_train = enc.embed(&column(&train, "text"), &q)?;
+                let train_labels = column(&train, "label");
+                // Embed only the rows the 10 draws pick (the rest are never read).
+                let drawn: std::collections::BTreeSet<usize> =
+                    classification_draws(&train_labels, 8, 10, 42)
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                let texts: Vec<String> = drawn.iter().map(|&i| first(&train[i], "text")).collect();
+                let mut x_train = vec![Vec::new(); train.len()];
+                for (&i, v) in drawn.iter().zip(enc.embed(&texts, &q)?) {
+                    x_train[i] = v;
+                }
                 let x_test = enc.embed(&column(&rows, "text"), &q)?;
                 // MTEB: 8 training texts per label, 10 experiments, seed 42.
                 let s = classification_experiments(
                     &x_train,
-                    &column(&train, "label"),
+                    &train_labels,
                     &x_test,
                     &column(&rows, "label"),
                     8,
