@@ -198,6 +198,11 @@ fn bad_manifests_and_data_are_clear_errors() {
         base.replace(&data.display().to_string(), "/no/such/file.tsv")
     ));
     fails("cannot open /no/such/file.tsv");
+    write(&format!(
+        "{}columns = {{ text1 = \"a\", text2 = \"b\", score = \"score\" }}\nfetch = \"run get-data.sh\"\n",
+        base.replace(&data.display().to_string(), "/no/such/file.tsv")
+    ));
+    fails("/no/such/file.tsv does not exist (get it with: run get-data.sh)");
     write(&format!("{base}task = \"STSBenchmarkk\"\ncolumns = {{ text1 = \"a\", text2 = \"b\", score = \"score\" }}\n"));
     fails("STSBenchmark");
     write(&format!(

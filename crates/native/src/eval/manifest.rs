@@ -14,6 +14,7 @@
 //!                                   # apply_to = "none": no instruction or query prompt at all
 //! split = "test"                    # reported split name
 //! languages = ["eng-Latn"]
+//! fetch = "python3 scripts/fetch-registry-data.py"   # shown if a data file is missing
 //! ```
 //!
 //! Columns per type: `sts` text1, text2, score; `pair_classification` text1, text2, label
@@ -112,6 +113,9 @@ pub struct Manifest {
     /// Explicit instruction (wins over the `task` preset).
     #[serde(default)]
     pub instruction: Option<String>,
+    /// How to obtain the data files, shown when one is missing (e.g. a fetch script).
+    #[serde(default)]
+    pub fetch: Option<String>,
     /// With an explicit instruction: `query` (default) or `all` inputs get it; `none`: no
     /// instruction and no query prompt anywhere (every text embedded as a document, as a model
     /// trained without instructions sees its queries).
@@ -222,8 +226,33 @@ impl Manifest {
         .rows()
     }
 
+    /// A clear error for a missing data file, with the manifest's `fetch` hint.
+    fn require_files(&self) -> Result<()> {
+        for file in [&self.path, &self.corpus, &self.queries, &self.qrels]
+            .into_iter()
+            .flatten()
+        {
+            if !file.exists() {
+                match &self.fetch {
+                    Some(hint) => bail!(
+                        "task {}: {} does not exist (get it with: {hint})",
+                        self.name,
+                        file.display()
+                    ),
+                    None => bail!(
+                        "task {}: cannot open {} (no such file)",
+                        self.name,
+                        file.display()
+                    ),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The rows (after filter and limit), each with the mapped columns.
     pub fn rows(&self) -> Result<Vec<Row>> {
+        self.require_files()?;
         let path = self
             .path
             .as_ref()
@@ -280,6 +309,7 @@ impl Manifest {
 
     /// Reads a BEIR-layout retrieval set (`limit` caps the judged queries).
     pub fn beir(&self) -> Result<BeirSet> {
+        self.require_files()?;
         let (Some(corpus_path), Some(queries_path), Some(qrels_path)) =
             (&self.corpus, &self.queries, &self.qrels)
         else {
