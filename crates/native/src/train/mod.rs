@@ -450,12 +450,19 @@ impl AutodiffJob for TrainJob {
         }
         bar.finish();
         metrics.sync_all()?;
+        let saved = if self.args.no_save {
+            "nothing saved (--no-save)".to_string()
+        } else {
+            format!(
+                "checkpoint {}",
+                checkpoint::step_dir(run_dir, state.step).display()
+            )
+        };
         eprintln!(
-            "done: {} steps, {} tokens in {:.1} s; checkpoint {}",
+            "done: {} steps, {} tokens in {:.1} s; {saved}",
             state.step,
             state.tokens,
             start.elapsed().as_secs_f64(),
-            checkpoint::step_dir(run_dir, state.step).display()
         );
         Ok(())
     }
