@@ -142,7 +142,7 @@ pub fn sentences(text: &str) -> Vec<String> {
         }
         if matches!(c, '.' | '!' | '?' | '。' | '！' | '？' | '；' | '\n') {
             let s = current.trim();
-            if !s.is_empty() && units(s).len() > 0 {
+            if !s.is_empty() && !units(s).is_empty() {
                 out.push(s.to_string());
             }
             current.clear();
