@@ -10,7 +10,8 @@ so nDCG@10 = MRR@10 = Recall@1 = 1 exactly.
 
 - corpus.parquet (snappy), queries.parquet (zstd): as MTEB datasets on the Hub ship;
 - corpus.jsonl, queries.jsonl: the same records as JSON lines;
-- qrels.tsv: query-id, corpus-id, score with a header.
+- qrels.tsv: query-id, corpus-id, score with a header;
+- top_ranked.jsonl: each query's four reranking candidates (MTEB v2 reranking layout).
 
 Needs pyarrow (developer machine). Usage: python scripts/make_beir_fixture.py
 """
@@ -51,6 +52,11 @@ for name, records in [("corpus.jsonl", corpus), ("queries.jsonl", queries)]:
     with open(os.path.join(out, name), "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
+# Reranking (MTEB v2 layout): each query's candidates, its relevant document not listed first.
+with open(os.path.join(out, "top_ranked.jsonl"), "w") as f:
+    for j in range(12):
+        ids = [f"doc{3 * j + 1:02d}", f"doc{3 * j:02d}", f"doc{3 * j + 2:02d}", f"doc{(3 * j + 5) % 40:02d}"]
+        f.write(json.dumps({"query-id": f"q{j}", "corpus-ids": ids}) + "\n")
 with open(os.path.join(out, "qrels.tsv"), "w") as f:
     f.write("query-id\tcorpus-id\tscore\n")
     for q, d, s in qrels:

@@ -273,6 +273,23 @@ fn beir_layout_from_parquet_and_jsonl() {
         "queries.parquet",
         "limit = 5\n",
     );
+    // Reranking in the same layout (MTEB v2): four candidates per query, the relevant one
+    // listed second; ranked first all the same.
+    let top_ranked = root().join("tests/fixtures/beir-mini/top_ranked.jsonl");
+    beir_manifest(
+        &dir,
+        "mini-rerank",
+        "corpus.jsonl",
+        "queries.jsonl",
+        &format!("top_ranked = \"{}\"\n", top_ranked.display()),
+    );
+    let rerank = dir.join("mini-rerank.toml");
+    let text = std::fs::read_to_string(&rerank).unwrap();
+    std::fs::write(
+        &rerank,
+        text.replace("type = \"retrieval\"", "type = \"reranking\""),
+    )
+    .unwrap();
     let out = tmp.path().join("out");
     let run = run_eval(&dir, &out);
     assert!(
@@ -280,6 +297,16 @@ fn beir_layout_from_parquet_and_jsonl() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    let reranked = main_scores(&out, "mini-rerank");
+    for key in ["map_at_1000", "mrr_at_10", "recall_at_1", "main_score"] {
+        let v = reranked[key].as_f64().unwrap();
+        assert!((v - 1.0).abs() < 1e-9, "reranking {key} = {v}");
+    }
+    // Four candidates, one relevant: P@3 = 1/3, and nothing beyond the candidates is ranked.
+    let p3 = reranked["precision_at_3"].as_f64().unwrap();
+    assert!((p3 - 1.0 / 3.0).abs() < 1e-9, "{p3}");
+    let p10 = reranked["precision_at_10"].as_f64().unwrap();
+    assert!((p10 - 0.1).abs() < 1e-9, "{p10}");
     let parquet = main_scores(&out, "mini-parquet");
     let jsonl = main_scores(&out, "mini-jsonl");
     for key in [
@@ -351,6 +378,23 @@ fn bad_retrieval_data_and_nan_embeddings_are_clear_errors() {
     )
     .unwrap();
     fails("is not a readable Parquet file");
+    // Reranking candidates naming an absent document; top_ranked on a retrieval task.
+    let top = tmp.path().join("top.jsonl");
+    std::fs::write(
+        &top,
+        "{\"query-id\": \"q0\", \"corpus-ids\": [\"doc00\", \"doc99\"]}\n",
+    )
+    .unwrap();
+    let rerank = with_qrels(&fixture.join("qrels.tsv").display().to_string())
+        + &format!("top_ranked = \"{}\"\n", top.display());
+    std::fs::write(&manifest, &rerank).unwrap();
+    fails("`top_ranked` is for type = \"reranking\"");
+    std::fs::write(
+        &manifest,
+        rerank.replace("type = \"retrieval\"", "type = \"reranking\""),
+    )
+    .unwrap();
+    fails("candidate `doc99` of query `q0` is not in");
     // An empty split: the filter keeps nothing.
     std::fs::write(
         &manifest,

@@ -36,7 +36,9 @@
 //! ```
 //!
 //! each file TSV (with a header), JSONL or Parquet. Only queries with judgments are evaluated;
-//! a judgment naming an id absent from the corpus or the queries is an error.
+//! a judgment naming an id absent from the corpus or the queries is an error. Reranking in this
+//! layout (MTEB v2) adds `top_ranked = "top_ranked.jsonl"` (`query-id`, `corpus-ids` list): each
+//! query ranks only its own candidates.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -99,6 +101,10 @@ pub struct Manifest {
     pub queries: Option<PathBuf>,
     #[serde(default)]
     pub qrels: Option<PathBuf>,
+    /// Reranking in the same layout (MTEB v2): each query's candidates, `query-id` +
+    /// `corpus-ids` (a list) per record.
+    #[serde(default)]
+    pub top_ranked: Option<PathBuf>,
     #[serde(default)]
     pub filter: BTreeMap<String, String>,
     /// Classification: the rows that train the classifier (the evaluated rows are `filter`'s).
@@ -140,6 +146,8 @@ pub struct BeirSet {
     /// (id, title + " " + text) of each document, in file order.
     pub corpus: Vec<(String, String)>,
     pub qrels: Qrels,
+    /// Reranking: each query's candidate document ids (`top_ranked`), empty for retrieval.
+    pub candidates: BTreeMap<String, Vec<String>>,
 }
 
 impl Manifest {
@@ -149,9 +157,15 @@ impl Manifest {
         let mut m: Manifest = toml::from_str(&text)
             .with_context(|| format!("{}: invalid task manifest", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for file in [&mut m.path, &mut m.corpus, &mut m.queries, &mut m.qrels]
-            .into_iter()
-            .flatten()
+        for file in [
+            &mut m.path,
+            &mut m.corpus,
+            &mut m.queries,
+            &mut m.qrels,
+            &mut m.top_ranked,
+        ]
+        .into_iter()
+        .flatten()
         {
             if file.is_relative() {
                 *file = base.join(&*file);
@@ -160,8 +174,17 @@ impl Manifest {
         let at = path.display();
         let beir = [&m.corpus, &m.queries, &m.qrels];
         if beir.iter().any(|f| f.is_some()) {
-            if m.kind != EvalType::Retrieval {
-                bail!("{at}: corpus/queries/qrels are for type = \"retrieval\"");
+            match (m.kind, &m.top_ranked) {
+                (EvalType::Retrieval, None) | (EvalType::Reranking, Some(_)) => {}
+                (EvalType::Reranking, None) => bail!(
+                    "{at}: a BEIR-layout reranking task needs `top_ranked` (each query's candidates)"
+                ),
+                (EvalType::Retrieval, Some(_)) => {
+                    bail!("{at}: `top_ranked` is for type = \"reranking\"")
+                }
+                _ => bail!(
+                    "{at}: corpus/queries/qrels are for type = \"retrieval\" or \"reranking\""
+                ),
             }
             for (key, f) in ["corpus", "queries", "qrels"].iter().zip(beir) {
                 if f.is_none() {
@@ -228,9 +251,15 @@ impl Manifest {
 
     /// A clear error for a missing data file, with the manifest's `fetch` hint.
     fn require_files(&self) -> Result<()> {
-        for file in [&self.path, &self.corpus, &self.queries, &self.qrels]
-            .into_iter()
-            .flatten()
+        for file in [
+            &self.path,
+            &self.corpus,
+            &self.queries,
+            &self.qrels,
+            &self.top_ranked,
+        ]
+        .into_iter()
+        .flatten()
         {
             if !file.exists() {
                 match &self.fetch {
@@ -396,10 +425,39 @@ impl Manifest {
                 );
             }
         }
+        let mut candidates: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if let Some(path) = &self.top_ranked {
+            for_each_record(path, format(path)?, |r| {
+                let q = first(r.get(&name("query-id"))?, &r.at)?;
+                if !qrels.contains_key(&q) {
+                    return Ok(true); // an unjudged query is not evaluated
+                }
+                let ids_here = r.get(&name("corpus-ids"))?;
+                if let Some(d) = ids_here.iter().find(|d| !ids.contains(*d)) {
+                    bail!(
+                        "{}: candidate `{d}` of query `{q}` is not in {}",
+                        r.at,
+                        corpus_path.display()
+                    );
+                }
+                if candidates.insert(q.clone(), ids_here).is_some() {
+                    bail!("{}: query `{q}` has a second candidate list", r.at);
+                }
+                Ok(true)
+            })?;
+            if let Some(q) = qrels.keys().find(|q| !candidates.contains_key(*q)) {
+                bail!(
+                    "task {}: query `{q}` has judgments but no candidates in {}",
+                    self.name,
+                    path.display()
+                );
+            }
+        }
         Ok(BeirSet {
             queries,
             corpus,
             qrels,
+            candidates,
         })
     }
 }

@@ -328,15 +328,34 @@ struct RetrievalSet {
 
 impl RetrievalSet {
     fn from_beir(set: manifest::BeirSet) -> Self {
-        let (query_ids, query_texts) = set.queries.into_iter().unzip();
-        let (doc_ids, doc_texts) = set.corpus.into_iter().unzip();
+        let (query_ids, query_texts): (Vec<String>, Vec<String>) = set.queries.into_iter().unzip();
+        let (doc_ids, doc_texts): (Vec<String>, Vec<String>) = set.corpus.into_iter().unzip();
+        let position: BTreeMap<&str, usize> = doc_ids
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.as_str(), i))
+            .collect();
+        // Reranking: each query's candidates as document indices (ids checked on reading).
+        let candidates = if set.candidates.is_empty() {
+            Vec::new()
+        } else {
+            query_ids
+                .iter()
+                .map(|q| {
+                    set.candidates[q]
+                        .iter()
+                        .map(|d| position[d.as_str()])
+                        .collect()
+                })
+                .collect()
+        };
         Self {
             query_ids,
             query_texts,
             doc_ids,
             doc_texts,
             qrels: set.qrels,
-            candidates: Vec::new(),
+            candidates,
         }
     }
 
