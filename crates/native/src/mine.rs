@@ -14,11 +14,11 @@ use clap::Args;
 use qzhou_core::data::rng::SplitMix64;
 use qzhou_core::metrics::cosine;
 use qzhou_core::mining::{select_negatives, MiningOptions};
-use qzhou_core::{EmbedOptions, Embedder, KernelBackend, LoadOptions, TextKind};
+use qzhou_core::{EmbedOptions, KernelBackend, TextKind};
 use serde_json::{json, Value};
 
 use crate::backend::{BackendJob, ComputeArgs};
-use crate::eval::{search_top_k, EmbeddingCache, Encoder};
+use crate::eval::{search_top_k, CachedModelArgs, Encoder};
 use crate::hub::ModelArgs;
 
 #[derive(Args, Debug)]
@@ -63,12 +63,8 @@ pub struct MineArgs {
     pub cache: Option<PathBuf>,
     #[command(flatten)]
     pub compute: ComputeArgs,
-    /// Padded-token budget of one forward pass.
-    #[arg(long, default_value_t = qzhou_core::embedder::DEFAULT_BATCH_TOKENS)]
-    pub batch_tokens: usize,
-    /// Max tokens per text (default: the model's).
-    #[arg(long)]
-    pub max_length: Option<usize>,
+    #[command(flatten)]
+    pub load: CachedModelArgs,
 }
 
 /// One input record.
@@ -244,19 +240,11 @@ impl BackendJob for MineJob {
             );
         }
 
-        let load = LoadOptions {
-            batch_tokens: a.batch_tokens,
-            max_length: a.max_length,
-            ..LoadOptions::default()
-        };
-        let embedder = Embedder::<B>::from_dir(&self.model_dir, &device, &load)
-            .with_context(|| format!("loading {}", self.model_dir.display()))?;
         let cache_dir = a
             .cache
             .clone()
             .unwrap_or_else(|| crate::synth::store::sibling(&a.out, ".cache"));
-        let fingerprint = crate::eval::model_fingerprint(&self.model_dir)?;
-        let mut cache = EmbeddingCache::open(&cache_dir, &fingerprint)?;
+        let (embedder, mut cache) = a.load.load::<B>(&self.model_dir, &cache_dir, &device)?;
         let mut enc = Encoder::cached(&embedder, &mut cache, qzhou_core::PromptStyle::Space);
         let doc_options = EmbedOptions {
             kind: TextKind::Document,

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 
 use crate::backend::{BackendJob, ComputeArgs};
 use crate::hub::ModelArgs;
-pub(crate) use cache::{model_fingerprint, EmbeddingCache};
+use cache::{model_fingerprint, EmbeddingCache};
 use manifest::{EvalType, Manifest, Row};
 
 /// Cutoffs reported for retrieval and reranking (mteb's).
@@ -51,12 +51,8 @@ pub struct EvalArgs {
     pub cache: Option<PathBuf>,
     #[command(flatten)]
     pub compute: ComputeArgs,
-    /// Padded-token budget of one forward pass.
-    #[arg(long, default_value_t = qzhou_core::embedder::DEFAULT_BATCH_TOKENS)]
-    pub batch_tokens: usize,
-    /// Max tokens per text (default: the model's).
-    #[arg(long)]
-    pub max_length: Option<usize>,
+    #[command(flatten)]
+    pub load: CachedModelArgs,
     /// Query template: `space` = "Query: {text}" (QZhou evaluation) or `no-space`.
     #[arg(long, default_value = "space", value_parser = ["space", "no-space"])]
     pub prompt_style: String,
@@ -110,6 +106,37 @@ struct EvalJob {
     args: EvalArgs,
     manifests: Vec<Manifest>,
     model_dir: PathBuf,
+}
+
+/// Loading flags of the commands that embed through the cache (`eval`, `mine`).
+#[derive(Args, Debug)]
+pub struct CachedModelArgs {
+    /// Padded-token budget of one forward pass.
+    #[arg(long, default_value_t = qzhou_core::embedder::DEFAULT_BATCH_TOKENS)]
+    pub batch_tokens: usize,
+    /// Max tokens per text (default: the model's).
+    #[arg(long)]
+    pub max_length: Option<usize>,
+}
+
+impl CachedModelArgs {
+    /// The model of `model_dir` on `device`, and its embedding cache in `cache_dir`.
+    pub(crate) fn load<B: KernelBackend>(
+        &self,
+        model_dir: &std::path::Path,
+        cache_dir: &std::path::Path,
+        device: &B::Device,
+    ) -> Result<(Embedder<B>, EmbeddingCache)> {
+        let load = LoadOptions {
+            batch_tokens: self.batch_tokens,
+            max_length: self.max_length,
+            ..LoadOptions::default()
+        };
+        let embedder = Embedder::<B>::from_dir(model_dir, device, &load)
+            .with_context(|| format!("loading {}", model_dir.display()))?;
+        let cache = EmbeddingCache::open(cache_dir, &model_fingerprint(model_dir)?)?;
+        Ok((embedder, cache))
+    }
 }
 
 /// Embeds through the cache, if any.
@@ -585,16 +612,8 @@ pub(crate) fn score_task<E: KernelBackend>(
 impl BackendJob for EvalJob {
     fn run<B: KernelBackend>(self, device: B::Device) -> Result<()> {
         let a = &self.args;
-        let load = LoadOptions {
-            batch_tokens: a.batch_tokens,
-            max_length: a.max_length,
-            ..LoadOptions::default()
-        };
-        let embedder = Embedder::<B>::from_dir(&self.model_dir, &device, &load)
-            .with_context(|| format!("loading {}", self.model_dir.display()))?;
-        let fingerprint = model_fingerprint(&self.model_dir)?;
         let cache_dir = a.cache.clone().unwrap_or_else(|| a.out.join("cache"));
-        let mut cache = EmbeddingCache::open(&cache_dir, &fingerprint)?;
+        let (embedder, mut cache) = a.load.load::<B>(&self.model_dir, &cache_dir, &device)?;
         std::fs::create_dir_all(&a.out)
             .with_context(|| format!("cannot create {}", a.out.display()))?;
         let mut enc = Encoder {
