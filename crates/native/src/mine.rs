@@ -18,6 +18,7 @@ use qzhou_core::{EmbedOptions, KernelBackend, TextKind};
 use serde_json::{json, Value};
 
 use crate::backend::{BackendJob, ComputeArgs};
+use crate::eval::text_pool::TextPool;
 use crate::eval::{search_top_k, CachedModelArgs, Encoder};
 use crate::hub::ModelArgs;
 
@@ -205,24 +206,17 @@ impl BackendJob for MineJob {
     fn run<B: KernelBackend>(self, device: B::Device) -> Result<()> {
         let a = &self.args;
         // Corpus: distinct texts, positives included (so they can be recognised and dropped).
-        let mut index: BTreeMap<String, usize> = BTreeMap::new();
-        let mut docs: Vec<String> = Vec::new();
-        let mut add = |t: &str, docs: &mut Vec<String>| -> usize {
-            *index.entry(t.to_string()).or_insert_with(|| {
-                docs.push(t.to_string());
-                docs.len() - 1
-            })
-        };
+        let mut pool = TextPool::default();
         match &a.corpus {
             Some(path) => {
                 for t in read_corpus(path)? {
-                    add(&t, &mut docs);
+                    pool.id(&t);
                 }
             }
             None => {
                 for r in &self.records {
                     for t in r.positives.iter().chain(&r.negs) {
-                        add(t, &mut docs);
+                        pool.id(t);
                     }
                 }
             }
@@ -230,8 +224,9 @@ impl BackendJob for MineJob {
         let positive_ids: Vec<Vec<usize>> = self
             .records
             .iter()
-            .map(|r| r.positives.iter().map(|p| add(p, &mut docs)).collect())
+            .map(|r| r.positives.iter().map(|p| pool.id(p)).collect())
             .collect();
+        let docs = pool.into_texts();
         if docs.len() <= self.options.window.start {
             bail!(
                 "the corpus has {} documents, not more than the window's start {}",

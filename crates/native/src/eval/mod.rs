@@ -9,6 +9,7 @@
 mod cache;
 pub mod manifest;
 mod table;
+pub(crate) mod text_pool;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -389,26 +390,19 @@ impl RetrievalSet {
     /// Triples: every distinct positive and negative forms the corpus; each query's positives
     /// are relevant (1), its negatives judged non-relevant (0).
     fn from_triples(m: &Manifest, rows: &[Row]) -> Result<Self> {
-        let mut index: BTreeMap<String, usize> = BTreeMap::new();
-        let mut doc_texts: Vec<String> = Vec::new();
-        let mut id = |t: &str, docs: &mut Vec<String>| -> usize {
-            *index.entry(t.to_string()).or_insert_with(|| {
-                docs.push(t.to_string());
-                docs.len() - 1
-            })
-        };
+        let mut docs = text_pool::TextPool::default();
         let mut qrels = Qrels::new();
         let mut candidates: Vec<Vec<usize>> = Vec::new();
         for (i, r) in rows.iter().enumerate() {
             let mut judged = BTreeMap::new();
             let mut mine = Vec::new();
             for p in &r["pos"] {
-                let j = id(p, &mut doc_texts);
+                let j = docs.id(p);
                 judged.insert(format!("d{j}"), 1);
                 mine.push(j);
             }
             for n in &r["neg"] {
-                let j = id(n, &mut doc_texts);
+                let j = docs.id(n);
                 judged.entry(format!("d{j}")).or_insert(0);
                 mine.push(j);
             }
@@ -421,8 +415,8 @@ impl RetrievalSet {
         Ok(Self {
             query_ids: (0..rows.len()).map(|i| format!("q{i}")).collect(),
             query_texts: column(rows, "query"),
-            doc_ids: (0..doc_texts.len()).map(|j| format!("d{j}")).collect(),
-            doc_texts,
+            doc_ids: (0..docs.len()).map(|j| format!("d{j}")).collect(),
+            doc_texts: docs.into_texts(),
             qrels,
             candidates,
         })

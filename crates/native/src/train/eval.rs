@@ -15,6 +15,7 @@ use qzhou_core::training::embed_texts;
 use qzhou_core::{Embedder, KernelBackend, LoadOptions};
 
 use crate::eval::manifest::Manifest;
+use crate::eval::text_pool::TextPool;
 use crate::eval::{score_task, Encoder};
 use serde::Serialize;
 
@@ -115,14 +116,7 @@ impl HeldOut {
             .with_context(|| format!("eval set: cannot open {}", path.display()))?;
         let mut queries = Vec::new();
         let mut positives = Vec::new();
-        let mut documents: Vec<String> = Vec::new();
-        let mut index = std::collections::HashMap::<String, usize>::new();
-        let mut doc_id = |text: &str, documents: &mut Vec<String>| -> usize {
-            *index.entry(text.to_string()).or_insert_with(|| {
-                documents.push(text.to_string());
-                documents.len() - 1
-            })
-        };
+        let mut documents = TextPool::default();
         for_each_record(
             BufReader::new(file),
             &path.display().to_string(),
@@ -139,9 +133,9 @@ impl HeldOut {
                     Some(i) => format_query(i, &r.query, PromptStyle::Space),
                     None => r.query,
                 });
-                positives.push(doc_id(&r.pos, &mut documents));
+                positives.push(documents.id(&r.pos));
                 for n in &r.negs {
-                    doc_id(n, &mut documents);
+                    documents.id(n);
                 }
                 Ok(())
             },
@@ -152,7 +146,7 @@ impl HeldOut {
         Ok(Self {
             queries,
             positives,
-            documents,
+            documents: documents.into_texts(),
         })
     }
 
