@@ -6,24 +6,16 @@ mod common;
 
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
+use common::json_ints as ints;
 use qzhou_core::losses::{classification_infonce, cosent, retrieval_infonce};
 use serde_json::Value;
 
 type B = Autodiff<Flex>;
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn ints(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
+    common::json_floats(v)
+        .into_iter()
+        .map(|x| x as f32)
         .collect()
 }
 

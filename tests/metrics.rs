@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::{json_floats as floats, json_ints as ints, json_rows as rows};
 use qzhou_core::metrics::{
     classification_experiments, classification_scores, clustering_experiments, evaluate_retrieval,
     pair_classification_scores, sts_scores, summarization_scores, v_measure, LogisticRegression,
@@ -14,32 +15,6 @@ use serde_json::Value;
 
 fn fixture() -> Value {
     serde_json::from_slice(&std::fs::read(common::fixture("metrics.json")).unwrap()).unwrap()
-}
-
-/// A JSON array of arrays as f32 rows.
-fn rows(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| floats(r).into_iter().map(|x| x as f32).collect())
-        .collect()
-}
-
-/// A JSON array of non-negative integers.
-fn ints(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
 }
 
 #[test]

@@ -214,3 +214,30 @@ pub fn packed_model_files(
     };
     (model_files, manifest)
 }
+
+/// A JSON array of numbers as f64.
+pub fn json_floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// A JSON array of non-negative integers.
+pub fn json_ints(v: &Value) -> Vec<usize> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
+}
+
+/// A JSON array of arrays of numbers as f32 rows.
+pub fn json_rows(v: &Value) -> Vec<Vec<f32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| json_floats(r).into_iter().map(|x| x as f32).collect())
+        .collect()
+}
