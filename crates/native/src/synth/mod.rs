@@ -223,14 +223,13 @@ impl Job {
         let c = &self.constraints;
         let source = &input.pair;
         let mut seen = Seen::new([source.query.as_str(), source.pos.as_str()]);
-        let mut records = Vec::new();
-        let mut negatives: Vec<String> = Vec::new();
+        let mut accepted: Vec<Value> = Vec::new();
         let mut rejections = Vec::new();
         let mut tries = 0;
         let mut tokens = 0;
         let key_seed = u64::from_str_radix(&input.key[..16], 16).unwrap_or(0);
-        while records.len() + negatives.len() < self.n && tries < self.max_tries {
-            let wanted = self.n - records.len() - negatives.len();
+        while accepted.len() < self.n && tries < self.max_tries {
+            let wanted = self.n - accepted.len();
             let messages = [
                 Message {
                     role: "system",
@@ -257,63 +256,57 @@ impl Job {
                     continue;
                 }
             };
-            match self.pipeline {
-                Pipeline::Paraphrase => {
-                    for (item, parsed) in items.iter().zip(pairs_from(&items)) {
-                        match parsed.map_err(|e| e.to_string()).and_then(|p| {
-                            check_paraphrase(c, source, &p, &mut seen)
-                                .map(|_| p)
-                                .map_err(|e| e.to_string())
-                        }) {
-                            Ok(p) if records.len() < self.n => records.push(json!({
-                                "type": "retrieval", "query": p.query, "pos": p.pos, "negs": [],
-                            })),
-                            Ok(_) => {}
-                            Err(reason) => reject(item.clone(), reason),
-                        }
-                    }
-                }
-                Pipeline::Augment => {
-                    for (item, parsed) in items.iter().zip(triples_from(&items)) {
-                        match parsed.map_err(|e| e.to_string()).and_then(|t| {
-                            check_augment(c, source, &t, &mut seen)
-                                .map(|_| t)
-                                .map_err(|e| e.to_string())
-                        }) {
-                            Ok(t) if records.len() < self.n => records.push(json!({
-                                "type": "retrieval", "query": t.query, "pos": t.pos, "negs": [t.neg],
-                            })),
-                            Ok(_) => {}
-                            Err(reason) => reject(item.clone(), reason),
-                        }
-                    }
-                }
-                Pipeline::Hardneg => {
-                    for (item, parsed) in items.iter().zip(negatives_from(&items)) {
-                        match parsed.map_err(|e| e.to_string()).and_then(|neg| {
-                            check_hardneg(c, source, &neg, &mut seen)
-                                .map(|_| neg)
-                                .map_err(|e| e.to_string())
-                        }) {
-                            Ok(neg) if negatives.len() < self.n => negatives.push(neg),
-                            Ok(_) => {}
-                            Err(reason) => reject(item.clone(), reason),
-                        }
-                    }
+            // Each item: the accepted output (a record, or a negative's text) or the reason.
+            let checked: Vec<std::result::Result<Value, String>> = match self.pipeline {
+                Pipeline::Paraphrase => pairs_from(&items)
+                    .into_iter()
+                    .map(|p| {
+                        let p = p.map_err(|e| e.to_string())?;
+                        check_paraphrase(c, source, &p, &mut seen).map_err(|e| e.to_string())?;
+                        Ok(json!({"type": "retrieval", "query": p.query, "pos": p.pos, "negs": []}))
+                    })
+                    .collect(),
+                Pipeline::Augment => triples_from(&items)
+                    .into_iter()
+                    .map(|t| {
+                        let t = t.map_err(|e| e.to_string())?;
+                        check_augment(c, source, &t, &mut seen).map_err(|e| e.to_string())?;
+                        Ok(json!({"type": "retrieval", "query": t.query, "pos": t.pos, "negs": [t.neg]}))
+                    })
+                    .collect(),
+                Pipeline::Hardneg => negatives_from(&items)
+                    .into_iter()
+                    .map(|n| {
+                        let n = n.map_err(|e| e.to_string())?;
+                        check_hardneg(c, source, &n, &mut seen).map_err(|e| e.to_string())?;
+                        Ok(json!(n))
+                    })
+                    .collect(),
+            };
+            for (item, result) in items.iter().zip(checked) {
+                match result {
+                    Ok(output) if accepted.len() < self.n => accepted.push(output),
+                    Ok(_) => {}
+                    Err(reason) => reject(item.clone(), reason),
                 }
             }
         }
-        let accepted = records.len() + negatives.len();
-        if self.pipeline == Pipeline::Hardneg && !negatives.is_empty() {
-            let mut negs = input.negs.clone();
-            negs.extend(negatives);
-            records.push(json!({
-                "type": "retrieval", "query": source.query, "pos": source.pos, "negs": negs,
-            }));
-        }
+        let count = accepted.len();
+        // Hard negatives: one record, the input's negatives then the generated ones.
+        let records = match self.pipeline {
+            Pipeline::Hardneg if accepted.is_empty() => Vec::new(),
+            Pipeline::Hardneg => {
+                let mut negs: Vec<Value> = input.negs.iter().map(|n| json!(n)).collect();
+                negs.extend(accepted);
+                vec![json!({
+                    "type": "retrieval", "query": source.query, "pos": source.pos, "negs": negs,
+                })]
+            }
+            _ => accepted,
+        };
         Ok(Outcome {
             key: input.key.clone(),
-            accepted,
+            accepted: count,
             records,
             rejections,
             tries,
