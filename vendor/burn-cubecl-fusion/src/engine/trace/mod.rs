@@ -1,0 +1,7 @@
+pub(crate) mod block;
+
+mod base;
+mod fuser;
+
+pub use base::*;
+pub use fuser::*;
