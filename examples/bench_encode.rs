@@ -131,27 +131,48 @@ fn main() {
         return make_random_model(&a[2], &a[3]);
     }
     if a.len() != 6 {
-        eprintln!("usage: bench_encode DIR cpu|wgpu|cuda|cuda-bf16 BATCH SEQ ITERS | bench_encode make DIR TOKENIZER_JSON");
+        eprintln!("usage: bench_encode DIR cpu|wgpu|wgpu-fused|cuda|cuda-bf16|cuda-fused|cuda-bf16-fused BATCH SEQ ITERS | bench_encode make DIR TOKENIZER_JSON");
         std::process::exit(2);
     }
     let (dir, backend) = (&a[1], a[2].as_str());
     let [batch, seq, iters] = [3, 4, 5].map(|i| a[i].parse::<usize>().expect("a number"));
+    use qzhou_core::backends;
     match backend {
         "cpu" => run::<burn::backend::Flex>(dir, Default::default(), batch, seq, iters, "cpu/flex"),
         #[cfg(feature = "wgpu")]
-        "wgpu" => run::<burn::backend::Wgpu>(dir, Default::default(), batch, seq, iters, "wgpu"),
-        #[cfg(feature = "cuda")]
-        "cuda" => {
-            run::<burn::backend::Cuda>(dir, Default::default(), batch, seq, iters, "cuda/f32")
+        "wgpu" => run::<backends::Wgpu>(dir, Default::default(), batch, seq, iters, "wgpu"),
+        #[cfg(feature = "wgpu")]
+        "wgpu-fused" => {
+            run::<backends::WgpuFused>(dir, Default::default(), batch, seq, iters, "wgpu+fusion")
         }
         #[cfg(feature = "cuda")]
-        "cuda-bf16" => run::<burn::backend::Cuda<half::bf16>>(
+        "cuda" => run::<backends::Cuda>(dir, Default::default(), batch, seq, iters, "cuda/f32"),
+        #[cfg(feature = "cuda")]
+        "cuda-bf16" => run::<backends::Cuda<half::bf16>>(
             dir,
             Default::default(),
             batch,
             seq,
             iters,
             "cuda/bf16",
+        ),
+        #[cfg(feature = "cuda")]
+        "cuda-fused" => run::<backends::CudaFused>(
+            dir,
+            Default::default(),
+            batch,
+            seq,
+            iters,
+            "cuda/f32+fusion",
+        ),
+        #[cfg(feature = "cuda")]
+        "cuda-bf16-fused" => run::<backends::CudaFused<half::bf16>>(
+            dir,
+            Default::default(),
+            batch,
+            seq,
+            iters,
+            "cuda/bf16+fusion",
         ),
         other => {
             eprintln!("unknown backend {other}");

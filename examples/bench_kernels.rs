@@ -8,8 +8,9 @@
 
 use std::time::Instant;
 
-use burn::backend::wgpu::{Wgpu, WgpuDevice};
+use burn::backend::wgpu::WgpuDevice;
 use burn::prelude::*;
+use qzhou_core::backends::Wgpu;
 use qzhou_core::kernels::{
     reference_mean_pool, reference_quantized_matmul, KernelBackend, QuantizedMatrix,
 };

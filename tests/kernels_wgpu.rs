@@ -5,10 +5,11 @@
 mod common;
 
 use burn::backend::flex::FlexDevice;
-use burn::backend::wgpu::{Wgpu, WgpuDevice};
+use burn::backend::wgpu::WgpuDevice;
 use burn::backend::Flex;
 use burn::prelude::*;
 use common::{assert_close, cosine, fixture, max_abs_diff, packed_model_files, Expected};
+use qzhou_core::backends::Wgpu;
 use qzhou_core::kernels::{
     reference_mean_pool, reference_quantized_matmul, KernelBackend, QuantizedMatrix,
 };

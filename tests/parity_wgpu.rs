@@ -3,7 +3,8 @@
 
 mod common;
 
-use burn::backend::wgpu::{Wgpu, WgpuDevice};
+use burn::backend::wgpu::WgpuDevice;
+use qzhou_core::backends::Wgpu;
 
 #[test]
 fn wgpu_matches_transformers_and_is_batch_invariant() {

@@ -1,6 +1,8 @@
 //! Shared helpers: fixture paths, the transformers reference values, comparison metrics.
 #![allow(dead_code)]
 
+pub mod training_run;
+
 use std::path::PathBuf;
 
 use qzhou_core::{AttentionMode, Embedder, LoadOptions, Pooling};

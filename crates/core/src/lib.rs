@@ -12,6 +12,7 @@
 //! This crate does no I/O beyond bytes handed to it, except the optional `fs` module
 //! (feature `fs`, default) that reads a model folder from disk.
 
+pub mod backends;
 pub mod batching;
 pub mod config;
 pub mod data;

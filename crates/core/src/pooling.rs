@@ -1,6 +1,7 @@
 //! Pooling of final hidden states into one vector per text, and L2 normalisation.
 
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 
 use crate::error::{QzhouError, Result};
 
@@ -30,16 +31,18 @@ impl std::str::FromStr for Pooling {
 }
 
 /// Pool `hidden` `[batch, seq, hidden]` under `attention_mask` `[batch, seq]` (1 = real token,
-/// right padding) into `[batch, hidden]`.
+/// right padding) into `[batch, hidden]`, in **f32** whatever the dtype of `hidden` (a bf16
+/// model's mean is summed in f32, and embeddings always leave the model as f32).
 pub fn pool<B: Backend>(
     hidden: Tensor<B, 3>,
     attention_mask: Tensor<B, 2, Int>,
     pooling: Pooling,
 ) -> Tensor<B, 2> {
     let [b, s, h] = hidden.dims();
+    let hidden = hidden.cast(FloatDType::F32);
     match pooling {
         Pooling::Mean => {
-            let mask = attention_mask.float();
+            let mask = attention_mask.float().cast(FloatDType::F32);
             let counts = mask.clone().sum_dim(1); // [b, 1]
             let summed = (hidden * mask.reshape([b, s, 1]))
                 .sum_dim(1)

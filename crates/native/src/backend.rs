@@ -7,6 +7,8 @@ use burn::backend::autodiff::checkpoint::strategy::{
 use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use clap::ValueEnum;
+#[allow(unused_imports)]
+use qzhou_core::backends;
 use qzhou_core::KernelBackend;
 
 /// Compute backend.
@@ -31,7 +33,38 @@ pub enum DTypeArg {
     Bf16,
 }
 
-/// The inference commands' `--backend`, `--dtype` and `--device` flags.
+/// Burn's kernel fusion on a GPU backend: on, off, or the backend's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FusionArg {
+    /// Fuse element-wise chains, reductions and matmul epilogues into generated kernels.
+    On,
+    /// One kernel per tensor operation (and qzhou's WGSL kernels on wgpu).
+    Off,
+}
+
+impl BackendKind {
+    /// Whether Burn's kernel fusion is on when `--fusion` is not given. Off everywhere until
+    /// a backend's parity run shows fusion both correct and faster there: on wgpu (lavapipe,
+    /// CI) fused forward and training equal the plain backend (`tests/fusion_wgpu.rs`) but the
+    /// plain backend keeps qzhou's WGSL kernels (fused q8/q4 matmul, mean pooling), which
+    /// fusion replaces by generic ops; on CUDA fusion has not yet run (README "Backends").
+    pub fn default_fusion(self) -> bool {
+        false
+    }
+
+    /// `--fusion` resolved for this backend (CPU has no fusion: `on` is an error there).
+    pub fn fusion(self, arg: Option<FusionArg>) -> Result<bool> {
+        match (self, arg) {
+            (_, None) => Ok(self.default_fusion()),
+            (BackendKind::Cpu, Some(FusionArg::On)) => {
+                bail!("--fusion on needs a GPU backend (wgpu or cuda); the CPU backend has no kernel fusion")
+            }
+            (_, Some(a)) => Ok(a == FusionArg::On),
+        }
+    }
+}
+
+/// The inference commands' `--backend`, `--dtype`, `--device` and `--fusion` flags.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct ComputeArgs {
     /// Compute backend.
@@ -43,12 +76,16 @@ pub struct ComputeArgs {
     /// GPU index for wgpu/cuda.
     #[arg(long, default_value_t = 0)]
     pub device: usize,
+    /// Burn's kernel fusion on wgpu/cuda (default: off; see README "Backends").
+    #[arg(long, value_enum)]
+    pub fusion: Option<FusionArg>,
 }
 
 impl ComputeArgs {
     /// Run `job` on the chosen backend (see [`dispatch`]).
     pub fn dispatch<J: BackendJob>(self, job: J) -> Result<()> {
-        dispatch(self.backend, self.dtype, self.device, job)
+        let fusion = self.backend.fusion(self.fusion)?;
+        dispatch(self.backend, self.dtype, self.device, fusion, job)
     }
 }
 
@@ -58,11 +95,12 @@ pub trait BackendJob {
     fn run<B: KernelBackend>(self, device: B::Device) -> Result<()>;
 }
 
-/// Dispatch `job` to the chosen backend and dtype.
+/// Dispatch `job` to the chosen backend and dtype, under Burn's kernel fusion when `fusion`.
 pub fn dispatch<J: BackendJob>(
     kind: BackendKind,
     dtype: DTypeArg,
     device_index: usize,
+    fusion: bool,
     job: J,
 ) -> Result<()> {
     match (kind, dtype) {
@@ -76,7 +114,12 @@ pub fn dispatch<J: BackendJob>(
                 } else {
                     burn::backend::wgpu::WgpuDevice::DiscreteGpu(device_index)
                 };
-                job.run::<burn::backend::Wgpu>(device)
+                crate::kernel_cache::configure();
+                if fusion {
+                    job.run::<backends::WgpuFused>(device)
+                } else {
+                    job.run::<backends::Wgpu>(device)
+                }
             }
             #[cfg(not(feature = "wgpu"))]
             bail!("this qzhou was built without the wgpu backend (cargo feature `wgpu`)")
@@ -87,17 +130,21 @@ pub fn dispatch<J: BackendJob>(
         (BackendKind::Cuda, d) => {
             #[cfg(feature = "cuda")]
             {
-                use burn::backend::cuda::{Cuda, CudaDevice};
-                let device = CudaDevice::new(device_index);
-                match d {
-                    DTypeArg::F32 => job.run::<Cuda<f32>>(device),
-                    DTypeArg::F16 => job.run::<Cuda<half::f16>>(device),
-                    DTypeArg::Bf16 => job.run::<Cuda<half::bf16>>(device),
+                use backends::{Cuda, CudaFused};
+                crate::kernel_cache::configure();
+                let device = burn::backend::cuda::CudaDevice::new(device_index);
+                match (d, fusion) {
+                    (DTypeArg::F32, false) => job.run::<Cuda<f32>>(device),
+                    (DTypeArg::F16, false) => job.run::<Cuda<half::f16>>(device),
+                    (DTypeArg::Bf16, false) => job.run::<Cuda<half::bf16>>(device),
+                    (DTypeArg::F32, true) => job.run::<CudaFused<f32>>(device),
+                    (DTypeArg::F16, true) => job.run::<CudaFused<half::f16>>(device),
+                    (DTypeArg::Bf16, true) => job.run::<CudaFused<half::bf16>>(device),
                 }
             }
             #[cfg(not(feature = "cuda"))]
             {
-                let _ = (d, device_index);
+                let _ = (d, device_index, fusion);
                 bail!("this qzhou was built without CUDA; rebuild with `cargo build --release -p qzhou-cli --features cuda`")
             }
         }
@@ -113,42 +160,58 @@ pub trait AutodiffJob {
         B::InnerBackend: KernelBackend;
 }
 
-/// Dispatch a training `job` to the chosen backend and dtype, wrapped in Burn's `Autodiff`
-/// (with its balanced gradient checkpointing when `checkpointing`: memory-bound operations are
-/// recomputed in the backward pass instead of kept), on the GPUs `device_indices`.
+/// Dispatch a training `job` to the chosen backend, wrapped in Burn's `Autodiff` (with its
+/// balanced gradient checkpointing when `checkpointing`: memory-bound operations are
+/// recomputed in the backward pass instead of kept), on the GPUs `device_indices`, under
+/// Burn's kernel fusion when `fusion`.
+///
+/// Training always runs on the backend's f32 type: bf16 (mixed or pure, the job's
+/// [`qzhou_core::training::Precision`]) is a run-time dtype of the model's tensors, so the f32
+/// master weights of mixed precision live beside the bf16 compute copy. `dtype` is checked
+/// against what the backend can compute in (wgpu: f32 only; f16 needs loss scaling: refused).
 pub fn dispatch_autodiff<J: AutodiffJob>(
     kind: BackendKind,
     dtype: DTypeArg,
     device_indices: &[usize],
     checkpointing: bool,
+    fusion: bool,
     job: J,
 ) -> Result<()> {
+    match (kind, dtype) {
+        (_, DTypeArg::F16) => {
+            bail!("training in f16 overflows without loss scaling; use bf16 or f32")
+        }
+        (BackendKind::Wgpu, DTypeArg::Bf16) => {
+            bail!("the wgpu backend trains in f32 only (WGSL has no bf16); use --dtype f32")
+        }
+        _ => {}
+    }
     if checkpointing {
-        dispatch_with::<J, BalancedCheckpointing>(kind, dtype, device_indices, job)
+        dispatch_with::<J, BalancedCheckpointing>(kind, device_indices, fusion, job)
     } else {
-        dispatch_with::<J, NoCheckpointing>(kind, dtype, device_indices, job)
+        dispatch_with::<J, NoCheckpointing>(kind, device_indices, fusion, job)
     }
 }
 
 fn dispatch_with<J: AutodiffJob, C: CheckpointStrategy>(
     kind: BackendKind,
-    dtype: DTypeArg,
     device_indices: &[usize],
+    fusion: bool,
     job: J,
 ) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     if device_indices.is_empty() || !device_indices.iter().all(|d| seen.insert(*d)) {
         bail!("--devices must list distinct GPU indices, e.g. 0,1");
     }
-    match (kind, dtype) {
-        (BackendKind::Cpu, DTypeArg::F32) => {
+    match kind {
+        BackendKind::Cpu => {
             if device_indices != [0] {
                 bail!("the CPU backend is one device (it uses every core); drop --devices");
             }
+            let _ = fusion;
             job.run::<Autodiff<burn::backend::Flex, C>>(vec![Default::default()])
         }
-        (BackendKind::Cpu, d) => bail!("the CPU backend trains in f32 only (asked for {d:?})"),
-        (BackendKind::Wgpu, DTypeArg::F32) => {
+        BackendKind::Wgpu => {
             #[cfg(feature = "wgpu")]
             {
                 use burn::backend::wgpu::WgpuDevice;
@@ -159,30 +222,30 @@ fn dispatch_with<J: AutodiffJob, C: CheckpointStrategy>(
                         (i, _) => WgpuDevice::DiscreteGpu(i),
                     })
                     .collect();
-                job.run::<Autodiff<burn::backend::Wgpu, C>>(devices)
+                crate::kernel_cache::configure();
+                if fusion {
+                    job.run::<Autodiff<backends::WgpuFused, C>>(devices)
+                } else {
+                    job.run::<Autodiff<backends::Wgpu, C>>(devices)
+                }
             }
             #[cfg(not(feature = "wgpu"))]
             bail!("this qzhou was built without the wgpu backend (cargo feature `wgpu`)")
         }
-        (BackendKind::Wgpu, d) => bail!("the wgpu backend trains in f32 only (asked for {d:?})"),
-        (BackendKind::Cuda, d) => {
+        BackendKind::Cuda => {
             #[cfg(feature = "cuda")]
             {
-                use burn::backend::cuda::{Cuda, CudaDevice};
+                use burn::backend::cuda::CudaDevice;
                 let devices = device_indices.iter().map(|&i| CudaDevice::new(i)).collect();
-                match d {
-                    DTypeArg::F32 => job.run::<Autodiff<Cuda<f32>, C>>(devices),
-                    DTypeArg::Bf16 => job.run::<Autodiff<Cuda<half::bf16>, C>>(devices),
-                    DTypeArg::F16 => {
-                        bail!("training in f16 overflows without loss scaling; use bf16 or f32")
-                    }
+                crate::kernel_cache::configure();
+                if fusion {
+                    job.run::<Autodiff<backends::CudaFused<f32>, C>>(devices)
+                } else {
+                    job.run::<Autodiff<backends::Cuda<f32>, C>>(devices)
                 }
             }
             #[cfg(not(feature = "cuda"))]
-            {
-                let _ = d;
-                bail!("this qzhou was built without CUDA; rebuild with `cargo build --release -p qzhou-cli --features cuda`")
-            }
+            bail!("this qzhou was built without CUDA; rebuild with `cargo build --release -p qzhou-cli --features cuda`")
         }
     }
 }

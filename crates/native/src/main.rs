@@ -8,6 +8,7 @@ mod export;
 mod export_web;
 mod hub;
 mod input;
+mod kernel_cache;
 mod mine;
 mod output;
 mod synth;

@@ -498,3 +498,90 @@ fn gradient_checkpointing_gives_the_same_training() {
         assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{a:?} vs {b:?}");
     }
 }
+
+/// Whether `x` is exactly representable in bf16 (its low 16 bits are zero).
+fn is_bf16(x: f32) -> bool {
+    x.to_bits() & 0xffff == 0
+}
+
+#[test]
+fn bf16_training_keeps_f32_masters_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, flags) in [
+        ("mixed", &["--dtype", "bf16"][..]),
+        ("pure", &["--dtype", "bf16", "--pure-bf16"][..]),
+    ] {
+        let whole = setup(&tmp.path().join(format!("{name}-whole")), 12, 6, "");
+        let cut = setup(&tmp.path().join(format!("{name}-cut")), 12, 6, "");
+        let train = |run: &Run, resume: bool| {
+            let mut args = vec!["train", "--config", run.config.to_str().unwrap(), "--quiet"];
+            args.extend_from_slice(flags);
+            if resume {
+                args.push("--resume");
+            }
+            ok(&qzhou(&args));
+        };
+        train(&whole, false);
+        // The same run cut after step 6: drop its last checkpoint and resume from step 6.
+        train(&cut, false);
+        std::fs::remove_dir_all(cut.dir.join("step-00000012")).unwrap();
+        train(&cut, true);
+
+        let m = metrics(&whole.dir);
+        let l = losses(&m);
+        assert_eq!(l.len(), 12, "{name}");
+        assert!(l.iter().all(|x| x.is_finite()), "{name}: {l:?}");
+        let phases: Vec<&str> = m
+            .iter()
+            .filter_map(|v| v.get("phase").and_then(|p| p.as_str()))
+            .collect();
+        assert_eq!(phases[0], "warmup", "{name}");
+        assert!(
+            phases[1..].iter().all(|p| *p == "steady"),
+            "{name}: {phases:?}"
+        );
+        assert_eq!(
+            losses(&metrics(&cut.dir)),
+            l,
+            "{name}: resumed losses differ"
+        );
+
+        let (a, b) = (
+            tmp.path().join(format!("{name}-a")),
+            tmp.path().join(format!("{name}-b")),
+        );
+        export(&whole.dir.join("step-00000012"), &a, "f32");
+        export(&cut.dir.join("step-00000012"), &b, "f32");
+        let (ta, tb) = (
+            tensors(&a.join("model.safetensors")),
+            tensors(&b.join("model.safetensors")),
+        );
+        for ((na, va), (_, vb)) in ta.iter().zip(&tb) {
+            assert!(va == vb, "{name}: {na} differs after resume");
+        }
+        // Mixed precision checkpoints the f32 masters, not the bf16 compute copy: the fixture's
+        // f32 weights are (almost all) off the bf16 grid and their masters stay so. Pure bf16
+        // weights all sit on it.
+        let values: Vec<f32> = ta.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+        let on_grid = values.iter().filter(|x| is_bf16(**x)).count() as f64 / values.len() as f64;
+        eprintln!(
+            "{name}: {:.1} % of the checkpoint's weights are bf16 values",
+            100.0 * on_grid
+        );
+        if name == "mixed" {
+            assert!(on_grid < 0.5, "mixed checkpoint looks bf16: {on_grid}");
+        } else {
+            assert_eq!(on_grid, 1.0, "pure bf16 checkpoint holds non-bf16 values");
+        }
+    }
+    // --pure-bf16 without bf16, and f16 training, are refused.
+    let run = setup(&tmp.path().join("refused"), 12, 12, "");
+    for flags in [&["--pure-bf16"][..], &["--dtype", "f16"][..]] {
+        let mut args = vec!["train", "--config", run.config.to_str().unwrap(), "--quiet"];
+        args.extend_from_slice(flags);
+        let out = qzhou(&args);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("bf16"), "{stderr}");
+    }
+}

@@ -13,7 +13,9 @@ mod files;
 mod gpu;
 mod options;
 
-use burn::backend::{Flex, WebGpu};
+use burn::backend::Flex;
+// burn-wgpu without fusion, whatever features a workspace build unifies (qzhou_core::backends).
+use qzhou_core::backends::Wgpu as WebGpu;
 use qzhou_core::{EmbedOptions, Embedder, TextTokenizer, Truncation};
 use wasm_bindgen::prelude::*;
 

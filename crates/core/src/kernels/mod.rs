@@ -6,7 +6,7 @@
 //!   GPU memory instead of 32.
 //! * [`KernelBackend::mean_pool`] — masked mean pooling and L2 normalisation in one pass.
 //!
-//! Every backend implements the trait; only burn-wgpu (without fusion) overrides the default
+//! Every backend implements the trait; only plain burn-wgpu (not under Burn's fusion) overrides the default
 //! methods, which are written with ordinary Burn tensor ops and are the reference the kernels
 //! are tested against ([`reference_quantized_matmul`], [`reference_mean_pool`]).
 
@@ -17,7 +17,7 @@ use crate::error::{QzhouError, Result};
 use crate::pooling::{l2_normalize, pool, Pooling};
 use crate::quantization::{PackedBlocks, Quantization, BLOCK_SIZE};
 
-#[cfg(all(feature = "wgpu", not(feature = "fusion")))]
+#[cfg(feature = "wgpu")]
 mod wgpu;
 
 /// A Burn backend with qzhou's fused operations.
@@ -53,6 +53,14 @@ pub trait KernelBackend: Backend {
     /// Device memory the backend's allocator holds on `device` (bytes), where it can tell
     /// (cubecl backends); `None` for host memory backends.
     fn memory_reserved_bytes(device: &Self::Device) -> Option<u64> {
+        let _ = device;
+        None
+    }
+
+    /// Total memory of `device` (bytes), where the backend can tell: CUDA (the driver's
+    /// `cuDeviceTotalMem`). `None` for host backends (use the host's available memory) and for
+    /// wgpu (WebGPU exposes buffer limits, not the device's memory).
+    fn device_memory_bytes(device: &Self::Device) -> Option<u64> {
         let _ = device;
         None
     }
@@ -204,20 +212,40 @@ impl<B: KernelBackend, C: burn::backend::autodiff::checkpoint::strategy::Checkpo
     fn memory_reserved_bytes(device: &Self::Device) -> Option<u64> {
         B::memory_reserved_bytes(device)
     }
+
+    fn device_memory_bytes(device: &Self::Device) -> Option<u64> {
+        B::device_memory_bytes(device)
+    }
 }
 
-#[cfg(all(feature = "cuda", not(feature = "fusion")))]
+#[cfg(feature = "cuda")]
 impl<F: burn_cubecl::FloatElement, I: burn_cubecl::IntElement> KernelBackend
-    for burn::backend::Cuda<F, I>
+    for burn_cubecl::CubeBackend<burn_cubecl::cubecl::cuda::CudaRuntime, F, I, u8>
 {
     fn memory_reserved_bytes(device: &Self::Device) -> Option<u64> {
         use burn_cubecl::cubecl::Runtime;
         let client = burn_cubecl::cubecl::cuda::CudaRuntime::client(device);
         client.memory_usage().ok().map(|u| u.bytes_reserved)
     }
+
+    fn device_memory_bytes(device: &Self::Device) -> Option<u64> {
+        use burn_cubecl::cubecl::Runtime;
+        // cubecl-cuda 0.10 sets the largest allocation (`max_page_size`) to a quarter of
+        // `cuDeviceTotalMem` and exposes no other handle on it (runtime.rs).
+        let client = burn_cubecl::cubecl::cuda::CudaRuntime::client(device);
+        Some(client.properties().memory.max_page_size.saturating_mul(4))
+    }
 }
 
-/// Fused backends (CUDA and wgpu when Burn's `fusion` is on) get the plain ops, which fusion
-/// compiles into its own kernels.
+/// Fused backends (Burn's `Fusion` over CUDA or wgpu) get the plain ops, which fusion compiles
+/// into its own kernels.
 #[cfg(feature = "fusion")]
-impl<B: burn_fusion::FusionBackend> KernelBackend for burn_fusion::Fusion<B> {}
+impl<B: burn_fusion::FusionBackend + KernelBackend> KernelBackend for burn_fusion::Fusion<B> {
+    fn memory_reserved_bytes(device: &Self::Device) -> Option<u64> {
+        B::memory_reserved_bytes(device)
+    }
+
+    fn device_memory_bytes(device: &Self::Device) -> Option<u64> {
+        B::device_memory_bytes(device)
+    }
+}

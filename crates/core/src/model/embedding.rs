@@ -47,7 +47,10 @@ impl<B: Backend> TokenEmbedding<B> {
                 .clone()
                 .sub_scalar(start as i64)
                 .clamp(0, rows as i64 - 1);
-            let picked = part.val().select(0, local) * inside.float().unsqueeze_dim(1);
+            let rows_of_part = part.val();
+            let dtype = rows_of_part.dtype();
+            let picked =
+                rows_of_part.select(0, local) * inside.float().cast(dtype).unsqueeze_dim(1);
             out = Some(match out {
                 Some(acc) => acc + picked,
                 None => picked,

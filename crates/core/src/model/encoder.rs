@@ -199,7 +199,8 @@ impl<B: Backend> QwenEncoder<B> {
 
 impl<B: KernelBackend> QwenEncoder<B> {
     /// `input_ids`: `[batch, seq]` token ids, right-padded; `attention_mask`: `[batch, seq]`,
-    /// 1 for real tokens and 0 for padding. Returns the final hidden states `[batch, seq, hidden]`.
+    /// 1 for real tokens and 0 for padding. Returns the final hidden states `[batch, seq, hidden]`
+    /// in the dtype of the weights.
     pub fn forward(
         &self,
         input_ids: Tensor<B, 2, Int>,
@@ -207,9 +208,13 @@ impl<B: KernelBackend> QwenEncoder<B> {
     ) -> Tensor<B, 3> {
         let [_, s] = input_ids.dims();
         let device = input_ids.device();
-        let (cos, sin) = rope_tables::<B>(self.rope_theta, self.head_dim, s, &device);
         let mask = self.attention_mask(attention_mask);
         let mut x = self.embed_tokens.forward(input_ids);
+        // Activations take the weights' dtype (bf16 weights in mixed-precision training on an
+        // f32 backend); the RoPE tables, computed in f32 as transformers does, follow it.
+        let dtype = x.dtype();
+        let (cos, sin) = rope_tables::<B>(self.rope_theta, self.head_dim, s, &device);
+        let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
         for layer in &self.layers {
             x = layer.forward(x, &cos, &sin, mask.clone());
         }

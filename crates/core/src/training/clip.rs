@@ -19,6 +19,8 @@ pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     impl<B: AutodiffBackend> ModuleVisitor<B> for SumSquares<'_, B> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                // Summed in f32 whatever the gradient's dtype (bf16 sums lose low bits).
+                let g = g.cast(burn::tensor::FloatDType::F32);
                 self.total += g.square().sum().into_scalar().elem::<f64>();
             }
         }

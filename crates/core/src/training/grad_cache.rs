@@ -165,43 +165,57 @@ where
             Some(start)
         })
         .collect();
-    // 3. Each device re-embeds its chunks with a graph and back-propagates its slices.
-    let mut per_chunk: Vec<Option<GradientsParams>> = (0..chunks.len()).map(|_| None).collect();
+    // 3. Each device re-embeds its chunks with a graph and back-propagates its slices. The
+    //    gradients are summed on the main device in chunk order as they arrive, and a device
+    //    starts its next chunk only once its last one is summed, so the main device holds the
+    //    running sum plus at most one chunk's gradients per device (not every chunk's).
+    type Summed = std::sync::mpsc::SyncSender<()>;
+    type Chunk = (usize, std::thread::Result<GradientsParams>, Summed);
+    let mut accumulator = GradientsAccumulator::<QwenEncoder<B>>::new();
     std::thread::scope(|s| {
-        let jobs: Vec<_> = replicas
-            .iter()
-            .enumerate()
-            .map(|(r, replica)| {
-                let (chunks, starts, embedding_grad) = (&chunks, &starts, &embedding_grad);
-                let main_device = &main_device;
-                s.spawn(move || {
-                    let device = device_of(replica);
-                    assigned(r)
-                        .map(|c| {
-                            let rows = embedding_grad
-                                .clone()
-                                .narrow(0, starts[c], chunks[c].len())
-                                .to_device(&device);
-                            let e = embed_texts(replica, &chunks[c], pad_id, pooling, &device);
-                            let surrogate = (e * Tensor::from_inner(rows)).sum();
-                            let grads = GradientsParams::from_grads(surrogate.backward(), replica)
-                                .to_device(main_device, replica);
-                            (c, grads)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for job in jobs {
-            for (c, g) in job.join().expect("a backward thread panicked") {
-                per_chunk[c] = Some(g);
+        let (results, arrivals) = std::sync::mpsc::channel::<Chunk>();
+        for (r, replica) in replicas.iter().enumerate() {
+            let results = results.clone();
+            let (chunks, starts, embedding_grad) = (&chunks, &starts, &embedding_grad);
+            let main_device = &main_device;
+            s.spawn(move || {
+                let device = device_of(replica);
+                for c in assigned(r) {
+                    let grads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let rows = embedding_grad
+                            .clone()
+                            .narrow(0, starts[c], chunks[c].len())
+                            .to_device(&device);
+                        let e = embed_texts(replica, &chunks[c], pad_id, pooling, &device);
+                        let surrogate = (e * Tensor::from_inner(rows)).sum();
+                        GradientsParams::from_grads(surrogate.backward(), replica)
+                            .to_device(main_device, replica)
+                    }));
+                    let failed = grads.is_err();
+                    let (summed, wait) = std::sync::mpsc::sync_channel(1);
+                    // Stop when this chunk failed or the main thread gave up (its end of
+                    // either channel is gone).
+                    if results.send((c, grads, summed)).is_err() || failed || wait.recv().is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(results);
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut next = 0;
+        for (c, grads, summed) in arrivals {
+            let grads = grads.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            waiting.insert(c, (grads, summed));
+            while let Some((grads, summed)) = waiting.remove(&next) {
+                accumulator.accumulate(main, grads);
+                // The device may be gone already (its last chunk); nothing waits then.
+                let _ = summed.send(());
+                next += 1;
             }
         }
+        assert_eq!(next, chunks.len(), "every chunk back-propagated");
     });
-    let mut accumulator = GradientsAccumulator::<QwenEncoder<B>>::new();
-    for g in per_chunk {
-        accumulator.accumulate(main, g.expect("every chunk back-propagated"));
-    }
     Ok(StepOutput {
         loss: loss_value,
         grads: accumulator.grads(),

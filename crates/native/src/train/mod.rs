@@ -11,6 +11,7 @@ pub(crate) mod checkpoint;
 pub mod config;
 mod data;
 mod eval;
+mod plan;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,11 +31,13 @@ use qzhou_core::data::sampler::BatchSampler;
 use qzhou_core::fs::{open_checkpoint, read_required};
 use qzhou_core::losses::{classification_infonce, cosent, retrieval_infonce};
 use qzhou_core::model::{DeviceStorage, QwenEncoder, RandomInit};
-use qzhou_core::training::{clip_grad_norm, data_parallel_step, grad_norm};
+use qzhou_core::training::{
+    clip_grad_norm, data_parallel_step, grad_norm, Precision, PrecisionAdamW,
+};
 use qzhou_core::weights::TensorSource;
 use qzhou_core::{AttentionMode, KernelBackend, Pooling, QwenConfig, TextTokenizer, Truncation};
 
-use crate::backend::{dispatch_autodiff, AutodiffJob, BackendKind, DTypeArg};
+use crate::backend::{dispatch_autodiff, AutodiffJob, BackendKind, DTypeArg, FusionArg};
 use checkpoint::{TrainState, MODEL_FILE, OPTIMIZER_FILE};
 use config::{Init, RunConfig};
 use data::{batch_texts, BatchTexts, Dataset, LossInput};
@@ -50,10 +53,17 @@ pub struct TrainArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub backend: BackendKind,
-    /// Compute dtype: f32 everywhere, bf16 on CUDA (weights, activations and Adam moments
-    /// all bf16: Burn 0.21 has no f32 master copy; see README).
+    /// Compute dtype: f32 (every backend) or bf16 (CPU, CUDA): bf16 forward and backward with
+    /// f32 master weights and f32 Adam moments (mixed precision), unless --pure-bf16.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     pub dtype: DTypeArg,
+    /// With --dtype bf16: keep weights and Adam moments in bf16 too (half the memory of mixed
+    /// precision, but every update below ~0.4 % of a weight is lost; see README "Precision").
+    #[arg(long)]
+    pub pure_bf16: bool,
+    /// Burn's kernel fusion on wgpu/cuda (default: off; see README "Backends").
+    #[arg(long, value_enum)]
+    pub fusion: Option<FusionArg>,
     /// GPU indices for wgpu/cuda, comma-separated: several = data parallel (each batch is
     /// split over the devices in GradCache chunks; in-batch negatives span all of them).
     #[arg(long, value_delimiter = ',', default_value = "0")]
@@ -63,6 +73,14 @@ pub struct TrainArgs {
     /// compute; GradCache (`grad_cache_chunk`) is the bigger lever.
     #[arg(long)]
     pub grad_checkpointing: bool,
+    /// Print the run's memory plan (weights, master weights, gradients, Adam moments,
+    /// activations of the largest GradCache chunk, with and without checkpointing) against the
+    /// device's memory, and stop without loading the model.
+    #[arg(long)]
+    pub plan: bool,
+    /// Train even when the memory plan says the run does not fit (the plan is an estimate).
+    #[arg(long)]
+    pub ignore_memory_plan: bool,
     /// No progress bar (metrics still go to metrics.jsonl).
     #[arg(long)]
     pub quiet: bool,
@@ -73,16 +91,31 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let config = RunConfig::load(&args.config)?;
-    let job = TrainJob { config, args };
+    let precision = match (args.dtype, args.pure_bf16) {
+        (DTypeArg::F32, false) => Precision::F32,
+        (DTypeArg::Bf16, false) => Precision::MixedBf16,
+        (DTypeArg::Bf16, true) => Precision::PureBf16,
+        (DTypeArg::F16, _) => {
+            bail!("training in f16 overflows without loss scaling; use --dtype bf16 or f32")
+        }
+        (DTypeArg::F32, true) => bail!("--pure-bf16 needs --dtype bf16"),
+    };
+    let fusion = args.backend.fusion(args.fusion)?;
+    let job = TrainJob {
+        config,
+        args,
+        precision,
+    };
     let (backend, dtype) = (job.args.backend, job.args.dtype);
     let devices = job.args.devices.clone();
     let checkpointing = job.args.grad_checkpointing;
-    dispatch_autodiff(backend, dtype, &devices, checkpointing, job)
+    dispatch_autodiff(backend, dtype, &devices, checkpointing, fusion, job)
 }
 
 struct TrainJob {
     config: RunConfig,
     args: TrainArgs,
+    precision: Precision,
 }
 
 pub(crate) type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
@@ -194,6 +227,23 @@ impl AutodiffJob for TrainJob {
         let t = &run.train;
         let run_dir = &run.checkpoint.dir;
         let folder = Folder::open(run)?;
+        let planned = plan::report::<B>(
+            run,
+            &folder.config,
+            self.precision,
+            self.args.grad_checkpointing,
+            self.args.backend,
+            &devices,
+        );
+        match planned {
+            Err(e) if self.args.ignore_memory_plan && !self.args.plan => {
+                eprintln!("warning: {e:#}; training anyway (--ignore-memory-plan)")
+            }
+            other => other?,
+        }
+        if self.args.plan {
+            return Ok(());
+        }
         let datasets: Vec<Dataset> = run
             .datasets
             .iter()
@@ -239,7 +289,7 @@ impl AutodiffJob for TrainJob {
             .with_beta_2(t.betas[1] as f32)
             .with_epsilon(t.eps as f32)
             .with_weight_decay(t.weight_decay as f32);
-        let mut optimizer = adam.init::<B, QwenEncoder<B>>();
+        let mut optimizer = PrecisionAdamW::<QwenEncoder<B>, B>::new(&adam, self.precision);
         let (mut sampler, mut state) = match &resume_from {
             None => {
                 if !checkpoint::list(run_dir)?.is_empty() {
@@ -286,14 +336,22 @@ impl AutodiffJob for TrainJob {
             eprintln!("the run is complete ({} steps)", state.step);
             return Ok(());
         }
+        // From here on the model computes at the run's precision (the f32 weights it was
+        // built or resumed with become the masters under mixed precision).
+        let mut model = optimizer.prepare(model);
         let trainable = count_trainable(&model);
         eprintln!(
-            "training {} of {} parameters{} on {:?} for {} steps",
+            "training {} of {} parameters{} on {:?} for {} steps ({})",
             trainable,
             folder.config.num_parameters(),
             if run.lora.is_some() { " (LoRA)" } else { "" },
             devices,
-            t.steps
+            t.steps,
+            match self.precision {
+                Precision::F32 => "f32",
+                Precision::MixedBf16 => "bf16 compute, f32 master weights and Adam moments",
+                Precision::PureBf16 => "pure bf16: weights and Adam moments in bf16",
+            }
         );
 
         std::fs::create_dir_all(run_dir)
@@ -324,12 +382,26 @@ impl AutodiffJob for TrainJob {
         };
         bar.set_position(state.step as u64);
         let schedule = run.schedule();
-        let save = |model: &QwenEncoder<B>, optimizer: &_, state: &TrainState| -> Result<PathBuf> {
-            save_checkpoint::<B, _>(run_dir, run.checkpoint.keep_last, model, optimizer, state)
+        let save = |model: &QwenEncoder<B>,
+                    optimizer: &PrecisionAdamW<QwenEncoder<B>, B>,
+                    state: &TrainState|
+         -> Result<PathBuf> {
+            // Checkpoints hold the f32 masters under mixed precision, not the bf16 copy.
+            let weights = optimizer.weights(model);
+            save_checkpoint::<B, _>(
+                run_dir,
+                run.checkpoint.keep_last,
+                &weights,
+                optimizer,
+                state,
+            )
         };
+        let gpu = self.args.backend != BackendKind::Cpu;
+        let mut first_step_s: Option<f64> = None;
+        let mut steady = (0usize, 0.0f64);
         let start = Instant::now();
         if let (Some(ev), 0) = (&evaluator, state.step) {
-            let scores = ev.evaluate(&model.valid(), &folder, &device)?;
+            let scores = ev.evaluate(&optimizer.weights(&model).valid(), &folder, &device)?;
             writeln!(
                 metrics,
                 "{}",
@@ -338,6 +410,18 @@ impl AutodiffJob for TrainJob {
         }
         while state.step < t.steps {
             let step_start = Instant::now();
+            // The first step of a process compiles the GPU kernels (and autotunes each new
+            // shape): say so, or it looks hung. Later steps reuse them.
+            let warmup = first_step_s.is_none();
+            if warmup && gpu {
+                bar.set_message(format!(
+                    "compiling GPU kernels and autotuning (first step; cached in {})",
+                    crate::kernel_cache::folder()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_else(|| "cubecl's default folders".into())
+                ));
+                bar.tick();
+            }
             let batch = sampler.next_batch();
             let BatchTexts { texts, loss } =
                 batch_texts(&datasets, &batch, t.seed, state.step as u64);
@@ -383,6 +467,9 @@ impl AutodiffJob for TrainJob {
                 },
             )
             .with_context(|| format!("step {}", state.step + 1))?;
+            // The replicas share the weights' buffers: drop them so the optimizer can update
+            // the weights in place instead of next to a second copy.
+            drop(replicas);
             let mut grads = out.grads;
             let norm = if t.max_grad_norm > 0.0 {
                 clip_grad_norm(&model, &mut grads, t.max_grad_norm)
@@ -395,6 +482,11 @@ impl AutodiffJob for TrainJob {
             state.tokens += tokens as u64;
             state.sampler = sampler.state().clone();
             let seconds = step_start.elapsed().as_secs_f64();
+            if warmup {
+                first_step_s = Some(seconds);
+            } else {
+                steady = (steady.0 + 1, steady.1 + seconds);
+            }
             let task = format!("{:?}", datasets[batch.dataset].kind).to_lowercase();
             if state.step % t.log_every == 0 || state.step == t.steps {
                 let line = serde_json::json!({
@@ -408,6 +500,7 @@ impl AutodiffJob for TrainJob {
                     "tokens": tokens,
                     "tokens_per_s": tokens as f64 / seconds,
                     "step_s": seconds,
+                    "phase": if warmup { "warmup" } else { "steady" },
                     "elapsed_s": start.elapsed().as_secs_f64(),
                     "peak_rss_bytes": peak_rss_bytes(),
                     "device_memory_bytes": B::memory_reserved_bytes(&device),
@@ -416,7 +509,8 @@ impl AutodiffJob for TrainJob {
             }
             if let Some(ev) = &evaluator {
                 if state.step % ev.every == 0 || state.step == t.steps {
-                    let scores = ev.evaluate(&model.valid(), &folder, &device)?;
+                    let scores =
+                        ev.evaluate(&optimizer.weights(&model).valid(), &folder, &device)?;
                     writeln!(
                         metrics,
                         "{}",
@@ -464,6 +558,14 @@ impl AutodiffJob for TrainJob {
             state.tokens,
             start.elapsed().as_secs_f64(),
         );
+        if let (Some(first), (n, total)) = (first_step_s, steady) {
+            if n > 0 {
+                eprintln!(
+                    "first step {first:.2} s (kernel compilation and autotuning on GPUs), then {:.3} s per step over {n} steps",
+                    total / n as f64
+                );
+            }
+        }
         Ok(())
     }
 }
