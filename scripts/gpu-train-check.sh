@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Training on an NVIDIA GPU: a Qwen2.5-0.5B-shaped model (random weights, real Qwen tokenizer)
-# trained with `qzhou train --backend cuda` — one bf16 step, then timed steps in bf16 and f32,
-# plain back-propagation and GradCache — and, when PyTorch + sentence-transformers are
-# installed, the same model and batch through sentence-transformers'
-# MultipleNegativesRankingLoss as the baseline. Prints a table: step time, tokens/s, peak GPU
-# memory. Not part of CI (no GPU there).
+# Training throughput of `qzhou train` against sentence-transformers' MultipleNegativesRankingLoss
+# (same model shape, data, batch and lengths). Two uses:
 #
-#   cargo build --release -p qzhou-cli --no-default-features --features cuda
-#   QZHOU_BIN=target/release/qzhou scripts/gpu-train-check.sh [OUT_DIR]
-# (scripts/gpu-check.sh runs it after the inference checks.)
-#
-# Needs nvidia-smi and libnvrtc (CUDA toolkit or the nvidia-cuda-nvrtc wheel) at run time.
+#   QZHOU_BIN=gpu-bin/qzhou scripts/gpu-train-check.sh [OUT_DIR]
+#       On an NVIDIA GPU (BACKEND=cuda, the default): the training stages of scripts/gpu-check.sh
+#       (tiny smoke steps, Qwen2.5-0.5B shape in mixed bf16 / LoRA / pure bf16, the
+#       sentence-transformers bf16-autocast baseline, `--plan`), each under a timeout, with
+#       OUT_DIR/gpu-summary.json (tokens/s from steady steps, first-step time, MFU, peak memory).
+#       GPU_CHECK_* variables apply (see scripts/gpu-check.sh).
+#   BACKEND=cpu MODEL_CONFIG=... or HIDDEN=.. INTER=.. LAYERS=.. HEADS=.. KV_HEADS=.. scripts/gpu-train-check.sh
+#       Anywhere else (benches/train-cpu.sh): the markdown table below — qzhou phases and the
+#       baseline, one process each, f32.
+if [ "${BACKEND:-cuda}" = cuda ]; then
+  bin=${QZHOU_BIN:-target/release/qzhou}
+  dir=$(cd "$(dirname "$bin")" && pwd)
+  if [ "$(basename "$bin")" != qzhou ]; then
+    dir=$(mktemp -d); ln -s "$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")" "$dir/qzhou"
+  fi
+  OUT=${1:-${OUT:-$(mktemp -d)}} GPU_CHECK_STAGES=${GPU_CHECK_STAGES:-train-smoke,train-mixed,st-baseline,plan,train-lora,train-pure-bf16} \
+    exec "$(dirname "$0")/gpu-check.sh" "$dir"
+fi
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${QZHOU_BIN:-target/release/qzhou}
