@@ -82,9 +82,10 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> PrecisionAdamW<M, B> {
         }
     }
 
-    /// The weights to save or evaluate at full precision: `module` (the compute copy) with each
-    /// trainable parameter replaced by its f32 master under mixed precision; `module` itself
-    /// otherwise.
+    /// The weights to checkpoint: `module` (the compute copy) with each trainable parameter
+    /// replaced by its f32 master under mixed precision; `module` itself otherwise. Frozen
+    /// weights stay bf16, so under LoRA the result mixes dtypes: save it (records store f32),
+    /// do not run it — evaluate the compute copy.
     pub fn weights(&self, module: &M) -> M {
         if self.precision != Precision::MixedBf16 {
             return module.clone();

@@ -401,7 +401,9 @@ impl AutodiffJob for TrainJob {
         let mut steady = (0usize, 0.0f64);
         let start = Instant::now();
         if let (Some(ev), 0) = (&evaluator, state.step) {
-            let scores = ev.evaluate(&optimizer.weights(&model).valid(), &folder, &device)?;
+            // The model as it computes (bf16 under mixed precision): `weights()` would mix f32
+            // masters with bf16 frozen weights under LoRA.
+            let scores = ev.evaluate(&model.valid(), &folder, &device)?;
             writeln!(
                 metrics,
                 "{}",
@@ -509,8 +511,7 @@ impl AutodiffJob for TrainJob {
             }
             if let Some(ev) = &evaluator {
                 if state.step % ev.every == 0 || state.step == t.steps {
-                    let scores =
-                        ev.evaluate(&optimizer.weights(&model).valid(), &folder, &device)?;
+                    let scores = ev.evaluate(&model.valid(), &folder, &device)?;
                     writeln!(
                         metrics,
                         "{}",
