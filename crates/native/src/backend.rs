@@ -168,7 +168,8 @@ pub trait AutodiffJob {
 /// Training always runs on the backend's f32 type: bf16 (mixed or pure, the job's
 /// [`qzhou_core::training::Precision`]) is a run-time dtype of the model's tensors, so the f32
 /// master weights of mixed precision live beside the bf16 compute copy. `dtype` is checked
-/// against what the backend can compute in (wgpu: f32 only; f16 needs loss scaling: refused).
+/// against what the backend can compute in (wgpu: f32 only); the caller has already turned it
+/// into a precision (`qzhou train` refuses f16, which needs loss scaling).
 pub fn dispatch_autodiff<J: AutodiffJob>(
     kind: BackendKind,
     dtype: DTypeArg,
@@ -177,14 +178,8 @@ pub fn dispatch_autodiff<J: AutodiffJob>(
     fusion: bool,
     job: J,
 ) -> Result<()> {
-    match (kind, dtype) {
-        (_, DTypeArg::F16) => {
-            bail!("training in f16 overflows without loss scaling; use bf16 or f32")
-        }
-        (BackendKind::Wgpu, DTypeArg::Bf16) => {
-            bail!("the wgpu backend trains in f32 only (WGSL has no bf16); use --dtype f32")
-        }
-        _ => {}
+    if (kind, dtype) == (BackendKind::Wgpu, DTypeArg::Bf16) {
+        bail!("the wgpu backend trains in f32 only (WGSL has no bf16); use --dtype f32")
     }
     if checkpointing {
         dispatch_with::<J, BalancedCheckpointing>(kind, device_indices, fusion, job)

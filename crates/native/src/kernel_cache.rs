@@ -11,10 +11,21 @@
 //! autotune step, which tells a slow first step from a hung one.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// What [`configure`] decided for this process (set once, by the first GPU dispatch).
+static IN_USE: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// The folder this process caches kernels in, once [`configure`] has run; `None` before, or
+/// when cubecl's own configuration stands.
+pub fn in_use() -> Option<PathBuf> {
+    IN_USE.get().cloned().flatten()
+}
 
 /// The folder qzhou caches kernels in, or `None` when `QZHOU_KERNEL_CACHE=off` or no home
 /// folder is known.
-pub fn folder() -> Option<PathBuf> {
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn folder() -> Option<PathBuf> {
     match std::env::var_os("QZHOU_KERNEL_CACHE") {
         Some(v) if v == "off" => return None,
         Some(v) if !v.is_empty() => return Some(PathBuf::from(v)),
@@ -32,6 +43,11 @@ pub fn folder() -> Option<PathBuf> {
 /// a config file choosing its own cache, or cubecl already configured in this process).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub fn configure() -> Option<PathBuf> {
+    IN_USE.get_or_init(configure_cubecl).clone()
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn configure_cubecl() -> Option<PathBuf> {
     use burn_cubecl::cubecl::config::cache::CacheConfig;
     use burn_cubecl::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
 
@@ -57,5 +73,5 @@ pub fn configure() -> Option<PathBuf> {
 /// Without a GPU backend there is nothing to configure.
 #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
 pub fn configure() -> Option<PathBuf> {
-    None
+    IN_USE.get_or_init(|| None).clone()
 }

@@ -418,7 +418,7 @@ impl AutodiffJob for TrainJob {
             if warmup && gpu {
                 bar.set_message(format!(
                     "compiling GPU kernels and autotuning (first step; cached in {})",
-                    crate::kernel_cache::folder()
+                    crate::kernel_cache::in_use()
                         .map(|d| d.display().to_string())
                         .unwrap_or_else(|| "cubecl's default folders".into())
                 ));
