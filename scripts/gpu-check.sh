@@ -361,7 +361,7 @@ stage_train-smoke() { train smoke "$ROOT/tests/fixtures/tiny-qwen2" "$SMOKE_STEP
 stage_train-mixed() { train mixed "$WORK/m05-config" "$TRAIN_STEPS" "$TRAIN_BATCH" "$QLEN" "$PLEN" 0 bf16 "" off random; }
 stage_train-lora() { train lora "$WORK/m05-config" "$TRAIN_STEPS" "$TRAIN_BATCH" "$QLEN" "$PLEN" 16 bf16 "" off random; }
 stage_train-pure-bf16() { train pure-bf16 "$WORK/m05-config" "$TRAIN_STEPS" "$TRAIN_BATCH" "$QLEN" "$PLEN" 0 bf16 --pure-bf16 off random; }
-stage_train-mixed-fusion() { train mixed-fusion "$WORK/m05-config" "$TRAIN_STEPS" "$TRAIN_BATCH" "$QLEN" "$PLEN" 0 bf16 "" on random; }
+stage_train-mixed-fusion() { QZHOU_ALLOW_FUSED_TRAINING=1 train mixed-fusion "$WORK/m05-config" "$TRAIN_STEPS" "$TRAIN_BATCH" "$QLEN" "$PLEN" 0 bf16 "" on random; }
 
 st() {  # sentence-transformers baseline; $1: LoRA rank (0 = full)
   local lora=$1 part

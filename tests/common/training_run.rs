@@ -89,6 +89,49 @@ where
     }
 }
 
+/// The gradients of the first `batches` batches' InfoNCE losses at the initial weights (no
+/// optimizer step between them), GradCache chunks of `chunk` texts, concatenated and flattened
+/// in module order (parameters without a gradient give zeros). Unlike a run, nothing here
+/// feeds back, so last-bit differences between backends stay last-bit.
+pub fn initial_gradients<B>(device: &B::Device, batches: usize, chunk: usize) -> Vec<f32>
+where
+    B: AutodiffBackend + KernelBackend,
+    B::InnerBackend: KernelBackend,
+{
+    struct Collect<'a>(&'a burn::optim::GradientsParams, Vec<f32>);
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            match self.0.get::<B::InnerBackend, D>(p.id) {
+                Some(g) => {
+                    let data = g.into_data().convert::<f32>();
+                    self.1.extend(data.into_vec::<f32>().unwrap());
+                }
+                None => self
+                    .1
+                    .extend(std::iter::repeat_n(0.0, p.shape().num_elements())),
+            }
+        }
+    }
+    let config = config();
+    let init = RandomInit::new(&config, 7, 0.02).unwrap();
+    let model = QwenEncoder::<B>::load(
+        &config,
+        AttentionMode::Bidirectional,
+        &init,
+        device,
+        &DeviceStorage::default(),
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    for step in 0..batches {
+        let out = grad_cache_step(&model, &batch(step), 0, Pooling::Mean, chunk, loss).unwrap();
+        let mut c = Collect(&out.grads, Vec::new());
+        model.visit(&mut c);
+        all.extend(c.1);
+    }
+    all
+}
+
 /// Every float parameter's values as f32, in module order.
 pub fn flatten<B: Backend, M: Module<B>>(module: &M) -> Vec<f32> {
     struct Collect(Vec<f32>);

@@ -584,4 +584,23 @@ fn bf16_training_keeps_f32_masters_and_resumes_exactly() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("bf16"), "{stderr}");
     }
+    // Fused training is refused while Burn 0.21's fused backward is wrong for some shapes
+    // (tests/fusion_wgpu.rs), before any model or device is touched.
+    let out = qzhou(&[
+        "train",
+        "--config",
+        run.config.to_str().unwrap(),
+        "--quiet",
+        "--backend",
+        "wgpu",
+        "--fusion",
+        "on",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--fusion on is refused for training"),
+        "{stderr}"
+    );
+    assert!(!run.dir.join("metrics.jsonl").exists());
 }

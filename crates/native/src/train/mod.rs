@@ -61,7 +61,8 @@ pub struct TrainArgs {
     /// precision, but every update below ~0.4 % of a weight is lost; see README "Precision").
     #[arg(long)]
     pub pure_bf16: bool,
-    /// Burn's kernel fusion on wgpu/cuda (default: off; see README "Backends").
+    /// Burn's kernel fusion on wgpu/cuda (default: off; `on` is refused for training while
+    /// Burn 0.21's fused backward is wrong for some shapes, README "Backends").
     #[arg(long, value_enum)]
     pub fusion: Option<FusionArg>,
     /// GPU indices for wgpu/cuda, comma-separated: several = data parallel (each batch is
@@ -89,6 +90,10 @@ pub struct TrainArgs {
     pub no_save: bool,
 }
 
+/// Set to run `qzhou train --fusion on` anyway (speed measurements): fused gradients are wrong
+/// for some shapes in Burn 0.21.
+pub const ALLOW_FUSED_TRAINING: &str = "QZHOU_ALLOW_FUSED_TRAINING";
+
 pub fn run(args: TrainArgs) -> Result<()> {
     let config = RunConfig::load(&args.config)?;
     let precision = match (args.dtype, args.pure_bf16) {
@@ -101,6 +106,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         (DTypeArg::F32, true) => bail!("--pure-bf16 needs --dtype bf16"),
     };
     let fusion = args.backend.fusion(args.fusion)?;
+    if fusion && std::env::var_os(ALLOW_FUSED_TRAINING).is_none() {
+        bail!(
+            "--fusion on is refused for training: Burn 0.21's fused backward gives wrong \
+             gradients for some shapes (3.9e-3 relative on wgpu when a GradCache chunk pads to \
+             17 tokens; tests/fusion_wgpu.rs, ignored until it passes). Train with --fusion off \
+             (the default); set {ALLOW_FUSED_TRAINING}=1 only to measure fused training"
+        );
+    }
     let job = TrainJob {
         config,
         args,
