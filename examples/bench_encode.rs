@@ -126,6 +126,8 @@ fn make_random_model(dir: &str, tokenizer: &str) {
 }
 
 fn main() {
+    // As the qzhou CLI does at start-up.
+    qzhou_core::host_memory::keep_freed_memory();
     let a: Vec<String> = std::env::args().collect();
     if a.len() == 4 && a[1] == "make" {
         return make_random_model(&a[2], &a[3]);

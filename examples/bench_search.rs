@@ -12,6 +12,8 @@ use burn::tensor::Distribution;
 use qzhou_core::metrics::{add_block, TopK};
 
 fn main() {
+    // As the qzhou CLI does at start-up.
+    qzhou_core::host_memory::keep_freed_memory();
     let a: Vec<usize> = std::env::args()
         .skip(1)
         .map(|s| s.parse().expect("a number"))

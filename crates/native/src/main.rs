@@ -45,6 +45,7 @@ enum Command {
 }
 
 fn main() {
+    qzhou_core::host_memory::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),

@@ -5,10 +5,13 @@
 //!   the device and dequantised inside the matmul, so a q4 model takes 5 bits per weight of
 //!   GPU memory instead of 32.
 //! * [`KernelBackend::mean_pool`] — masked mean pooling and L2 normalisation in one pass.
+//! * [`KernelBackend::silu_mul`] and [`KernelBackend::rope`] — SwiGLU gating and rotary
+//!   embedding in one pass each, on the CPU backend (`flex.rs`), where Burn's elementwise ops
+//!   are single-threaded scalar loops and broadcasts go through a strided index.
 //!
-//! Every backend implements the trait; only plain burn-wgpu (not under Burn's fusion) overrides the default
-//! methods, which are written with ordinary Burn tensor ops and are the reference the kernels
-//! are tested against ([`reference_quantized_matmul`], [`reference_mean_pool`]).
+//! Every backend implements the trait; plain burn-wgpu (not under Burn's fusion) and the CPU
+//! backend override default methods, which are written with ordinary Burn tensor ops and are
+//! the reference the kernels are tested against ([`reference_quantized_matmul`], [`reference_mean_pool`]).
 
 use burn::prelude::*;
 use burn::tensor::ElementConversion;
@@ -17,6 +20,7 @@ use crate::error::{QzhouError, Result};
 use crate::pooling::{l2_normalize, pool, Pooling};
 use crate::quantization::{PackedBlocks, Quantization, BLOCK_SIZE};
 
+mod flex;
 #[cfg(feature = "wgpu")]
 mod wgpu;
 
@@ -41,6 +45,19 @@ pub trait KernelBackend: Backend {
         normalize: bool,
     ) -> Tensor<Self, 2> {
         reference_mean_pool(hidden, mask, normalize)
+    }
+
+    /// SwiGLU's gating, `silu(gate) · up` elementwise (`silu(x) = x · σ(x)`), same shape in and
+    /// out (`[batch, seq, intermediate]` in the MLP).
+    fn silu_mul<const D: usize>(gate: Tensor<Self, D>, up: Tensor<Self, D>) -> Tensor<Self, D> {
+        burn::tensor::activation::silu(gate) * up
+    }
+
+    /// Rotary position embedding of `x` `[batch, seq, heads, head_dim]` by the `[seq, head_dim]`
+    /// tables of [`crate::model::rope_tables`] (HF rotate-half layout); defaults to
+    /// [`crate::model::apply_rope`].
+    fn rope(x: Tensor<Self, 4>, cos: &Tensor<Self, 2>, sin: &Tensor<Self, 2>) -> Tensor<Self, 4> {
+        crate::model::apply_rope(x, cos, sin)
     }
 
     /// The largest tensor (bytes) one device buffer may hold, when the backend has such a
@@ -202,8 +219,6 @@ pub fn reference_mean_pool<B: Backend>(
         pooled
     }
 }
-
-impl KernelBackend for burn::backend::Flex {}
 
 #[cfg(feature = "autodiff")]
 impl<B: KernelBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>

@@ -6,7 +6,6 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::linear::Projection;
-use super::rope::apply_rope;
 use crate::kernels::KernelBackend;
 
 /// The attention block of a Qwen2/Qwen3 decoder layer.
@@ -33,31 +32,24 @@ pub struct SelfAttention<B: Backend> {
 }
 
 impl<B: KernelBackend> SelfAttention<B> {
-    /// Split `[batch, seq, n·head_dim]` into `[batch, n, seq, head_dim]`, normalising each head.
+    /// Split `[batch, seq, n·head_dim]` into `[batch, seq, n, head_dim]`, normalising each head.
     fn heads(&self, x: Tensor<B, 3>, n: usize, norm: Option<&RmsNorm<B>>) -> Tensor<B, 4> {
         let [b, s, _] = x.dims();
         let x = x.reshape([b, s, n, self.head_dim]);
-        let x = match norm {
+        match norm {
             Some(norm) => norm.forward(x),
             None => x,
-        };
-        x.swap_dims(1, 2)
-    }
-
-    /// Repeat each kv head `heads / kv_heads` times: `[b, kv, s, d] -> [b, heads, s, d]`.
-    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let groups = self.num_heads / self.num_kv_heads;
-        if groups == 1 {
-            return x;
         }
-        let [b, kv, s, d] = x.dims();
-        x.unsqueeze_dim::<5>(2)
-            .expand([b, kv, groups, s, d])
-            .reshape([b, kv * groups, s, d])
     }
 
-    /// `x`: `[batch, seq, hidden]`; `cos`/`sin`: `[seq, head_dim]`; `mask`: `[batch, heads, seq,
-    /// seq]`, `true` where a query must not see a key. Returns `[batch, seq, hidden]`.
+    /// `x`: `[batch, seq, hidden]`; `cos`/`sin`: `[seq, head_dim]`; `mask`: `[batch, kv_heads,
+    /// groups·seq, seq]` from [`super::QwenEncoder::attention_mask`], `true` where a query must
+    /// not see a key. Returns `[batch, seq, hidden]`.
+    ///
+    /// Grouped-query attention without repeating keys and values: the `groups = heads /
+    /// kv_heads` query heads that share key/value head `j` (heads `j·groups ..`, transformers'
+    /// `repeat_kv` order) are stacked along the query axis, so attention runs over `kv_heads`
+    /// heads of `groups·seq` queries against `seq` keys — the same scores, softmaxes and sums.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -66,24 +58,28 @@ impl<B: KernelBackend> SelfAttention<B> {
         mask: Tensor<B, 4, Bool>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
+        let (kv, d) = (self.num_kv_heads, self.head_dim);
+        let groups = self.num_heads / kv;
         let q = self.heads(
             self.q_proj.forward(x.clone()),
             self.num_heads,
             self.q_norm.as_ref(),
         );
-        let k = self.heads(
-            self.k_proj.forward(x.clone()),
-            self.num_kv_heads,
-            self.k_norm.as_ref(),
-        );
-        let v = self.heads(self.v_proj.forward(x), self.num_kv_heads, None);
-        let q = apply_rope(q, cos, sin);
-        let k = self.repeat_kv(apply_rope(k, cos, sin));
-        let v = self.repeat_kv(v);
+        let k = self.heads(self.k_proj.forward(x.clone()), kv, self.k_norm.as_ref());
+        let v = self.heads(self.v_proj.forward(x), kv, None);
+        // [b, s, heads, d] -> [b, s, kv, groups, d] -> [b, kv, groups, s, d] -> [b, kv, groups·s, d]
+        let q = B::rope(q, cos, sin)
+            .reshape([b, s, kv, groups, d])
+            .permute([0, 2, 3, 1, 4])
+            .reshape([b, kv, groups * s, d]);
+        let k = B::rope(k, cos, sin).swap_dims(1, 2);
+        let v = v.swap_dims(1, 2);
         let out = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+        // [b, kv, groups·s, d] -> [b, kv, groups, s, d] -> [b, s, kv, groups, d] -> [b, s, hidden]
         let out = out
-            .swap_dims(1, 2)
-            .reshape([b, s, self.num_heads * self.head_dim]);
+            .reshape([b, kv, groups, s, d])
+            .permute([0, 3, 1, 2, 4])
+            .reshape([b, s, self.num_heads * d]);
         self.o_proj.forward(out)
     }
 }

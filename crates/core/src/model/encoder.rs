@@ -175,25 +175,35 @@ impl<B: Backend> QwenEncoder<B> {
         s
     }
 
-    /// Boolean mask `[batch, heads, seq, seq]`, `true` where a query must not see a key:
-    /// padding keys always, future keys too when causal. Built explicitly (as candle's qwen2
-    /// does) so every backend computes the same thing.
+    /// Boolean mask `[batch, kv_heads, groups·seq, seq]` (`groups = heads / kv_heads`), `true`
+    /// where a query must not see a key: padding keys always, future keys too when causal.
+    /// Query row `g·seq + i` is position `i` of the `g`-th query head sharing a key/value head
+    /// (the grouped layout [`super::SelfAttention`] runs attention in). Built explicitly and
+    /// laid out once per forward pass (as candle's qwen2 does), so every backend computes the
+    /// same thing and no layer re-expands it.
     pub fn attention_mask(&self, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 4, Bool> {
         let [b, s] = attention_mask.dims();
         let device = attention_mask.device();
+        let (kv, groups) = match self.layers.first() {
+            Some(l) => (
+                l.self_attn.num_kv_heads,
+                l.self_attn.num_heads / l.self_attn.num_kv_heads,
+            ),
+            None => (1, self.num_heads),
+        };
         let padding = attention_mask
             .equal_elem(0)
-            .reshape([b, 1, 1, s])
-            .expand([b, 1, s, s]);
+            .reshape([b, 1, 1, 1, s])
+            .expand([b, kv, groups, s, s]);
         let mask = if self.causal {
             let future = Tensor::<B, 2, Bool>::tril_mask([s, s], 0, &device)
-                .reshape([1, 1, s, s])
-                .expand([b, 1, s, s]);
+                .reshape([1, 1, 1, s, s])
+                .expand([b, kv, groups, s, s]);
             padding.bool_or(future)
         } else {
             padding
         };
-        mask.expand([b, self.num_heads, s, s])
+        mask.reshape([b, kv, groups * s, s])
     }
 }
 

@@ -7,6 +7,7 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use super::dense::linear_rows;
 use super::lora::LoraLinear;
 use crate::kernels::{KernelBackend, QuantizedMatrix};
 
@@ -43,10 +44,10 @@ impl<B: KernelBackend> Projection<B> {
     /// `x`: `[batch, seq, in]` -> `[batch, seq, out]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match self {
-            Self::Dense(l) => l.forward(x),
+            Self::Dense(l) => linear_rows(l, x),
             Self::Lora(l) => l.forward(x),
             Self::Split(s) => {
-                let outs = s.parts.iter().map(|p| p.forward(x.clone())).collect();
+                let outs = s.parts.iter().map(|p| linear_rows(p, x.clone())).collect();
                 Tensor::cat(outs, 2)
             }
             Self::Quantized(q) => {

@@ -10,6 +10,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
+use super::dense::{linear_rows, matmul_rows};
 use super::encoder::QwenEncoder;
 use super::linear::Projection;
 use crate::error::{QzhouError, Result};
@@ -166,12 +167,9 @@ impl<B: Backend> LoraLinear<B> {
 
     /// `x`: `[batch, seq, in]` -> `[batch, seq, out]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let update = x
-            .clone()
-            .matmul(self.lora_a.val().unsqueeze())
-            .matmul(self.lora_b.val().unsqueeze())
+        let update = matmul_rows(matmul_rows(x.clone(), self.lora_a.val()), self.lora_b.val())
             .mul_scalar(self.scale);
-        self.base.forward(x) + update
+        linear_rows(&self.base, x) + update
     }
 
     /// The base projection with the update folded in: `W + (α / r)·A·B` (same bias).

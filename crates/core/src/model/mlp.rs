@@ -1,7 +1,6 @@
 //! The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
 
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use super::linear::Projection;
 use crate::kernels::KernelBackend;
@@ -20,7 +19,7 @@ pub struct SwiGluMlp<B: Backend> {
 impl<B: KernelBackend> SwiGluMlp<B> {
     /// `x`: `[batch, seq, hidden]` -> `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gated = B::silu_mul(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        self.down_proj.forward(gated)
     }
 }

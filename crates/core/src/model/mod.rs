@@ -1,6 +1,7 @@
 //! The Burn model: a Qwen2/Qwen3 decoder used as a bidirectional or causal encoder.
 
 mod attention;
+mod dense;
 mod embedding;
 mod encoder;
 mod hf_tensors;
@@ -12,6 +13,7 @@ mod random_init;
 mod rope;
 
 pub use attention::SelfAttention;
+pub use dense::{linear_rows, matmul_rows};
 pub use embedding::TokenEmbedding;
 pub use encoder::{check_weights, expected_tensors, DeviceStorage, QwenEncoder, StorageSummary};
 pub use hf_tensors::HfTensor;

@@ -34,7 +34,7 @@ pub fn rope_tables<B: Backend>(
     )
 }
 
-/// `[x1, x2] -> [-x2, x1]` over the last dimension of `[batch, heads, seq, head_dim]`.
+/// `[x1, x2] -> [-x2, x1]` over the last dimension of `[batch, seq, heads, head_dim]`.
 fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let d = x.dims()[3];
     let x1 = x.clone().narrow(3, 0, d / 2);
@@ -42,13 +42,16 @@ fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     Tensor::cat(vec![x2.neg(), x1], 3)
 }
 
-/// Rotate `x` `[batch, heads, seq, head_dim]` by the tables from [`rope_tables`] `[seq, head_dim]`.
+/// Rotate `x` `[batch, seq, heads, head_dim]` by the tables from [`rope_tables`] `[seq,
+/// head_dim]`: `x·cos + rotate_half(x)·sin`, the tables broadcast over batch and heads. This is
+/// the reference [`crate::KernelBackend::rope`] defaults to.
 pub fn apply_rope<B: Backend>(
     x: Tensor<B, 4>,
     cos: &Tensor<B, 2>,
     sin: &Tensor<B, 2>,
 ) -> Tensor<B, 4> {
-    let cos = cos.clone().unsqueeze::<4>();
-    let sin = sin.clone().unsqueeze::<4>();
+    let [s, d] = cos.dims();
+    let cos = cos.clone().reshape([1, s, 1, d]);
+    let sin = sin.clone().reshape([1, s, 1, d]);
     x.clone() * cos + rotate_half(x) * sin
 }
