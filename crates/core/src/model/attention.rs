@@ -44,7 +44,7 @@ impl<B: KernelBackend> SelfAttention<B> {
 
     /// `x`: `[batch, seq, hidden]`; `cos`/`sin`: `[seq, head_dim]`; `mask`: `[batch, kv_heads,
     /// groups·seq, seq]` from [`super::QwenEncoder::attention_mask`], `true` where a query must
-    /// not see a key. Returns `[batch, seq, hidden]`.
+    /// not see a key (`None`: every query sees every key). Returns `[batch, seq, hidden]`.
     ///
     /// Grouped-query attention without repeating keys and values: the `groups = heads /
     /// kv_heads` query heads that share key/value head `j` (heads `j·groups ..`, transformers'
@@ -55,7 +55,7 @@ impl<B: KernelBackend> SelfAttention<B> {
         x: Tensor<B, 3>,
         cos: &Tensor<B, 2>,
         sin: &Tensor<B, 2>,
-        mask: Tensor<B, 4, Bool>,
+        mask: Option<Tensor<B, 4, Bool>>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (kv, d) = (self.num_kv_heads, self.head_dim);
@@ -74,7 +74,7 @@ impl<B: KernelBackend> SelfAttention<B> {
             .reshape([b, kv, groups * s, d]);
         let k = B::rope(k, cos, sin).swap_dims(1, 2);
         let v = v.swap_dims(1, 2);
-        let out = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+        let out = attention(q, k, v, mask, None, AttentionModuleOptions::default());
         // [b, kv, groups·s, d] -> [b, kv, groups, s, d] -> [b, s, kv, groups, d] -> [b, s, hidden]
         let out = out
             .reshape([b, kv, groups, s, d])

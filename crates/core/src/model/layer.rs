@@ -27,7 +27,7 @@ impl<B: KernelBackend> DecoderLayer<B> {
         x: Tensor<B, 3>,
         cos: &Tensor<B, 2>,
         sin: &Tensor<B, 2>,
-        mask: Tensor<B, 4, Bool>,
+        mask: Option<Tensor<B, 4, Bool>>,
     ) -> Tensor<B, 3> {
         let h = x.clone()
             + self
