@@ -4,8 +4,10 @@
 //! every op on a shared tensor, and walks broadcast operands through a strided index. On the
 //! Qwen2.5-0.5B shape at 8 × 128 tokens (2 Zen 3 cores) `silu(gate) · up` took 89 ms a layer
 //! and RoPE on the query heads 40–70 ms — together more than the layer's q/k/v/o projections.
-//! These loops do the same arithmetic in the same order (bit-identical to the default methods),
-//! in place where the input is not shared, split over the rayon pool natively.
+//! The silu and RoPE loops do the same arithmetic in the same order (bit-identical to the
+//! default methods), in place where the input is not shared, split over the rayon pool
+//! natively. Row norms (exact search) read the rows where they lie instead of materialising
+//! their squares: 95 ms → a few per 16,384 × 1,024 block.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
@@ -66,6 +68,25 @@ impl KernelBackend for Flex {
             }
         });
         float(out)
+    }
+
+    fn row_norms(x: Tensor<Flex, 2>) -> Tensor<Flex, 1> {
+        let [rows, dim] = x.dims();
+        let t = x.into_primitive().tensor();
+        if !plain_f32(&t) || dim == 0 {
+            let x: Tensor<Flex, 2> = float(t);
+            return x.square().sum_dim(1).sqrt().reshape([rows]);
+        }
+        let values = &t.storage::<f32>()[..rows * dim];
+        let mut norms = vec![0f32; rows];
+        // One work item = 64 rows.
+        for_each_chunk(&mut norms, 64, |start, out| {
+            for (i, n) in out.iter_mut().enumerate() {
+                let row = &values[(start + i) * dim..][..dim];
+                *n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            }
+        });
+        float(FlexTensor::from_data(TensorData::new(norms, [rows])))
     }
 }
 

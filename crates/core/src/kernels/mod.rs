@@ -5,8 +5,9 @@
 //!   the device and dequantised inside the matmul, so a q4 model takes 5 bits per weight of
 //!   GPU memory instead of 32.
 //! * [`KernelBackend::mean_pool`] — masked mean pooling and L2 normalisation in one pass.
-//! * [`KernelBackend::silu_mul`] and [`KernelBackend::rope`] — SwiGLU gating and rotary
-//!   embedding in one pass each, on the CPU backend (`flex.rs`), where Burn's elementwise ops
+//! * [`KernelBackend::silu_mul`], [`KernelBackend::rope`] and [`KernelBackend::row_norms`] —
+//!   SwiGLU gating, rotary embedding and row norms in one pass each, on the CPU backend
+//!   (`flex.rs`), where Burn's elementwise ops
 //!   are single-threaded scalar loops and broadcasts go through a strided index.
 //!
 //! Every backend implements the trait; plain burn-wgpu (not under Burn's fusion) and the CPU
@@ -58,6 +59,12 @@ pub trait KernelBackend: Backend {
     /// [`crate::model::apply_rope`].
     fn rope(x: Tensor<Self, 4>, cos: &Tensor<Self, 2>, sin: &Tensor<Self, 2>) -> Tensor<Self, 4> {
         crate::model::apply_rope(x, cos, sin)
+    }
+
+    /// L2 norm of each row of `x` `[rows, dim]`: `[rows]`.
+    fn row_norms(x: Tensor<Self, 2>) -> Tensor<Self, 1> {
+        let rows = x.dims()[0];
+        x.square().sum_dim(1).sqrt().reshape([rows])
     }
 
     /// The largest tensor (bytes) one device buffer may hold, when the backend has such a

@@ -6,6 +6,7 @@
 use burn::prelude::*;
 
 use crate::error::{QzhouError, Result};
+use crate::kernels::KernelBackend;
 
 /// Running best `k` candidates `(score, corpus index)` for each query.
 pub struct TopK {
@@ -22,15 +23,6 @@ impl TopK {
         }
     }
 
-    /// Merge candidates for query `q`, keeping the `k` best (score descending; on equal
-    /// scores the larger index, as trec_eval prefers the larger id).
-    fn merge(&mut self, q: usize, candidates: impl Iterator<Item = (f32, usize)>) {
-        let list = &mut self.best[q];
-        list.extend(candidates);
-        list.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
-        list.truncate(self.k);
-    }
-
     /// Per query, `(corpus index, score)` best first.
     pub fn into_results(self) -> Vec<Vec<(usize, f32)>> {
         self.best
@@ -40,15 +32,25 @@ impl TopK {
     }
 }
 
-/// Rows scaled to unit length (zero rows stay zero).
-fn unit<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
-    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
-    x / norm
+/// L2 norm of each row of `x` `[n, d]`, at least 1e-12 (so zero rows score 0), on the host.
+fn row_norms<B: KernelBackend>(x: Tensor<B, 2>) -> Result<Vec<f32>> {
+    B::row_norms(x)
+        .clamp_min(1e-12)
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| QzhouError::Backend(format!("{e:?}")))
 }
 
 /// Score `queries` `[nq, d]` against one corpus block `[nb, d]` whose first row is corpus
 /// index `offset`, merging each query's best `k` into `top`.
-pub fn add_block<B: Backend>(
+///
+/// The device computes only the raw products `queries · blockᵀ`; the cosine
+/// `(q · c) / (‖q‖ ‖c‖)` is finished on the host in the same pass that selects candidates
+/// (normalising the block on the device cost a full extra pass over it per block — on the CPU
+/// backend a strided broadcast division slower than the product itself). Queries are
+/// independent and split over threads natively.
+pub fn add_block<B: KernelBackend>(
     top: &mut TopK,
     queries: Tensor<B, 2>,
     block: Tensor<B, 2>,
@@ -70,40 +72,62 @@ pub fn add_block<B: Backend>(
     if nb == 0 {
         return Ok(());
     }
-    let scores = unit(queries).matmul(unit(block).transpose());
-    // Selection on the host: one pass per row keeps only scores that can enter the running
-    // top k (a full device sort of every row, Burn's `topk`, was the bottleneck).
-    let values = scores
+    let query_norms = row_norms(queries.clone())?;
+    let block_norms = row_norms(block.clone())?;
+    let products = queries
+        .matmul(block.transpose())
         .into_data()
         .convert::<f32>()
         .into_vec::<f32>()
         .map_err(|e| QzhouError::Backend(format!("{e:?}")))?;
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(QzhouError::NonFinite { index: i / nb });
-    }
-    for q in 0..nq {
-        let row = &values[q * nb..(q + 1) * nb];
-        let list = &top.best[q];
-        // Below the current k-th best nothing can enter (ties may, by index order).
-        let floor = if list.len() == top.k {
+    let k = top.k;
+    let merge_query = |q: usize, list: &mut Vec<(f32, usize)>| -> Result<()> {
+        let row = &products[q * nb..(q + 1) * nb];
+        let floor = if list.len() == k {
             list.last().map_or(f32::NEG_INFINITY, |w| w.0)
         } else {
             f32::NEG_INFINITY
         };
-        let mut candidates: Vec<(f32, usize)> = row
-            .iter()
-            .enumerate()
-            .filter(|(_, &v)| v >= floor)
-            .map(|(j, &v)| (v, offset + j))
-            .collect();
-        if candidates.len() > top.k {
-            candidates
-                .select_nth_unstable_by(top.k - 1, |a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
-            candidates.truncate(top.k);
+        let mut candidates = Vec::new();
+        for (j, (&p, &n)) in row.iter().zip(&block_norms).enumerate() {
+            let v = p / (query_norms[q] * n);
+            if !v.is_finite() {
+                return Err(QzhouError::NonFinite { index: q });
+            }
+            if v >= floor {
+                candidates.push((v, offset + j));
+            }
         }
-        top.merge(q, candidates.into_iter());
+        if candidates.len() > k {
+            candidates.select_nth_unstable_by(k - 1, by_score);
+            candidates.truncate(k);
+        }
+        list.extend(candidates);
+        list.sort_by(by_score);
+        list.truncate(k);
+        Ok(())
+    };
+    #[cfg(not(target_family = "wasm"))]
+    {
+        use rayon::prelude::*;
+        top.best
+            .par_iter_mut()
+            .enumerate()
+            .try_for_each(|(q, list)| merge_query(q, list))
     }
-    Ok(())
+    #[cfg(target_family = "wasm")]
+    {
+        top.best
+            .iter_mut()
+            .enumerate()
+            .try_for_each(|(q, list)| merge_query(q, list))
+    }
+}
+
+/// Best first: higher score, then — on equal scores — the larger corpus index, as trec_eval
+/// prefers the larger id (a total order, so results depend on neither block size nor threads).
+fn by_score(a: &(f32, usize), b: &(f32, usize)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(b.1.cmp(&a.1))
 }
 
 #[cfg(test)]
