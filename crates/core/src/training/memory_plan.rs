@@ -441,14 +441,16 @@ fn activation_bytes(
         let normalised = if lora.is_none() { n * h * e } else { 0 };
         n * h * e + f32_copy + normalised
     };
+    // The padding mask `[texts, kv_heads, groups·len, len]` (one byte a value), laid out once
+    // per chunk and read by every layer's masked fill.
+    total += shape.texts * c.num_attention_heads as u64 * shape.len * shape.len;
     total
 }
 
 /// Bytes `layers` decoder layers keep for the backward pass of one chunk.
 ///
 /// With `n = texts · len` tokens, `H` hidden, `Q = heads · head_dim`, `K = kv_heads ·
-/// head_dim`, `I` intermediate, `R = Q` when kv heads are repeated (GQA) else `K`,
-/// `P = texts · heads · len²` attention scores and `r` the LoRA rank, each layer keeps (in
+/// head_dim`, `I` intermediate, `P = texts · heads · len²` attention scores and `r` the LoRA rank, each layer keeps (in
 /// elements of the compute dtype unless marked f32):
 ///
 /// Without checkpointing (every Burn op keeps what its backward reads):
@@ -457,7 +459,8 @@ fn activation_bytes(
 ///   projections, or their adapters); with bf16 compute also the f32 cast `n·H` (f32);
 /// * Qwen3 q/k norms: their inputs `n·(Q + K)` and, full fine-tuning, their normalised values
 ///   `n·(Q + K)` (+ the f32 casts `n·(Q + K)` in bf16);
-/// * RoPE'd queries `n·Q`, repeated keys and values `2·n·R` (the two attention matmuls);
+/// * RoPE'd queries `n·Q` (stacked per key/value head), keys and values `2·n·K` (the two
+///   attention matmuls; grouped-query attention does not repeat them);
 /// * attention: `3·P` — the max-shifted scores (kept by `exp`), `exp` (kept by the
 ///   division) and the probabilities (kept by the matmul with V);
 /// * the attention output `n·Q` (o_proj's input);
@@ -466,6 +469,9 @@ fn activation_bytes(
 ///   `n·I` and their product `n·I` (down_proj's input): `5·n·I`;
 /// * LoRA: `n·r` per adapter (`x·A`, kept by the matmul with `B`); a projection input is only
 ///   kept when its projection is adapted (a frozen weight needs no input).
+///
+/// A chunk is assumed padded (attention masked); an unpadded one skips the mask and keeps a
+/// little less.
 ///
 /// With Burn's balanced checkpointing, memory-bound ops (elementwise, reshapes) are
 /// recomputed from the outputs of the compute-bound ops (matmuls, reductions, casts) that
@@ -497,11 +503,6 @@ fn layer_activation_bytes(
     let i = c.intermediate_size as u64;
     let q = (c.num_attention_heads * c.head_dim) as u64;
     let k = (c.num_key_value_heads * c.head_dim) as u64;
-    let repeated = if c.num_attention_heads > c.num_key_value_heads {
-        q
-    } else {
-        k
-    };
     let scores = shape.texts * c.num_attention_heads as u64 * shape.len * shape.len;
     let qk_norm = c.model_type == ModelType::Qwen3 && c.qk_norm;
     let bf16 = e != F32_BYTES;
@@ -534,7 +535,7 @@ fn layer_activation_bytes(
                 f32s += n * (q + k);
             }
         }
-        el += n * q + 2 * n * repeated + 3 * scores;
+        el += n * q + 2 * n * k + 3 * scores;
         if adapted("o_proj") {
             el += n * q;
         }
