@@ -20,6 +20,10 @@ use super::KernelBackend;
 const CHUNK: usize = 16 * 1024;
 
 impl KernelBackend for Flex {
+    fn cheap_host_reads() -> bool {
+        true
+    }
+
     fn silu_mul<const D: usize>(gate: Tensor<Flex, D>, up: Tensor<Flex, D>) -> Tensor<Flex, D> {
         let (g, u) = (gate.into_primitive().tensor(), up.into_primitive().tensor());
         if !(plain_f32(&g) && plain_f32(&u) && g.layout().shape() == u.layout().shape()) {

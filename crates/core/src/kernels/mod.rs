@@ -67,6 +67,14 @@ pub trait KernelBackend: Backend {
         x.square().sum_dim(1).sqrt().reshape([rows])
     }
 
+    /// Whether reading a small tensor back to the host is synchronous and costs nothing (host
+    /// memory backends). The encoder then checks a batch for padding and runs attention
+    /// without a mask when nothing is masked. GPU backends say no: the read would stall their
+    /// queue, and WebGPU cannot block on one at all.
+    fn cheap_host_reads() -> bool {
+        false
+    }
+
     /// The largest tensor (bytes) one device buffer may hold, when the backend has such a
     /// limit (wgpu: the adapter's `maxStorageBufferBindingSize`). Loaders split bigger weights.
     fn max_buffer_bytes(device: &Self::Device) -> Option<usize> {
@@ -231,6 +239,10 @@ pub fn reference_mean_pool<B: Backend>(
 impl<B: KernelBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
     KernelBackend for burn::backend::Autodiff<B, C>
 {
+    fn cheap_host_reads() -> bool {
+        B::cheap_host_reads()
+    }
+
     fn memory_reserved_bytes(device: &Self::Device) -> Option<u64> {
         B::memory_reserved_bytes(device)
     }

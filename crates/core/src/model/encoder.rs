@@ -175,17 +175,22 @@ impl<B: Backend> QwenEncoder<B> {
         }
         s
     }
+}
 
+impl<B: KernelBackend> QwenEncoder<B> {
     /// Boolean mask `[batch, kv_heads, groups·seq, seq]` (`groups = heads / kv_heads`), `true`
     /// where a query must not see a key: padding keys always, future keys too when causal;
     /// `None` when it would be all `false` (bidirectional, no padding: one text, or texts of
-    /// one length), so attention skips masking — on the CPU a masked attention over 512 tokens
-    /// takes 1.8× the unmasked one. Query row `g·seq + i` is position `i` of the `g`-th query
-    /// head sharing a key/value head (the grouped layout [`super::SelfAttention`] runs attention
-    /// in). Built explicitly and laid out once per forward pass (as candle's qwen2 does), so
+    /// one length) and [`KernelBackend::cheap_host_reads`] lets us look, so attention skips
+    /// masking — on the CPU a masked attention over 512 tokens takes 1.8× the unmasked one.
+    /// Query row `g·seq + i` is position `i` of the `g`-th query head sharing a key/value head
+    /// (the grouped layout [`super::SelfAttention`] runs attention in). Built explicitly and laid out once per forward pass (as candle's qwen2 does), so
     /// every backend computes the same thing and no layer re-expands it.
     pub fn attention_mask(&self, attention_mask: Tensor<B, 2, Int>) -> Option<Tensor<B, 4, Bool>> {
-        if !self.causal && attention_mask.clone().min().into_scalar().elem::<i64>() != 0 {
+        if !self.causal
+            && B::cheap_host_reads()
+            && attention_mask.clone().min().into_scalar().elem::<i64>() != 0
+        {
             return None;
         }
         let [b, s] = attention_mask.dims();
@@ -211,9 +216,7 @@ impl<B: Backend> QwenEncoder<B> {
         };
         Some(mask.reshape([b, kv, groups * s, s]))
     }
-}
 
-impl<B: KernelBackend> QwenEncoder<B> {
     /// `input_ids`: `[batch, seq]` token ids, right-padded; `attention_mask`: `[batch, seq]`,
     /// 1 for real tokens and 0 for padding. Returns the final hidden states `[batch, seq, hidden]`
     /// in the dtype of the weights.
