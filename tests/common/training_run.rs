@@ -43,6 +43,20 @@ fn loss<B: Backend>(e: Tensor<B, 2>) -> qzhou_core::Result<Tensor<B, 1>> {
     retrieval_infonce(q, docs, 0.05)
 }
 
+/// The run's model at its initial weights (seed 7) on `device`, bidirectional.
+fn initial_model<B: KernelBackend>(device: &B::Device) -> QwenEncoder<B> {
+    let config = config();
+    let init = RandomInit::new(&config, 7, 0.02).unwrap();
+    QwenEncoder::<B>::load(
+        &config,
+        AttentionMode::Bidirectional,
+        &init,
+        device,
+        &DeviceStorage::default(),
+    )
+    .unwrap()
+}
+
 /// What a run leaves: the loss of every step and every weight (f32; the masters under mixed
 /// precision) before and after, flattened in module order.
 pub struct RunResult {
@@ -63,16 +77,7 @@ where
     B: AutodiffBackend + KernelBackend,
     B::InnerBackend: KernelBackend,
 {
-    let config = config();
-    let init = RandomInit::new(&config, 7, 0.02).unwrap();
-    let model = QwenEncoder::<B>::load(
-        &config,
-        AttentionMode::Bidirectional,
-        &init,
-        device,
-        &DeviceStorage::default(),
-    )
-    .unwrap();
+    let model = initial_model::<B>(device);
     let initial = flatten(&model);
     let mut optimizer = PrecisionAdamW::<QwenEncoder<B>, B>::new(&AdamWConfig::new(), precision);
     let mut model = optimizer.prepare(model);
@@ -112,16 +117,7 @@ where
             }
         }
     }
-    let config = config();
-    let init = RandomInit::new(&config, 7, 0.02).unwrap();
-    let model = QwenEncoder::<B>::load(
-        &config,
-        AttentionMode::Bidirectional,
-        &init,
-        device,
-        &DeviceStorage::default(),
-    )
-    .unwrap();
+    let model = initial_model::<B>(device);
     let mut all = Vec::new();
     for step in 0..batches {
         let out = grad_cache_step(&model, &batch(step), 0, Pooling::Mean, chunk, loss).unwrap();

@@ -14,7 +14,7 @@ use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
 
-use super::KernelBackend;
+use super::{reference_row_norms, reference_silu_mul, KernelBackend};
 
 /// Elements per parallel work item (64 KiB of f32).
 const CHUNK: usize = 16 * 1024;
@@ -27,8 +27,7 @@ impl KernelBackend for Flex {
     fn silu_mul<const D: usize>(gate: Tensor<Flex, D>, up: Tensor<Flex, D>) -> Tensor<Flex, D> {
         let (g, u) = (gate.into_primitive().tensor(), up.into_primitive().tensor());
         if !(plain_f32(&g) && plain_f32(&u) && g.layout().shape() == u.layout().shape()) {
-            let (gate, up) = (float(g), float(u));
-            return burn::tensor::activation::silu(gate) * up;
+            return reference_silu_mul(float(g), float(u));
         }
         let shape = g.layout().shape().clone();
         let n = shape.num_elements();
@@ -78,8 +77,7 @@ impl KernelBackend for Flex {
         let [rows, dim] = x.dims();
         let t = x.into_primitive().tensor();
         if !plain_f32(&t) || dim == 0 {
-            let x: Tensor<Flex, 2> = float(t);
-            return x.square().sum_dim(1).sqrt().reshape([rows]);
+            return reference_row_norms(float(t));
         }
         let values = &t.storage::<f32>()[..rows * dim];
         let mut norms = vec![0f32; rows];

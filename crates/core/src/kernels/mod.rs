@@ -51,7 +51,7 @@ pub trait KernelBackend: Backend {
     /// SwiGLU's gating, `silu(gate) · up` elementwise (`silu(x) = x · σ(x)`), same shape in and
     /// out (`[batch, seq, intermediate]` in the MLP).
     fn silu_mul<const D: usize>(gate: Tensor<Self, D>, up: Tensor<Self, D>) -> Tensor<Self, D> {
-        burn::tensor::activation::silu(gate) * up
+        reference_silu_mul(gate, up)
     }
 
     /// Rotary position embedding of `x` `[batch, seq, heads, head_dim]` by the `[seq, head_dim]`
@@ -63,8 +63,7 @@ pub trait KernelBackend: Backend {
 
     /// L2 norm of each row of `x` `[rows, dim]`: `[rows]`.
     fn row_norms(x: Tensor<Self, 2>) -> Tensor<Self, 1> {
-        let rows = x.dims()[0];
-        x.square().sum_dim(1).sqrt().reshape([rows])
+        reference_row_norms(x)
     }
 
     /// Whether reading a small tensor back to the host is synchronous and costs nothing (host
@@ -219,6 +218,21 @@ pub fn reference_quantized_matmul<B: Backend>(
     weight: &QuantizedMatrix<B>,
 ) -> Tensor<B, 2> {
     x.matmul(weight.dequantize_transposed())
+}
+
+/// `silu(gate) · up` with Burn ops: [`KernelBackend::silu_mul`]'s default and reference.
+pub fn reference_silu_mul<B: Backend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+) -> Tensor<B, D> {
+    burn::tensor::activation::silu(gate) * up
+}
+
+/// Row L2 norms `[rows]` of `x` `[rows, dim]` with Burn ops: [`KernelBackend::row_norms`]'s
+/// default and reference.
+pub fn reference_row_norms<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 1> {
+    let rows = x.dims()[0];
+    x.square().sum_dim(1).sqrt().reshape([rows])
 }
 
 /// [`KernelBackend::mean_pool`] with plain Burn ops.
