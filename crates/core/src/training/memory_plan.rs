@@ -654,16 +654,18 @@ mod tests {
     fn activations_follow_the_counted_tensors() {
         let c = config(QWEN25_05B);
         let plan = MemoryPlan::new(&input(&c, Precision::F32)).unwrap();
-        // n = 4096 tokens, H 896, Q 896 (repeated K/V: GQA), I 4864, P = 8·14·512².
-        let (n, h, q, i) = (4096u64, 896u64, 896u64, 4864u64);
+        // n = 4096 tokens, H 896, Q 896, K 128 (grouped-query attention: keys and values are
+        // not repeated), I 4864, P = 8·14·512² scores; the padding mask is P bytes, once.
+        let (n, h, q, k, i) = (4096u64, 896u64, 896u64, 128u64, 4864u64);
         let p = 8 * 14 * 512 * 512u64;
-        let layer = 6 * n * h + 4 * n * q + 3 * p + 5 * n * i;
-        assert_eq!(plan.activations_plain, 4 * (24 * layer + 2 * n * h));
-        let k = 2 * 64u64;
+        // Two norms (3·n·H each), RoPE'd queries, keys and values, three score tensors,
+        // o_proj's input, SwiGLU.
+        let layer = 6 * n * h + n * q + 2 * n * k + 3 * p + n * q + 5 * n * i;
+        assert_eq!(plan.activations_plain, 4 * (24 * layer + 2 * n * h) + p);
         // RoPE products, QKᵀ and masked scores, context, the 7 projection outputs; the
         // embedding output once (f32 norms keep nothing).
         let ckpt_layer = 2 * n * (q + k) + 2 * p + n * q + n * (q + 2 * k + h) + 2 * n * i + n * h;
-        assert_eq!(plan.activations_checkpointed, 4 * (24 * ckpt_layer + n * h));
+        assert_eq!(plan.activations_checkpointed, 4 * (24 * ckpt_layer + n * h) + p);
         // Checkpointing keeps less; a bf16 run keeps about half (plus its f32 norm casts).
         assert!(plan.activations_checkpointed < plan.activations_plain);
         let bf16 = MemoryPlan::new(&input(&c, Precision::MixedBf16)).unwrap();
