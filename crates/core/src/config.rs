@@ -23,6 +23,16 @@ pub enum AttentionMode {
     Causal,
 }
 
+impl std::fmt::Display for AttentionMode {
+    /// The name [`str::parse`] reads back: `bidirectional`, `causal`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttentionMode::Bidirectional => "bidirectional",
+            AttentionMode::Causal => "causal",
+        })
+    }
+}
+
 impl std::str::FromStr for AttentionMode {
     type Err = QzhouError;
     fn from_str(s: &str) -> Result<Self> {

@@ -18,9 +18,8 @@ use crate::error::{QzhouError, Result};
 use crate::kernels::KernelBackend;
 use crate::model::{DeviceStorage, QwenEncoder};
 use crate::pooling::{l2_normalize, pool, Pooling};
-use crate::prompts::{
-    query_prefix, task_instruction, InstructionSide, PromptStyle, DEFAULT_INSTRUCTION,
-};
+use crate::preprocessor::Preprocessor;
+use crate::prompts::PromptStyle;
 use crate::sentence_transformers::{SentenceTransformersConfig, SentenceTransformersFiles};
 use crate::tokenizer::{TextTokenizer, Truncation};
 use crate::weights::TensorSource;
@@ -106,6 +105,9 @@ pub struct EmbedOptions {
     pub instruction: Option<String>,
     /// Spelling of the query template.
     pub prompt_style: PromptStyle,
+    /// A named prompt (the model folder's sentence-transformers `prompts`, or `query` /
+    /// `document` / `passage`); wins over `kind`, `task` and `instruction`.
+    pub prompt_name: Option<String>,
     /// Pooling for this call; `None`: the model's.
     pub pooling: Option<Pooling>,
     /// L2 normalisation for this call; `None`: the model's.
@@ -142,9 +144,8 @@ impl EmbedOptions {
 /// A loaded embedding model on one device.
 pub struct Embedder<B: KernelBackend> {
     model: QwenEncoder<B>,
-    tokenizer: TextTokenizer,
+    preprocessor: Preprocessor,
     config: QwenConfig,
-    sentence_transformers: SentenceTransformersConfig,
     pooling: Pooling,
     normalize: bool,
     batch_tokens: usize,
@@ -208,9 +209,8 @@ impl Settings {
         });
         Embedder {
             model,
-            tokenizer: self.tokenizer,
+            preprocessor: Preprocessor::new(self.tokenizer, self.sentence_transformers.prompts),
             config: self.config,
-            sentence_transformers: self.sentence_transformers,
             pooling,
             normalize: self.normalize,
             batch_tokens: options.batch_tokens,
@@ -292,7 +292,12 @@ impl<B: KernelBackend> Embedder<B> {
 
     /// The tokenizer.
     pub fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
+        self.preprocessor.tokenizer()
+    }
+
+    /// Prompts and tokenizer (clone it to tokenise on other threads).
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
     }
 
     /// Pooling in force.
@@ -315,33 +320,9 @@ impl<B: KernelBackend> Embedder<B> {
         &self.device
     }
 
-    /// The exact string put before each text for these options.
+    /// The exact string put before each text for these options ([`Preprocessor::prefix`]).
     pub fn prefix(&self, options: &EmbedOptions) -> Result<String> {
-        let (instruction, side) = match (&options.instruction, &options.task) {
-            (Some(i), _) => (Some(i.clone()), InstructionSide::Query),
-            (None, Some(task)) => {
-                let t = task_instruction(task)?;
-                (Some(t.instruction.clone()), t.apply_to)
-            }
-            (None, None) => (None, InstructionSide::Query),
-        };
-        let prompts = &self.sentence_transformers.prompts;
-        Ok(match (options.kind, instruction) {
-            (TextKind::Query, Some(i)) => query_prefix(&i, options.prompt_style),
-            (TextKind::Document, Some(i)) if side == InstructionSide::All => {
-                query_prefix(&i, options.prompt_style)
-            }
-            (TextKind::Document, Some(_)) => String::new(),
-            (TextKind::Query, None) => match prompts.get("query") {
-                Some(p) => p.clone(),
-                None => query_prefix(DEFAULT_INSTRUCTION, options.prompt_style),
-            },
-            (TextKind::Document, None) => prompts
-                .get("document")
-                .or_else(|| prompts.get("passage"))
-                .cloned()
-                .unwrap_or_default(),
-        })
+        self.preprocessor.prefix(options)
     }
 
     /// Embed `texts` (prefix chosen by `options`), one vector per text in input order.
@@ -382,15 +363,7 @@ impl<B: KernelBackend> Embedder<B> {
         texts: &[S],
         options: &EmbedOptions,
     ) -> Result<Vec<Vec<u32>>> {
-        if let Some(index) = texts.iter().position(|t| t.as_ref().trim().is_empty()) {
-            return Err(QzhouError::EmptyText { index });
-        }
-        let prefix = self.prefix(options)?;
-        let full: Vec<String> = texts
-            .iter()
-            .map(|t| format!("{prefix}{}", t.as_ref()))
-            .collect();
-        self.tokenizer.encode(&full)
+        self.preprocessor.tokenize(texts, options)
     }
 
     /// Embed already-tokenised texts, batching by length under the token budget. A text's
@@ -399,7 +372,8 @@ impl<B: KernelBackend> Embedder<B> {
         self.embed_token_ids_with(ids, (self.pooling, self.normalize))
     }
 
-    fn embed_token_ids_with(
+    /// [`Embedder::embed_token_ids`] with an explicit pooling and normalisation.
+    pub fn embed_token_ids_with(
         &self,
         ids: &[Vec<u32>],
         (pooling, normalize): (Pooling, bool),
@@ -424,11 +398,30 @@ impl<B: KernelBackend> Embedder<B> {
         )
     }
 
-    /// Batches (indices into `ids`) by length under the token budget; empty texts are errors.
+    /// Batches (indices into `ids`) by length under the token budget. Empty texts, texts
+    /// longer than the max length and ids without an embedding row are errors naming the text.
     fn plan(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<usize>>> {
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
         if let Some(index) = lengths.iter().position(|&l| l == 0) {
             return Err(QzhouError::EmptyText { index });
+        }
+        let max_length = self.tokenizer().max_length();
+        if let Some(index) = lengths.iter().position(|&l| l > max_length) {
+            return Err(QzhouError::TextTooLong {
+                index,
+                tokens: lengths[index],
+                max_length,
+            });
+        }
+        let vocab_size = self.config.vocab_size;
+        for (index, seq) in ids.iter().enumerate() {
+            if let Some(&id) = seq.iter().find(|&&id| id as usize >= vocab_size) {
+                return Err(QzhouError::TokenOutOfRange {
+                    index,
+                    id,
+                    vocab_size,
+                });
+            }
         }
         Ok(plan_batches(&lengths, self.batch_tokens, self.max_batch))
     }
@@ -436,7 +429,7 @@ impl<B: KernelBackend> Embedder<B> {
     /// The padded `[batch, seq]` ids and mask of one planned batch.
     fn pad(&self, ids: &[Vec<u32>], batch: &[usize]) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
         let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
-        pad_batch::<B>(&seqs, self.tokenizer.pad_id(), &self.device)
+        pad_batch::<B>(&seqs, self.tokenizer().pad_id(), &self.device)
     }
 
     /// Scatter a batch's `[batch × dim]` rows back to input order, refusing NaN/inf.

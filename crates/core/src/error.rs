@@ -134,6 +134,27 @@ pub enum QzhouError {
         suggestion: Option<String>,
     },
 
+    /// A prompt name that is neither one of the model folder's sentence-transformers prompts
+    /// nor `query`, `document` or `passage`.
+    #[error("unknown prompt name `{name}` (this model has: {})", prompt_list(.available))]
+    UnknownPrompt {
+        /// The name asked for.
+        name: String,
+        /// The folder's prompt names.
+        available: Vec<String>,
+    },
+
+    /// A token id with no row in the model's embedding table.
+    #[error("text #{index}: token id {id} is out of the vocabulary (ids go up to {})", .vocab_size - 1)]
+    TokenOutOfRange {
+        /// Position of the text in the input.
+        index: usize,
+        /// The id.
+        id: u32,
+        /// Rows of the embedding table.
+        vocab_size: usize,
+    },
+
     /// An option value that makes no sense (zero batch budget, max length 0, ...).
     #[error("invalid option: {0}")]
     InvalidOption(String),
@@ -148,6 +169,16 @@ pub enum QzhouError {
     /// The backend failed to produce a tensor's data.
     #[error("backend: {0}")]
     Backend(String),
+}
+
+fn prompt_list(names: &[String]) -> String {
+    let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
+    for k in ["query", "document", "passage"] {
+        if !all.contains(&k) {
+            all.push(k);
+        }
+    }
+    all.join(", ")
 }
 
 fn suggestion_suffix(s: &Option<String>) -> String {

@@ -16,6 +16,17 @@ pub enum Pooling {
     FirstToken,
 }
 
+impl std::fmt::Display for Pooling {
+    /// The name [`str::parse`] reads back: `mean`, `last-token`, `first-token`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pooling::Mean => "mean",
+            Pooling::LastToken => "last-token",
+            Pooling::FirstToken => "first-token",
+        })
+    }
+}
+
 impl std::str::FromStr for Pooling {
     type Err = QzhouError;
     fn from_str(s: &str) -> Result<Self> {

@@ -76,9 +76,24 @@ impl TextTokenizer {
         self.pad_id
     }
 
+    /// What happens to texts longer than [`TextTokenizer::max_length`].
+    pub fn truncation(&self) -> Truncation {
+        self.truncation
+    }
+
     /// Token ids of each text (special tokens added as the tokenizer's post-processor says).
     /// Empty texts and, with [`Truncation::Error`], over-long texts are errors naming the text.
     pub fn encode<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
+        self.encode_with(texts, self.truncation)
+    }
+
+    /// [`TextTokenizer::encode`] with an explicit over-length policy (a server decides per
+    /// request).
+    pub fn encode_with<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        truncation: Truncation,
+    ) -> Result<Vec<Vec<u32>>> {
         texts
             .iter()
             .enumerate()
@@ -91,7 +106,7 @@ impl TextTokenizer {
                     .inner
                     .encode(text, true)
                     .map_err(|e| QzhouError::Tokenizer(e.to_string()))?;
-                if self.truncation == Truncation::Error && !enc.get_overflowing().is_empty() {
+                if truncation == Truncation::Error && !enc.get_overflowing().is_empty() {
                     let tokens = self
                         .inner
                         .clone()

@@ -11,6 +11,7 @@ mod input;
 mod kernel_cache;
 mod mine;
 mod output;
+mod serve;
 mod synth;
 mod train;
 
@@ -40,6 +41,9 @@ enum Command {
     /// Synthesize training data with an OpenAI-compatible LLM server: paraphrase, augment,
     /// hardneg (durable, resumable; constraints checked in code).
     Synth(synth::SynthArgs),
+    /// Serve embeddings over HTTP: OpenAI's /v1/embeddings and text-embeddings-inference's
+    /// /embed, with dynamic batching, limits, an optional API key and Prometheus /metrics.
+    Serve(serve::ServeArgs),
     /// Mine hard negatives with a qzhou model (top-k retrieval, rank window, positive-aware filter).
     Mine(mine::MineArgs),
 }
@@ -55,6 +59,7 @@ fn main() {
         Command::Eval(args) => eval::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Mine(args) => mine::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, no backtrace.

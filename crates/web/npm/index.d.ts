@@ -63,6 +63,9 @@ export interface EmbedOptions {
   pooling?: 'mean' | 'last' | 'cls';
   normalize?: boolean;
   promptStyle?: 'space' | 'no-space';
+  /** A named prompt of the model folder (config_sentence_transformers.json), or
+   *  'query' | 'document' | 'passage'; wins over kind, task and instruction. */
+  promptName?: string;
 }
 
 export interface EmbedderInfo {

@@ -232,7 +232,7 @@ export class Embedder {
   /**
    * Embed one text or many. Options: `kind` ('query' default | 'document'), `task` (an mteb
    * task name: QZhou's instruction for it), `instruction`, `pooling` ('mean' | 'last' | 'cls'),
-   * `normalize`, `promptStyle`. Returns one Float32Array per text (views of one buffer).
+   * `normalize`, `promptStyle`, `promptName`. Returns one Float32Array per text (views of one buffer).
    */
   async embed(texts, options = {}) {
     const { data, dims } = await this.embedFlat(texts, options);

@@ -148,7 +148,7 @@ impl WasmEmbedder {
 
     /// Embed `texts`; returns `texts.length × dims` values row-major. `options_json`:
     /// `{"kind": "query"|"document", "task", "instruction", "pooling", "normalize",
-    /// "promptStyle"}`, all optional.
+    /// "promptStyle", "promptName"}`, all optional.
     pub async fn embed(
         &self,
         texts: Vec<String>,

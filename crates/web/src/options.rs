@@ -21,6 +21,7 @@ struct EmbedJson {
     pooling: Option<String>,
     normalize: Option<bool>,
     prompt_style: Option<String>,
+    prompt_name: Option<String>,
 }
 
 fn parse<T: for<'de> Deserialize<'de> + Default>(json: &str, what: &str) -> Result<T> {
@@ -45,7 +46,8 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
 }
 
 /// Embed options: `kind` (`query`|`document`), `task`, `instruction`, `pooling`
-/// (`mean`|`last`|`cls`), `normalize`, `promptStyle` (`space`|`no-space`).
+/// (`mean`|`last`|`cls`), `normalize`, `promptStyle` (`space`|`no-space`), `promptName` (a
+/// named prompt of the model folder, or `query`/`document`/`passage`; wins over the others).
 pub fn parse_embed_options(json: &str) -> Result<EmbedOptions> {
     let j: EmbedJson = parse(json, "embed options")?;
     let kind = match j.kind.as_deref() {
@@ -67,5 +69,6 @@ pub fn parse_embed_options(json: &str) -> Result<EmbedOptions> {
         },
         pooling: j.pooling.map(|p| p.parse::<Pooling>()).transpose()?,
         normalize: j.normalize,
+        prompt_name: j.prompt_name,
     })
 }
