@@ -106,6 +106,16 @@ pub fn run(args: ExportArgs) -> Result<()> {
     };
     config["torch_dtype"] = dtype.into();
     config["dtype"] = dtype.into();
+    // transformers 5 writes RoPE's base only inside `rope_parameters`; transformers 4 (which
+    // sentence-transformers < 4 and infinity-emb pin) ignores that and silently falls back to
+    // 10000. Keep a top-level copy so both read the same model.
+    let nested_theta = config
+        .get("rope_parameters")
+        .and_then(|p| p.get("rope_theta"))
+        .cloned();
+    if let (None, Some(theta)) = (config.get("rope_theta"), nested_theta) {
+        config["rope_theta"] = theta;
+    }
     // Bidirectional models need their own modeling code in transformers: the base folder's
     // (real QZhou ships one) or ours.
     if run.model.attention == "bidirectional" {
