@@ -6,12 +6,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use qzhou_core::KernelBackend;
-use qzhou_core::{
-    AttentionMode, EmbedOptions, Embedder, LoadOptions, Pooling, PromptStyle, TextKind, Truncation,
-};
+use qzhou_core::{EmbedOptions, Embedder, LoadOptions, PromptStyle, TextKind, Truncation};
 
 use crate::backend::{BackendJob, ComputeArgs};
 use crate::hub::ModelArgs;
+use crate::model_form::FormOverrides;
 use crate::input::{from_args, read_file, InputFormat, InputText};
 use crate::output::{write_embeddings, OutputFormat};
 
@@ -62,12 +61,8 @@ pub struct EmbedArgs {
     /// Padded-token budget of one forward pass.
     #[arg(long, default_value_t = qzhou_core::embedder::DEFAULT_BATCH_TOKENS)]
     pub batch_tokens: usize,
-    /// Attention override: bidirectional or causal (default: from the model).
-    #[arg(long, value_parser = ["bidirectional", "causal"])]
-    pub attention: Option<String>,
-    /// Pooling override: mean, last-token or first-token (default: from the model).
-    #[arg(long, value_parser = ["mean", "last-token", "first-token"])]
-    pub pooling: Option<String>,
+    #[command(flatten)]
+    pub form: FormOverrides,
     /// Do not L2-normalise the embeddings.
     #[arg(long)]
     pub no_normalize: bool,
@@ -104,16 +99,8 @@ impl BackendJob for EmbedJob {
     fn run<B: KernelBackend>(self, device: B::Device) -> Result<()> {
         let a = &self.args;
         let load = LoadOptions {
-            attention: a
-                .attention
-                .as_deref()
-                .map(str::parse::<AttentionMode>)
-                .transpose()?,
-            pooling: a
-                .pooling
-                .as_deref()
-                .map(str::parse::<Pooling>)
-                .transpose()?,
+            attention: a.form.attention()?,
+            pooling: a.form.pooling()?,
             normalize: if a.no_normalize { Some(false) } else { None },
             max_length: a.max_length,
             truncation: if a.no_truncate {

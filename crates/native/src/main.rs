@@ -10,6 +10,7 @@ mod hub;
 mod input;
 mod kernel_cache;
 mod mine;
+mod model_form;
 mod output;
 mod serve;
 mod synth;

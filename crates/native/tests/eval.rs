@@ -448,3 +448,50 @@ fn bad_retrieval_data_and_nan_embeddings_are_clear_errors() {
         "{stderr}"
     );
 }
+
+/// `--attention`/`--pooling` evaluate a causal last-token folder (tiny Qwen3) in QZhou's form
+/// without editing its config, and the embedding cache keeps the two forms apart.
+#[test]
+fn form_overrides_evaluate_another_form_with_its_own_cache_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tasks");
+    std::fs::create_dir_all(&dir).unwrap();
+    beir_manifest(&dir, "mini", "corpus.jsonl", "queries.jsonl", "");
+    let cache = tmp.path().join("cache");
+    let eval = |form: &[&str]| {
+        let model = root().join("tests/fixtures/tiny-qwen3");
+        let (out, cache) = (tmp.path().join("out"), cache.to_str().unwrap().to_string());
+        let mut args = vec![
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--manifest-dir",
+            dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--cache",
+            &cache,
+        ];
+        args.extend_from_slice(form);
+        let run = qzhou(&args);
+        let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+        assert!(run.status.success(), "{stderr}");
+        let embedded: usize = stderr
+            .split(" texts embedded this run")
+            .next()
+            .and_then(|s| s.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {stderr}"));
+        (embedded, main_scores(&out, "mini"))
+    };
+    let qzhou_form = ["--attention", "bidirectional", "--pooling", "mean"];
+    let (native, _) = eval(&[]);
+    assert!(native > 0);
+    let (first, scores) = eval(&qzhou_form);
+    assert_eq!(first, native, "the overridden form reused the causal form's cache entries");
+    assert_eq!(scores["ndcg_at_10"].as_f64(), Some(1.0));
+    let (again, _) = eval(&qzhou_form);
+    assert_eq!(again, 0);
+    let (native_again, _) = eval(&[]);
+    assert_eq!(native_again, 0);
+}

@@ -19,9 +19,11 @@ pub struct EmbeddingCache {
     pending: Vec<(Key, Vec<f32>)>,
 }
 
-/// Fingerprint of a model folder: config, tokenizer and the weight files' names and sizes.
-pub fn model_fingerprint(dir: &Path) -> Result<String> {
+/// Fingerprint of a model folder run in `form` (attention, pooling, normalisation, max
+/// length as loaded): config, tokenizer and the weight files' names and sizes.
+pub fn model_fingerprint(dir: &Path, form: &str) -> Result<String> {
     let mut h = Sha256::new();
+    h.update(form.as_bytes());
     for name in [
         "config.json",
         "tokenizer.json",

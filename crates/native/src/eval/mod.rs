@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 
 use crate::backend::{BackendJob, ComputeArgs};
 use crate::hub::ModelArgs;
+use crate::model_form::FormOverrides;
 use cache::{model_fingerprint, EmbeddingCache};
 use manifest::{EvalType, Manifest, Row};
 
@@ -118,6 +119,8 @@ pub struct CachedModelArgs {
     /// Max tokens per text (default: the model's).
     #[arg(long)]
     pub max_length: Option<usize>,
+    #[command(flatten)]
+    pub form: FormOverrides,
 }
 
 impl CachedModelArgs {
@@ -131,11 +134,21 @@ impl CachedModelArgs {
         let load = LoadOptions {
             batch_tokens: self.batch_tokens,
             max_length: self.max_length,
+            attention: self.form.attention()?,
+            pooling: self.form.pooling()?,
             ..LoadOptions::default()
         };
         let embedder = Embedder::<B>::from_dir(model_dir, device, &load)
             .with_context(|| format!("loading {}", model_dir.display()))?;
-        let cache = EmbeddingCache::open(cache_dir, &model_fingerprint(model_dir)?)?;
+        // The same files in another form (overrides, max length) give other vectors.
+        let form = format!(
+            "attention={} pooling={} normalize={} max_length={}",
+            embedder.attention(),
+            embedder.pooling(),
+            embedder.normalize(),
+            embedder.tokenizer().max_length()
+        );
+        let cache = EmbeddingCache::open(cache_dir, &model_fingerprint(model_dir, &form)?)?;
         Ok((embedder, cache))
     }
 }

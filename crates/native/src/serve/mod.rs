@@ -22,12 +22,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use qzhou_core::{
-    AttentionMode, EmbedOptions, Embedder, KernelBackend, LoadOptions, Pooling, PromptStyle,
-    TextKind, Truncation,
+    EmbedOptions, Embedder, KernelBackend, LoadOptions, PromptStyle, TextKind, Truncation,
 };
 
 use crate::backend::{BackendJob, ComputeArgs};
 use crate::hub::ModelArgs;
+use crate::model_form::FormOverrides;
 use batcher::BatchPolicy;
 use request::Limits;
 use state::{AppState, ModelInfo};
@@ -87,12 +87,8 @@ pub struct ServeArgs {
     /// Query template: `space` = "Query: {text}", `no-space` = "Query:{text}".
     #[arg(long, default_value = "space", value_parser = ["space", "no-space"])]
     pub prompt_style: String,
-    /// Attention override: bidirectional or causal (default: from the model).
-    #[arg(long, value_parser = ["bidirectional", "causal"])]
-    pub attention: Option<String>,
-    /// Pooling override: mean, last-token or first-token (default: from the model).
-    #[arg(long, value_parser = ["mean", "last-token", "first-token"])]
-    pub pooling: Option<String>,
+    #[command(flatten)]
+    pub form: FormOverrides,
 }
 
 struct ServeJob {
@@ -124,16 +120,8 @@ impl BackendJob for ServeJob {
     fn run<B: KernelBackend>(self, device: B::Device) -> Result<()> {
         let a = &self.args;
         let load = LoadOptions {
-            attention: a
-                .attention
-                .as_deref()
-                .map(str::parse::<AttentionMode>)
-                .transpose()?,
-            pooling: a
-                .pooling
-                .as_deref()
-                .map(str::parse::<Pooling>)
-                .transpose()?,
+            attention: a.form.attention()?,
+            pooling: a.form.pooling()?,
             max_length: a.max_length,
             truncation: Truncation::Error,
             batch_tokens: a.max_batch_tokens,
