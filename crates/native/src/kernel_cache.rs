@@ -69,9 +69,3 @@ fn configure_cubecl() -> Option<PathBuf> {
     let set = std::panic::catch_unwind(|| CubeClRuntimeConfig::set(config));
     set.ok().map(|_| dir)
 }
-
-/// Without a GPU backend there is nothing to configure.
-#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
-pub fn configure() -> Option<PathBuf> {
-    IN_USE.get_or_init(|| None).clone()
-}
