@@ -20,7 +20,9 @@ fn text(seed: usize, tokens: usize) -> String {
     let mut words = vec![format!("request {seed}:")];
     let mut x = seed as u64 * 2654435761 + 12345;
     while words.len() + 3 < tokens {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         words.push(WORDS[(x >> 33) as usize % WORDS.len()].to_string());
     }
     words.join(" ")
@@ -62,7 +64,11 @@ fn main() {
                         .send_string(&body.to_string())
                         .ok()
                         .and_then(|r| r.into_json::<serde_json::Value>().ok())
-                        .is_some_and(|v| v["data"][0]["embedding"].as_array().is_some_and(|e| !e.is_empty()));
+                        .is_some_and(|v| {
+                            v["data"][0]["embedding"]
+                                .as_array()
+                                .is_some_and(|e| !e.is_empty())
+                        });
                     if ok {
                         latencies.lock().unwrap().push(sent.elapsed());
                     } else {

@@ -413,16 +413,7 @@ impl<B: KernelBackend> Embedder<B> {
                 max_length,
             });
         }
-        let vocab_size = self.config.vocab_size;
-        for (index, seq) in ids.iter().enumerate() {
-            if let Some(&id) = seq.iter().find(|&&id| id as usize >= vocab_size) {
-                return Err(QzhouError::TokenOutOfRange {
-                    index,
-                    id,
-                    vocab_size,
-                });
-            }
-        }
+        check_vocabulary(ids, self.config.vocab_size)?;
         Ok(plan_batches(&lengths, self.batch_tokens, self.max_batch))
     }
 
@@ -475,6 +466,21 @@ impl<B: KernelBackend> Embedder<B> {
             pooled
         }
     }
+}
+
+/// Every id of `ids` (one sequence per text) has a row in an embedding table of `vocab_size`
+/// rows; the first that does not is [`QzhouError::TokenOutOfRange`] naming its text.
+pub fn check_vocabulary(ids: &[Vec<u32>], vocab_size: usize) -> Result<()> {
+    for (index, seq) in ids.iter().enumerate() {
+        if let Some(&id) = seq.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(QzhouError::TokenOutOfRange {
+                index,
+                id,
+                vocab_size,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Values of a read-back tensor as `f32`.

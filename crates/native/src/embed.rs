@@ -6,13 +6,14 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use qzhou_core::KernelBackend;
-use qzhou_core::{EmbedOptions, Embedder, LoadOptions, PromptStyle, TextKind, Truncation};
+use qzhou_core::{Embedder, LoadOptions, TextKind, Truncation};
 
 use crate::backend::{BackendJob, ComputeArgs};
 use crate::hub::ModelArgs;
-use crate::model_form::FormOverrides;
 use crate::input::{from_args, read_file, InputFormat, InputText};
+use crate::model_form::FormOverrides;
 use crate::output::{write_embeddings, OutputFormat};
+use crate::prompt_args::PromptArgs;
 
 /// Texts per progress-bar step when reading from a file.
 const CHUNK: usize = 256;
@@ -41,15 +42,8 @@ pub struct EmbedArgs {
     /// Texts are documents: no prefix (unless the task applies its instruction to all inputs).
     #[arg(long)]
     pub document: bool,
-    /// mteb task whose QZhou instruction to use (e.g. FiQA2018, STSBenchmark, T2Retrieval).
-    #[arg(long, conflicts_with = "instruction")]
-    pub task: Option<String>,
-    /// Explicit instruction for queries.
-    #[arg(long)]
-    pub instruction: Option<String>,
-    /// Query template: `space` = "Query: {text}" (QZhou evaluation), `no-space` = "Query:{text}".
-    #[arg(long, default_value = "space", value_parser = ["space", "no-space"])]
-    pub prompt_style: String,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
     #[command(flatten)]
     pub compute: ComputeArgs,
     /// Max tokens per text (default: the model folder's, else min(max positions, 8192)).
@@ -113,17 +107,11 @@ impl BackendJob for EmbedJob {
         };
         let embedder = Embedder::<B>::from_dir(&self.model_dir, &device, &load)
             .with_context(|| format!("loading {}", self.model_dir.display()))?;
-        let options = EmbedOptions {
-            kind: if a.document {
-                TextKind::Document
-            } else {
-                TextKind::Query
-            },
-            task: a.task.clone(),
-            instruction: a.instruction.clone(),
-            prompt_style: a.prompt_style.parse::<PromptStyle>()?,
-            ..EmbedOptions::default()
-        };
+        let options = a.prompt.options(if a.document {
+            TextKind::Document
+        } else {
+            TextKind::Query
+        })?;
         embedder.prefix(&options)?; // unknown task: fail before any work
         let bar = if self.show_progress {
             let bar = ProgressBar::new(self.texts.len() as u64);

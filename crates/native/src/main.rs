@@ -12,6 +12,7 @@ mod kernel_cache;
 mod mine;
 mod model_form;
 mod output;
+mod prompt_args;
 mod serve;
 mod synth;
 mod train;

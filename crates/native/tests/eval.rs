@@ -488,7 +488,10 @@ fn form_overrides_evaluate_another_form_with_its_own_cache_entries() {
     let (native, _) = eval(&[]);
     assert!(native > 0);
     let (first, scores) = eval(&qzhou_form);
-    assert_eq!(first, native, "the overridden form reused the causal form's cache entries");
+    assert_eq!(
+        first, native,
+        "the overridden form reused the causal form's cache entries"
+    );
     assert_eq!(scores["ndcg_at_10"].as_f64(), Some(1.0));
     let (again, _) = eval(&qzhou_form);
     assert_eq!(again, 0);

@@ -184,7 +184,12 @@ fn openai_and_tei_routes_give_the_reference_vectors() {
         .map(floats)
         .collect();
     let ids = &expected["models"]["tiny-qwen2"]["token_ids"];
-    let tokens: usize = ids.as_array().unwrap().iter().map(|s| s.as_array().unwrap().len()).sum();
+    let tokens: usize = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_array().unwrap().len())
+        .sum();
 
     // OpenAI: texts as given (documents: no prompt), the longest one truncated to 96 tokens.
     let body = post_ok(
@@ -192,16 +197,26 @@ fn openai_and_tei_routes_give_the_reference_vectors() {
         &json!({"model": "anything", "input": texts, "truncate": true}),
     );
     let got = openai_vectors(&body);
-    assert!(max_diff(&got, &reference) <= 1e-5, "{}", max_diff(&got, &reference));
+    assert!(
+        max_diff(&got, &reference) <= 1e-5,
+        "{}",
+        max_diff(&got, &reference)
+    );
     assert_eq!(body["object"], "list");
     assert_eq!(body["usage"]["prompt_tokens"], tokens);
     assert_eq!(body["usage"]["total_tokens"], tokens);
     // The transformers tokenizer's ids give the same vectors.
-    let by_ids = openai_vectors(&post_ok(&server.url("/v1/embeddings"), &json!({"model": "m", "input": ids})));
+    let by_ids = openai_vectors(&post_ok(
+        &server.url("/v1/embeddings"),
+        &json!({"model": "m", "input": ids}),
+    ));
     assert!(max_diff(&by_ids, &reference) <= 1e-5);
     // One string, and what `qzhou embed` prints for it (in a batch of three: padding changes
     // the last bits only).
-    let one = post_ok(&server.url("/v1/embeddings"), &json!({"model": "m", "input": texts[1]}));
+    let one = post_ok(
+        &server.url("/v1/embeddings"),
+        &json!({"model": "m", "input": texts[1]}),
+    );
     let cli = qzhou_embed(&texts[..3], &["--document"]);
     assert!(max_diff(&openai_vectors(&one), &cli[1..2]) <= 1e-6);
     let floats3 = openai_vectors(&post_ok(
@@ -249,31 +264,64 @@ fn openai_and_tei_routes_give_the_reference_vectors() {
     ));
     let sts = qzhou_embed(&texts[1..3], &["--document", "--task", "STSBenchmark"]);
     assert!(max_diff(&task, &sts) <= 1e-6);
-    assert!(max_diff(&task, &cli[1..3]) > 1e-3, "the task's instruction changed nothing");
+    assert!(
+        max_diff(&task, &cli[1..3]) > 1e-3,
+        "the task's instruction changed nothing"
+    );
 
     // TEI: same vectors; normalize=false; prompt_name from the folder's prompts.
     let tei = post_ok(&server.url("/embed"), &json!({"inputs": &texts[..3]}));
     let tei: Vec<Vec<f32>> = tei.as_array().unwrap().iter().map(floats).collect();
     assert!(max_diff(&tei, &cli) <= 1e-6);
-    let raw = post_ok(&server.url("/embed"), &json!({"inputs": texts[1], "normalize": false}));
+    let raw = post_ok(
+        &server.url("/embed"),
+        &json!({"inputs": texts[1], "normalize": false}),
+    );
     let raw: Vec<Vec<f32>> = raw.as_array().unwrap().iter().map(floats).collect();
     let cli_raw = qzhou_embed(&texts[1..2], &["--document", "--no-normalize"]);
     assert!(max_diff(&raw, &cli_raw) <= 1e-6);
     assert!((raw[0].iter().map(|x| x * x).sum::<f32>().sqrt() - 1.0).abs() > 1e-3);
-    let named = post_ok(&server.url("/embed"), &json!({"inputs": &texts[1..3], "prompt_name": "query"}));
+    let named = post_ok(
+        &server.url("/embed"),
+        &json!({"inputs": &texts[1..3], "prompt_name": "query"}),
+    );
     let named: Vec<Vec<f32>> = named.as_array().unwrap().iter().map(floats).collect();
     assert!(max_diff(&named, &query) <= 1e-6);
 
     // Info, models, health, metrics.
-    let info: Value = serde_json::from_str(&ureq::get(&server.url("/info")).call().unwrap().into_string().unwrap()).unwrap();
+    let info: Value = serde_json::from_str(
+        &ureq::get(&server.url("/info"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(info["max_input_length"], 96);
     assert_eq!(info["dimensions"], 32);
     assert_eq!(info["model_type"]["embedding"]["pooling"], "mean");
     assert_eq!(info["attention"], "bidirectional");
-    let models: Value = serde_json::from_str(&ureq::get(&server.url("/v1/models")).call().unwrap().into_string().unwrap()).unwrap();
-    assert_eq!(models["data"][0]["id"], fixture("tiny-qwen2").to_str().unwrap());
-    assert_eq!(ureq::get(&server.url("/health")).call().unwrap().status(), 200);
-    let metrics = ureq::get(&server.url("/metrics")).call().unwrap().into_string().unwrap();
+    let models: Value = serde_json::from_str(
+        &ureq::get(&server.url("/v1/models"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        models["data"][0]["id"],
+        fixture("tiny-qwen2").to_str().unwrap()
+    );
+    assert_eq!(
+        ureq::get(&server.url("/health")).call().unwrap().status(),
+        200
+    );
+    let metrics = ureq::get(&server.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
     for needle in [
         "qzhou_requests_total{route=\"/v1/embeddings\",status=\"200\"}",
         "qzhou_request_duration_seconds_bucket{route=\"/embed\"",
@@ -281,7 +329,10 @@ fn openai_and_tei_routes_give_the_reference_vectors() {
         "qzhou_tokens_total",
         "qzhou_queue_depth",
     ] {
-        assert!(metrics.contains(needle), "{needle} not in /metrics:\n{metrics}");
+        assert!(
+            metrics.contains(needle),
+            "{needle} not in /metrics:\n{metrics}"
+        );
     }
 }
 
@@ -290,7 +341,9 @@ fn bad_requests_are_4xx_json_errors_and_the_server_keeps_serving() {
     let server = Server::start(&["--api-key", "s3cret", "--max-inputs", "1000"]);
     let agent = ureq::agent();
     let send = |path: &str, body: &str, key: Option<&str>| {
-        let mut request = agent.post(&server.url(path)).set("Content-Type", "application/json");
+        let mut request = agent
+            .post(&server.url(path))
+            .set("Content-Type", "application/json");
         if let Some(k) = key {
             request = request.set("Authorization", &format!("Bearer {k}"));
         }
@@ -299,34 +352,133 @@ fn bad_requests_are_4xx_json_errors_and_the_server_keeps_serving() {
     let huge = "word ".repeat(200_000); // 1 MB
     let many = json!({"input": vec!["hi"; 10_000]}).to_string();
     let cases: Vec<(&str, String, u16, &str)> = vec![
-        ("/v1/embeddings", "{\"input\": [\"a\",".into(), 400, "invalid_json"),
+        (
+            "/v1/embeddings",
+            "{\"input\": [\"a\",".into(),
+            400,
+            "invalid_json",
+        ),
         ("/v1/embeddings", "[\"a\"]".into(), 400, "invalid_json"),
-        ("/v1/embeddings", r#"{"input": 42}"#.into(), 400, "invalid_type"),
-        ("/v1/embeddings", r#"{"input": ["a", {"b": 1}]}"#.into(), 400, "invalid_type"),
-        ("/v1/embeddings", r#"{"input": "a", "dimensions": "8"}"#.into(), 400, "invalid_type"),
-        ("/v1/embeddings", r#"{"input": "a", "dimensions": 33}"#.into(), 400, "invalid_dimensions"),
-        ("/v1/embeddings", r#"{"input": "a", "encoding_format": "hex"}"#.into(), 400, "invalid_encoding_format"),
-        ("/v1/embeddings", r#"{"model": 3, "input": "a"}"#.into(), 400, "invalid_type"),
-        ("/v1/embeddings", r#"{"input": []}"#.into(), 400, "empty_input"),
-        ("/v1/embeddings", r#"{"input": ""}"#.into(), 400, "empty_input"),
-        ("/v1/embeddings", r#"{"input": ["ok", "   "]}"#.into(), 400, "empty_input"),
+        (
+            "/v1/embeddings",
+            r#"{"input": 42}"#.into(),
+            400,
+            "invalid_type",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"input": ["a", {"b": 1}]}"#.into(),
+            400,
+            "invalid_type",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"input": "a", "dimensions": "8"}"#.into(),
+            400,
+            "invalid_type",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"input": "a", "dimensions": 33}"#.into(),
+            400,
+            "invalid_dimensions",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"input": "a", "encoding_format": "hex"}"#.into(),
+            400,
+            "invalid_encoding_format",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"model": 3, "input": "a"}"#.into(),
+            400,
+            "invalid_type",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"input": []}"#.into(),
+            400,
+            "empty_input",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"input": ""}"#.into(),
+            400,
+            "empty_input",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"input": ["ok", "   "]}"#.into(),
+            400,
+            "empty_input",
+        ),
         ("/v1/embeddings", r#"{}"#.into(), 400, "missing_input"),
         ("/v1/embeddings", many, 413, "too_many_inputs"),
-        ("/v1/embeddings", json!({"input": huge}).to_string(), 413, "input_too_long"),
-        ("/v1/embeddings", r#"{"input": [[1, 2, 151936]]}"#.into(), 400, "token_out_of_range"),
-        ("/v1/embeddings", r#"{"input": [1, -2]}"#.into(), 400, "invalid_type"),
-        ("/v1/embeddings", r#"{"input": [[1, 2]], "input_type": "query"}"#.into(), 400, "prompt_with_token_ids"),
-        ("/v1/embeddings", r#"{"input": "a", "task": "NoSuchTask"}"#.into(), 400, "unknown_task"),
-        ("/v1/embeddings", r#"{"input": "a", "input_type": "question"}"#.into(), 400, "invalid_input_type"),
-        ("/embed", r#"{"inputs": "a", "prompt_name": "nope"}"#.into(), 400, "unknown_prompt"),
-        ("/embed", r#"{"inputs": "a", "normalize": "yes"}"#.into(), 400, "invalid_type"),
-        ("/embed", r#"{"inputs": "a", "truncation_direction": "Left"}"#.into(), 400, "invalid_truncation_direction"),
+        (
+            "/v1/embeddings",
+            json!({"input": huge}).to_string(),
+            413,
+            "input_too_long",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"input": [[1, 2, 151936]]}"#.into(),
+            400,
+            "token_out_of_range",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"input": [1, -2]}"#.into(),
+            400,
+            "invalid_type",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"input": [[1, 2]], "input_type": "query"}"#.into(),
+            400,
+            "prompt_with_token_ids",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"input": "a", "task": "NoSuchTask"}"#.into(),
+            400,
+            "unknown_task",
+        ),
+        (
+            "/v1/embeddings",
+            r#"{"input": "a", "input_type": "question"}"#.into(),
+            400,
+            "invalid_input_type",
+        ),
+        (
+            "/embed",
+            r#"{"inputs": "a", "prompt_name": "nope"}"#.into(),
+            400,
+            "unknown_prompt",
+        ),
+        (
+            "/embed",
+            r#"{"inputs": "a", "normalize": "yes"}"#.into(),
+            400,
+            "invalid_type",
+        ),
+        (
+            "/embed",
+            r#"{"inputs": "a", "truncation_direction": "Left"}"#.into(),
+            400,
+            "invalid_truncation_direction",
+        ),
         ("/nowhere", "{}".into(), 404, "unknown_route"),
     ];
     for (path, body, status, code) in &cases {
         let r = send(path, body, Some("s3cret"));
         assert_eq!(r.status, *status, "{path} {body:.80}: {}", r.body);
-        assert_eq!(r.body["error"]["code"], *code, "{path} {body:.80}: {}", r.body);
+        assert_eq!(
+            r.body["error"]["code"], *code,
+            "{path} {body:.80}: {}",
+            r.body
+        );
         assert!(r.body["error"]["message"].as_str().unwrap().len() > 5);
         assert!(r.body["error"]["type"].is_string());
     }
@@ -334,9 +486,19 @@ fn bad_requests_are_4xx_json_errors_and_the_server_keeps_serving() {
     // (sent by hand: the server answers without reading the rest, so a client still writing
     // would see a broken pipe instead of the answer).
     let (status, body) = raw_post(&server.base, "/embed", 5 << 20, (4 << 20) + 4096, "s3cret");
-    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("body_too_large")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("body_too_large")),
+        "{body}"
+    );
     // Wrong method, missing or wrong key.
-    let r = reply(agent.get(&server.url("/v1/embeddings")).set("Authorization", "Bearer s3cret").call()).unwrap();
+    let r = reply(
+        agent
+            .get(&server.url("/v1/embeddings"))
+            .set("Authorization", "Bearer s3cret")
+            .call(),
+    )
+    .unwrap();
     assert_eq!(r.status, 405);
     for key in [None, Some("wrong"), Some("s3cret ")] {
         let r = send("/v1/embeddings", r#"{"input": "a"}"#, key);
@@ -344,17 +506,30 @@ fn bad_requests_are_4xx_json_errors_and_the_server_keeps_serving() {
             assert_eq!(r.status, 200, "surrounding spaces are not part of the key");
             continue;
         }
-        assert_eq!((r.status, r.body["error"]["type"].as_str()), (401, Some("authentication_error")));
+        assert_eq!(
+            (r.status, r.body["error"]["type"].as_str()),
+            (401, Some("authentication_error"))
+        );
     }
     // /health needs no key; everything still works.
-    assert_eq!(agent.get(&server.url("/health")).call().unwrap().status(), 200);
-    let r = send("/v1/embeddings", r#"{"input": ["still", "serving"]}"#, Some("s3cret"));
+    assert_eq!(
+        agent.get(&server.url("/health")).call().unwrap().status(),
+        200
+    );
+    let r = send(
+        "/v1/embeddings",
+        r#"{"input": ["still", "serving"]}"#,
+        Some("s3cret"),
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.body["data"].as_array().unwrap().len(), 2);
     // Over-long input with truncation asked for is served.
     let long = json!({"input": "word ".repeat(500), "truncate": true}).to_string();
     let r = send("/v1/embeddings", &long, Some("s3cret"));
-    assert_eq!((r.status, r.body["usage"]["prompt_tokens"].as_u64()), (200, Some(96)));
+    assert_eq!(
+        (r.status, r.body["usage"]["prompt_tokens"].as_u64()),
+        (200, Some(96))
+    );
 }
 
 /// POST `sent` bytes of a body announced as `length` bytes over a raw connection and read
@@ -363,7 +538,9 @@ fn raw_post(base: &str, path: &str, length: usize, sent: usize, key: &str) -> (u
     use std::io::{Read, Write};
     let address = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     write!(
         stream,
         "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
@@ -395,7 +572,9 @@ fn raw_post(base: &str, path: &str, length: usize, sent: usize, key: &str) -> (u
 
 /// Texts of 1 to ~60 tokens, and `qzhou embed`'s vector of each.
 fn text_pool() -> (Vec<String>, Vec<Vec<f32>>) {
-    let words = ["alpha", "beta", "gamma", "天气", "delta", "epsilon", "zeta", "数据"];
+    let words = [
+        "alpha", "beta", "gamma", "天气", "delta", "epsilon", "zeta", "数据",
+    ];
     let texts: Vec<String> = (0..24)
         .map(|i| {
             (0..(1 + i * i / 12))
@@ -428,14 +607,18 @@ fn sixty_four_clients_get_correct_vectors_and_a_tiny_queue_sheds_load_with_429()
                     let mut outcomes = Vec::new();
                     for r in 0..requests {
                         let n = 1 + (c + r) % inputs;
-                        let picks: Vec<usize> = (0..n).map(|k| (c * 7 + r * 3 + k * 5) % texts.len()).collect();
+                        let picks: Vec<usize> = (0..n)
+                            .map(|k| (c * 7 + r * 3 + k * 5) % texts.len())
+                            .collect();
                         let input: Vec<&str> = picks.iter().map(|&i| texts[i].as_str()).collect();
                         let started = Instant::now();
-                        let reply = post(&agent, &url, &json!({"input": input}).to_string()).unwrap();
+                        let reply =
+                            post(&agent, &url, &json!({"input": input}).to_string()).unwrap();
                         let took = started.elapsed();
                         if reply.status == 200 {
                             let got = openai_vectors(&reply.body);
-                            let expect: Vec<Vec<f32>> = picks.iter().map(|&i| want[i].clone()).collect();
+                            let expect: Vec<Vec<f32>> =
+                                picks.iter().map(|&i| want[i].clone()).collect();
                             let d = max_diff(&got, &expect);
                             assert!(d <= 1e-5, "client {c} request {r}: max|Δ| {d}");
                         } else {
@@ -456,7 +639,10 @@ fn sixty_four_clients_get_correct_vectors_and_a_tiny_queue_sheds_load_with_429()
     };
     let outcomes = run(server.url("/v1/embeddings"), 64, 50, 4);
     assert_eq!(outcomes.len(), 64 * 50);
-    assert!(outcomes.iter().all(|(s, _)| *s == 200), "429 with the default queue");
+    assert!(
+        outcomes.iter().all(|(s, _)| *s == 200),
+        "429 with the default queue"
+    );
     let mut latencies: Vec<Duration> = outcomes.iter().map(|o| o.1).collect();
     latencies.sort();
     println!(
@@ -464,8 +650,15 @@ fn sixty_four_clients_get_correct_vectors_and_a_tiny_queue_sheds_load_with_429()
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
-    let metrics = ureq::get(&server.url("/metrics")).call().unwrap().into_string().unwrap();
-    assert!(metrics.contains("qzhou_requests_total{route=\"/v1/embeddings\",status=\"200\"} 3200"), "{metrics}");
+    let metrics = ureq::get(&server.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains("qzhou_requests_total{route=\"/v1/embeddings\",status=\"200\"} 3200"),
+        "{metrics}"
+    );
     drop(server);
 
     // A one-request queue and no batching wait: some requests are turned away, every
@@ -477,7 +670,10 @@ fn sixty_four_clients_get_correct_vectors_and_a_tiny_queue_sheds_load_with_429()
     println!("queue of 1: {served} served, {rejected} turned away");
     assert!(rejected > 0, "the queue never filled");
     assert!(served > 0);
-    assert_eq!(ureq::get(&server.url("/health")).call().unwrap().status(), 200);
+    assert_eq!(
+        ureq::get(&server.url("/health")).call().unwrap().status(),
+        200
+    );
 }
 
 #[cfg(unix)]
@@ -490,7 +686,8 @@ fn sigterm_finishes_requests_in_flight_then_exits() {
     let stop_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let clients: Vec<_> = (0..16)
         .map(|c| {
-            let (texts, want, url, stop_at) = (texts.clone(), want.clone(), url.clone(), stop_at.clone());
+            let (texts, want, url, stop_at) =
+                (texts.clone(), want.clone(), url.clone(), stop_at.clone());
             std::thread::spawn(move || {
                 // No connection reuse: after the signal a new request finds the port closed.
                 let agent = ureq::AgentBuilder::new().max_idle_connections(0).build();
@@ -502,7 +699,8 @@ fn sigterm_finishes_requests_in_flight_then_exits() {
                     match post(&agent, &url, &json!({"input": input}).to_string()) {
                         Ok(reply) => {
                             assert_eq!(reply.status, 200, "{}", reply.body);
-                            let expect: Vec<Vec<f32>> = picks.iter().map(|&i| want[i].clone()).collect();
+                            let expect: Vec<Vec<f32>> =
+                                picks.iter().map(|&i| want[i].clone()).collect();
                             assert!(max_diff(&openai_vectors(&reply.body), &expect) <= 1e-5);
                             done += 1;
                             if stop_at.lock().unwrap().is_some_and(|t| sent < t) {
@@ -512,9 +710,15 @@ fn sigterm_finishes_requests_in_flight_then_exits() {
                         Err(ureq::Error::Transport(t)) => {
                             // Only after the signal: a refused connection, or one still in the
                             // kernel's accept queue when the listener closed (reset).
-                            assert!(stop_at.lock().unwrap().is_some(), "transport error before SIGTERM: {t}");
                             assert!(
-                                matches!(t.kind(), ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Io),
+                                stop_at.lock().unwrap().is_some(),
+                                "transport error before SIGTERM: {t}"
+                            );
+                            assert!(
+                                matches!(
+                                    t.kind(),
+                                    ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Io
+                                ),
                                 "{t}"
                             );
                             return (done, finished_after_signal);
@@ -528,15 +732,24 @@ fn sigterm_finishes_requests_in_flight_then_exits() {
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
     *stop_at.lock().unwrap() = Some(Instant::now());
-    let killed = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = server.child.wait().unwrap();
-    let results: Vec<(usize, usize)> = clients.into_iter().map(|c| c.join().expect("a client failed")).collect();
+    let results: Vec<(usize, usize)> = clients
+        .into_iter()
+        .map(|c| c.join().expect("a client failed"))
+        .collect();
     assert!(status.success(), "exit {status:?}: {}", server.log());
     let done: usize = results.iter().map(|r| r.0).sum();
     let drained: usize = results.iter().map(|r| r.1).sum();
     println!("{done} requests answered, {drained} of them sent before SIGTERM and answered after");
-    assert!(done > 16, "too few requests before the signal to mean anything");
+    assert!(
+        done > 16,
+        "too few requests before the signal to mean anything"
+    );
     assert!(drained > 0, "no request was in flight at SIGTERM");
     assert!(server.log().contains("shutting down"));
 }

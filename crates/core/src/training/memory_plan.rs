@@ -665,7 +665,10 @@ mod tests {
         // RoPE products, QKᵀ and masked scores, context, the 7 projection outputs; the
         // embedding output once (f32 norms keep nothing).
         let ckpt_layer = 2 * n * (q + k) + 2 * p + n * q + n * (q + 2 * k + h) + 2 * n * i + n * h;
-        assert_eq!(plan.activations_checkpointed, 4 * (24 * ckpt_layer + n * h) + p);
+        assert_eq!(
+            plan.activations_checkpointed,
+            4 * (24 * ckpt_layer + n * h) + p
+        );
         // Checkpointing keeps less; a bf16 run keeps about half (plus its f32 norm casts).
         assert!(plan.activations_checkpointed < plan.activations_plain);
         let bf16 = MemoryPlan::new(&input(&c, Precision::MixedBf16)).unwrap();

@@ -199,11 +199,7 @@ fn run_group<B: KernelBackend>(embedder: &Embedder<B>, group: Vec<Job>) {
     let ids: Vec<Vec<u32>> = group.iter().flat_map(|j| j.ids.iter().cloned()).collect();
     let started = Instant::now();
     let result = embed_guarded(embedder, &ids, normalize);
-    telemetry::batch(
-        ids.len(),
-        ids.iter().map(Vec::len).sum(),
-        started.elapsed(),
-    );
+    telemetry::batch(ids.len(), ids.iter().map(Vec::len).sum(), started.elapsed());
     match result {
         Ok(rows) => {
             let mut rows = rows.into_iter();

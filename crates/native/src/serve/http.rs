@@ -30,7 +30,10 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), require_api_key))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ))
         .layer(middleware::from_fn(record_request))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -99,7 +102,11 @@ async fn method_not_allowed() -> ApiError {
 
 /// `Authorization: Bearer <key>` on every route but `/health`, when the server has a key.
 /// Keys are compared as SHA-256 digests, so the time taken says nothing about the key.
-async fn require_api_key(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn require_api_key(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(want) = &state.api_key_digest else {
         return next.run(request).await;
     };
@@ -110,7 +117,10 @@ async fn require_api_key(State(state): State<Arc<AppState>>, request: Request, n
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(|key| key_digest(key.trim()));
     match given {
         Some(d) if d.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 => {

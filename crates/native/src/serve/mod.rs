@@ -21,13 +21,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use qzhou_core::{
-    EmbedOptions, Embedder, KernelBackend, LoadOptions, PromptStyle, TextKind, Truncation,
-};
+use qzhou_core::{Embedder, KernelBackend, LoadOptions, TextKind, Truncation};
 
 use crate::backend::{BackendJob, ComputeArgs};
 use crate::hub::ModelArgs;
 use crate::model_form::FormOverrides;
+use crate::prompt_args::PromptArgs;
 use batcher::BatchPolicy;
 use request::Limits;
 use state::{AppState, ModelInfo};
@@ -78,15 +77,9 @@ pub struct ServeArgs {
     /// embedded as given).
     #[arg(long, default_value = "document", value_parser = ["query", "document"])]
     pub default_kind: String,
-    /// mteb task whose QZhou instruction requests get by default.
-    #[arg(long, conflicts_with = "instruction")]
-    pub task: Option<String>,
-    /// Instruction requests get by default (queries).
-    #[arg(long)]
-    pub instruction: Option<String>,
-    /// Query template: `space` = "Query: {text}", `no-space` = "Query:{text}".
-    #[arg(long, default_value = "space", value_parser = ["space", "no-space"])]
-    pub prompt_style: String,
+    /// The prompt requests get by default (`--task`, `--instruction`, `--prompt-style`).
+    #[command(flatten)]
+    pub prompt: PromptArgs,
     #[command(flatten)]
     pub form: FormOverrides,
 }
@@ -129,17 +122,11 @@ impl BackendJob for ServeJob {
         };
         let embedder = Embedder::<B>::from_dir(&self.model_dir, &device, &load)
             .with_context(|| format!("loading {}", self.model_dir.display()))?;
-        let defaults = EmbedOptions {
-            kind: if a.default_kind == "query" {
-                TextKind::Query
-            } else {
-                TextKind::Document
-            },
-            task: a.task.clone(),
-            instruction: a.instruction.clone(),
-            prompt_style: a.prompt_style.parse::<PromptStyle>()?,
-            ..EmbedOptions::default()
-        };
+        let defaults = a.prompt.options(if a.default_kind == "query" {
+            TextKind::Query
+        } else {
+            TextKind::Document
+        })?;
         embedder.prefix(&defaults)?; // an unknown --task fails before listening
         let max_length = embedder.tokenizer().max_length();
         if a.max_input_tokens < max_length {
@@ -157,7 +144,10 @@ impl BackendJob for ServeJob {
         let (queue, receiver) = batcher::queue(a.max_queue);
         let info_backend = format!("{:?}", a.compute.backend).to_lowercase();
         let info = ModelInfo {
-            name: a.served_model_name.clone().unwrap_or_else(|| a.source.model.clone()),
+            name: a
+                .served_model_name
+                .clone()
+                .unwrap_or_else(|| a.source.model.clone()),
             backend: info_backend.clone(),
             dtype: format!("{:?}", a.compute.dtype).to_lowercase(),
             pooling: embedder.pooling().to_string(),

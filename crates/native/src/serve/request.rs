@@ -7,6 +7,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use qzhou_core::embedder::check_vocabulary;
 use qzhou_core::{EmbedOptions, Preprocessor, TextKind, Truncation};
 use serde_json::{Map, Value};
 
@@ -107,7 +108,8 @@ impl Inputs {
     /// Read `field`: a string, an array of strings, an array of token ids (one input) or an
     /// array of token-id arrays.
     pub fn read(body: &Body, field: &str) -> Result<Self, ApiError> {
-        let shapes = "a string, an array of strings, an array of token ids or an array of token-id arrays";
+        let shapes =
+            "a string, an array of strings, an array of token ids or an array of token-id arrays";
         match body.get(field) {
             None => Err(ApiError::invalid(
                 "missing_input",
@@ -282,15 +284,8 @@ pub fn prepare(
                     "prompts apply to text inputs; token-id inputs are embedded exactly as given",
                 ));
             }
+            check_vocabulary(&ids, limits.vocab_size)?;
             for (index, seq) in ids.iter_mut().enumerate() {
-                if let Some(&id) = seq.iter().find(|&&id| id as usize >= limits.vocab_size) {
-                    return Err(qzhou_core::QzhouError::TokenOutOfRange {
-                        index,
-                        id,
-                        vocab_size: limits.vocab_size,
-                    }
-                    .into());
-                }
                 if seq.len() > limits.max_length {
                     if !truncate {
                         return Err(qzhou_core::QzhouError::TextTooLong {
@@ -331,7 +326,10 @@ pub fn shorten(
     if dims > limits.dim {
         return Err(ApiError::invalid(
             "invalid_dimensions",
-            format!("`dimensions` is {dims}; this model's vectors have {}", limits.dim),
+            format!(
+                "`dimensions` is {dims}; this model's vectors have {}",
+                limits.dim
+            ),
         ));
     }
     for v in vectors.iter_mut() {
@@ -362,12 +360,18 @@ mod tests {
     #[test]
     fn inputs_take_every_openai_shape_and_name_bad_items() {
         let read = |j: &str| Inputs::read(&body(j), "input");
-        assert_eq!(read(r#"{"input": "a"}"#).unwrap(), Inputs::Texts(vec!["a".into()]));
+        assert_eq!(
+            read(r#"{"input": "a"}"#).unwrap(),
+            Inputs::Texts(vec!["a".into()])
+        );
         assert_eq!(
             read(r#"{"input": ["a", "b"]}"#).unwrap(),
             Inputs::Texts(vec!["a".into(), "b".into()])
         );
-        assert_eq!(read(r#"{"input": [1, 2]}"#).unwrap(), Inputs::Tokens(vec![vec![1, 2]]));
+        assert_eq!(
+            read(r#"{"input": [1, 2]}"#).unwrap(),
+            Inputs::Tokens(vec![vec![1, 2]])
+        );
         assert_eq!(
             read(r#"{"input": [[1], [2, 3]]}"#).unwrap(),
             Inputs::Tokens(vec![vec![1], vec![2, 3]])
