@@ -48,6 +48,15 @@ pub enum QzhouError {
         reason: String,
     },
 
+    /// A GGUF file whose header, metadata or tensor layout is broken or unsupported.
+    #[error("{file}: {reason}")]
+    Gguf {
+        /// File (or buffer) name.
+        file: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// `model.safetensors.index.json` is malformed or points at a missing shard.
     #[error("model.safetensors.index.json: {0}")]
     ShardIndex(String),

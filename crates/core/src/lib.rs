@@ -20,6 +20,7 @@ pub mod embedder;
 pub mod error;
 #[cfg(feature = "fs")]
 pub mod fs;
+pub mod gguf;
 pub mod host_memory;
 pub mod kernels;
 pub mod losses;

