@@ -8,7 +8,10 @@ use crate::kernels::KernelBackend;
 
 use crate::embedder::{Embedder, LoadOptions, ModelFiles};
 use crate::error::{QzhouError, Result};
+use crate::gguf::qwen::{self, QwenGgufTensors};
+use crate::gguf::GgufFile;
 use crate::sentence_transformers::SentenceTransformersFiles;
+use crate::weight_pack::{PackManifest, WeightPack};
 use crate::weights::{shard_file_names, ByteSource, Checkpoint, SafetensorsFile};
 
 /// A file read with positioned reads (no seek state, no full read into memory).
@@ -118,9 +121,28 @@ pub fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
 
 impl ModelFiles {
     /// Gather a model folder: `config.json`, `tokenizer.json`, safetensors weights and the
-    /// optional sentence-transformers files.
+    /// optional sentence-transformers files. Two single-file forms are accepted too: a web
+    /// pack's `manifest-*.json` (its folder as `qzhou export-web` wrote it; q8/q4 weights are
+    /// dequantised on load) and a Qwen2/Qwen3 `.gguf` (config and tokenizer from its metadata,
+    /// see [`crate::gguf::qwen`]).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
+        if dir.is_file() {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            if name.ends_with(".gguf") {
+                return Self::from_gguf(dir);
+            }
+            if name.ends_with(".json") {
+                return Self::from_pack_manifest(dir);
+            }
+            return Err(QzhouError::InvalidOption(format!(
+                "{}: a model is a folder, a web pack's manifest-*.json or a .gguf file",
+                dir.display()
+            )));
+        }
         if !dir.is_dir() {
             return Err(QzhouError::MissingFile(format!(
                 "{} (model folder)",
@@ -134,6 +156,56 @@ impl ModelFiles {
             sentence_transformers: SentenceTransformersFiles::gather(|name| {
                 read_optional(dir.join(name))
             })?,
+        })
+    }
+}
+
+impl ModelFiles {
+    /// A web weight pack: the manifest at `path`, its weight files (sizes and SHA-256 checked)
+    /// and the assets beside it.
+    pub fn from_pack_manifest(path: &Path) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+        let manifest = PackManifest::from_json(&bytes, &path.display().to_string())?;
+        let files = manifest
+            .files
+            .iter()
+            .map(|f| {
+                if f.name.contains('/') || f.name.contains('\\') || f.name.starts_with('.') {
+                    return Err(QzhouError::Pack(format!(
+                        "weight file name `{}` must be a plain file name",
+                        f.name
+                    )));
+                }
+                let p = dir.join(&f.name);
+                Ok(std::sync::Arc::from(
+                    std::fs::read(&p).map_err(|e| io_error(&p, e))?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            config: read_required(dir, "config.json")?,
+            tokenizer: read_required(dir, "tokenizer.json")?,
+            weights: Box::new(WeightPack::new(manifest, files)?),
+            sentence_transformers: SentenceTransformersFiles::gather(|name| {
+                read_optional(dir.join(name))
+            })?,
+        })
+    }
+
+    /// A llama.cpp GGUF of a Qwen2/Qwen3 model: `config.json` from its metadata, the tokenizer
+    /// rebuilt from its vocabulary, tensors dequantised to `f32` as they load.
+    pub fn from_gguf(path: &Path) -> Result<Self> {
+        let gguf = GgufFile::open(Box::new(FileSource::open(path)?))?;
+        let config = serde_json::to_vec(&qwen::config_json(&gguf, "float32")?)
+            .map_err(|e| QzhouError::Config(e.to_string()))?;
+        let tokenizer = serde_json::to_vec(&qwen::tokenizer_json(&gguf)?)
+            .map_err(|e| QzhouError::Tokenizer(e.to_string()))?;
+        Ok(Self {
+            config,
+            tokenizer,
+            weights: Box::new(QwenGgufTensors::new(gguf)?),
+            sentence_transformers: SentenceTransformersFiles::default(),
         })
     }
 }

@@ -57,7 +57,8 @@ fn is_not_found(e: &ApiError) -> bool {
 /// A local folder path, or the snapshot folder of a hub model after downloading it.
 pub fn resolve_model(spec: &str, revision: &str, cache_dir: Option<&Path>) -> Result<PathBuf> {
     let local = Path::new(spec);
-    if local.is_dir() {
+    // A folder, or a single-file model: a web pack's manifest-*.json or a .gguf.
+    if local.is_dir() || local.is_file() {
         return Ok(local.to_path_buf());
     }
     if !is_hub_id(spec) {

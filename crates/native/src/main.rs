@@ -2,6 +2,7 @@
 //! or CUDA. Every error ends the process with a non-zero status and a one-line reason.
 
 mod backend;
+mod data;
 mod embed;
 mod eval;
 mod export;
@@ -50,6 +51,8 @@ enum Command {
     /// Serve embeddings over HTTP: OpenAI's /v1/embeddings and text-embeddings-inference's
     /// /embed, with dynamic batching, limits, an optional API key and Prometheus /metrics.
     Serve(serve::ServeArgs),
+    /// Prepare training data: `data convert` (dataset files → training JSONL) and `data stats`.
+    Data(data::DataArgs),
     /// Mine hard negatives with a qzhou model (top-k retrieval, rank window, positive-aware filter).
     Mine(mine::MineArgs),
 }
@@ -67,6 +70,7 @@ fn main() {
         Command::Synth(args) => synth::run(args),
         Command::Mine(args) => mine::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Data(args) => data::run(args),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, no backtrace.

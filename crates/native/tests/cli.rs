@@ -359,3 +359,72 @@ fn downloads_from_a_hub_endpoint_and_caches() {
     );
     server.unblock();
 }
+
+/// A web pack's manifest (and a GGUF) is a model too: `qzhou embed`/`eval` read the pack's q8
+/// or q4 blocks dequantised on the CPU — the task score of a pack without a browser.
+#[test]
+fn web_pack_manifests_load_natively_and_verify_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web");
+    let model = fixture("tiny-qwen2");
+    ok(&qzhou(
+        &[
+            "export-web",
+            "-m",
+            model.to_str().unwrap(),
+            "--out",
+            web.to_str().unwrap(),
+            "--quant",
+            "f32,q8",
+        ],
+        &[],
+    ));
+    let texts = texts();
+    let embed = |m: &std::path::Path| -> Vec<Vec<f32>> {
+        let mut args = vec!["embed", "-m", m.to_str().unwrap(), "--document"];
+        args.extend(texts.iter().map(String::as_str));
+        rows(&ok(&qzhou(&args, &[])))
+            .into_iter()
+            .map(|r| r.1)
+            .collect()
+    };
+    // f32 pack = the folder, bit for bit (after JSON round trip): transformers' numbers.
+    assert_matches_reference(
+        &embed(&web.join("manifest-f32.json")),
+        "tiny-qwen2",
+        "bidirectional-mean",
+    );
+    let direct = embed(&model);
+    let q8 = embed(&web.join("manifest-q8.json"));
+    let cos = |a: &[f32], b: &[f32]| {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        dot / (a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+            * b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt())
+    };
+    for (q, d) in q8.iter().zip(&direct) {
+        let c = cos(q, d);
+        assert!(
+            c >= 0.995 && c < 1.0 - 1e-9,
+            "q8 pack vs f32: cos {c} (q8 blocks must be used, within q8's accuracy)"
+        );
+    }
+    // A flipped byte in a weight file is caught by its SHA-256 before anything is embedded.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(web.join("manifest-q8.json")).unwrap()).unwrap();
+    let file = web.join(manifest["files"][0]["name"].as_str().unwrap());
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&file, bytes).unwrap();
+    fails_with(
+        &qzhou(
+            &[
+                "embed",
+                "-m",
+                web.join("manifest-q8.json").to_str().unwrap(),
+                "hi",
+            ],
+            &[],
+        ),
+        "fails its checksum",
+    );
+}

@@ -176,6 +176,26 @@ pub fn for_each_delimited_pair<R, S, F>(
     columns: PairColumns,
     policy: Malformed,
     score: S,
+    each: F,
+) -> Result<ReadReport>
+where
+    R: BufRead,
+    S: Fn(&str) -> Result<f32>,
+    F: FnMut([PairSample; 2]),
+{
+    for_each_delimited_pair_where(reader, source, columns, None, policy, score, each)
+}
+
+/// [`for_each_delimited_pair`] keeping only the lines whose column `keep.0` equals `keep.1`
+/// (one split of a file that holds several, as STS-B's `split` column); the others are
+/// counted in [`ReadReport::filtered`].
+pub fn for_each_delimited_pair_where<R, S, F>(
+    reader: R,
+    source: &str,
+    columns: PairColumns,
+    keep: Option<(usize, &str)>,
+    policy: Malformed,
+    score: S,
     mut each: F,
 ) -> Result<ReadReport>
 where
@@ -183,7 +203,12 @@ where
     S: Fn(&str) -> Result<f32>,
     F: FnMut([PairSample; 2]),
 {
-    let needed = columns.text1.max(columns.text2).max(columns.score) + 1;
+    let needed = columns
+        .text1
+        .max(columns.text2)
+        .max(columns.score)
+        .max(keep.map_or(0, |(c, _)| c))
+        + 1;
     for_each_line(reader, source, policy, columns.header, |line| {
         let line = line.trim_start_matches('\u{feff}').trim_end_matches('\r');
         if line.trim().is_empty() {
@@ -195,6 +220,11 @@ where
                 "{} tab-separated fields, need {needed}",
                 fields.len()
             ));
+        }
+        if let Some((column, value)) = keep {
+            if fields[column] != value {
+                return Ok(Line::Filtered);
+            }
         }
         let pair = score(fields[columns.score])
             .and_then(|s| both_directions(fields[columns.text1], fields[columns.text2], s))

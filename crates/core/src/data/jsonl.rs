@@ -27,6 +27,8 @@ pub struct ReadReport {
     pub records: usize,
     /// Blank lines ignored.
     pub blank: usize,
+    /// Lines left out by a filter (another split of the same file).
+    pub filtered: usize,
     /// Malformed lines skipped (all of them, not only the kept ones).
     pub skipped: usize,
     /// `source:line: reason` of the first skipped lines.
@@ -66,6 +68,8 @@ pub(crate) enum Line {
     Record,
     /// A blank line, ignored.
     Blank,
+    /// A line a filter left out.
+    Filtered,
 }
 
 /// The line loop every reader here shares: read `reader` line by line (a read failure is an
@@ -96,6 +100,7 @@ where
         match handle(&line) {
             Ok(Line::Record) => report.records += 1,
             Ok(Line::Blank) => report.blank += 1,
+            Ok(Line::Filtered) => report.filtered += 1,
             Err(reason) => report.reject(policy, source, line_no, reason)?,
         }
     }

@@ -24,6 +24,21 @@ pub struct EmbeddingCache {
 pub fn model_fingerprint(dir: &Path, form: &str) -> Result<String> {
     let mut h = Sha256::new();
     h.update(form.as_bytes());
+    if dir.is_file() {
+        // A pack manifest (it holds every weight file's SHA-256) or a GGUF (size and its first
+        // 16 MiB: the header, metadata and tensor layout).
+        use std::io::Read;
+        let mut file =
+            std::fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+        let len = file.metadata()?.len();
+        let mut head = Vec::new();
+        Read::by_ref(&mut file)
+            .take(16 << 20)
+            .read_to_end(&mut head)?;
+        h.update(len.to_le_bytes());
+        h.update(&head);
+        return Ok(hex(&h.finalize()));
+    }
     for name in [
         "config.json",
         "tokenizer.json",

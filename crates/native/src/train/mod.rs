@@ -9,6 +9,7 @@
 
 pub(crate) mod checkpoint;
 pub mod config;
+mod curves;
 mod data;
 mod eval;
 mod plan;
@@ -544,6 +545,12 @@ impl AutodiffJob for TrainJob {
                 );
             }
             let due = state.finished || stop || state.step % run.checkpoint.every == 0;
+            if due {
+                // Curves first: a run stopped at a checkpoint has its picture.
+                if let Err(e) = curves::write(run_dir) {
+                    eprintln!("warning: curves.svg not drawn: {e:#}");
+                }
+            }
             if due && !self.args.no_save {
                 let dir = save(&model, &optimizer, &state)?;
                 if stop {
