@@ -117,6 +117,8 @@ def main():
     p.add_argument("--eval-every", type=int, required=True)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--initial-score", help="a file with the untuned model's STS-B test score (qzhou eval of the same "
+                   "weights): recorded as step 0 instead of spending an evaluation on it")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -152,7 +154,11 @@ def main():
         return rho
 
     log = open(os.path.join(a.out, "metrics.jsonl"), "w")
-    evaluate(0, log)
+    if a.initial_score:
+        rho = float(open(a.initial_score).read())
+        log.write(json.dumps({"step": 0, "eval": {"tasks": {"STSBenchmark": rho}}, "source": "qzhou eval"}) + "\n")
+    else:
+        evaluate(0, log)
     model.train()
     order = batches(len(records), a.batch, a.seed)
     start = time.time()

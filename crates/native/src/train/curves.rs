@@ -104,9 +104,20 @@ where
         .y_label_area_size(64)
         .build_cartesian_2d(0f64..max_step.max(1.0), lo..hi)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Learning rates are ~1e-5: scientific notation, or every tick reads 0.0.
+    let small = hi.abs().max(lo.abs()) < 1e-2;
+    let y_label = move |v: &f64| {
+        if small {
+            format!("{v:.1e}")
+        } else {
+            format!("{v:.3}")
+        }
+    };
     chart
         .configure_mesh()
         .x_desc("step")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&y_label)
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -213,6 +224,10 @@ mod tests {
         ] {
             assert!(svg.contains(label), "{label} missing");
         }
+        assert!(
+            svg.contains("e-5"),
+            "learning-rate ticks in scientific notation"
+        );
         // An empty file still renders (axes only) rather than failing the run.
         assert!(render("").unwrap().contains("training loss"));
     }
