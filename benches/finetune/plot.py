@@ -20,6 +20,10 @@ for name, path in runs.items():
     rows = [json.loads(l) for l in open(path) if l.strip()]
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     evals = [(r["step"], r["eval"]["tasks"]["STSBenchmark"]) for r in rows if "eval" in r]
+    if not evals and name == "qzhou train":
+        # Run without in-training evaluation: the untuned and the exported model's `qzhou eval`.
+        evals = [(0, float(open(f"{work}/untuned.score").read())),
+                 (train[-1][0], float(open(f"{work}/tuned.score").read()))]
     steps = [s for s, _ in train]
     smooth = [sum(l for s2, l in train if s - 10 < s2 <= s) / len([1 for s2, _ in train if s - 10 < s2 <= s]) for s in steps]
     ax_loss.plot(steps, smooth, label=name)
