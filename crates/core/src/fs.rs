@@ -12,7 +12,9 @@ use crate::gguf::qwen::{self, QwenGgufTensors};
 use crate::gguf::GgufFile;
 use crate::sentence_transformers::SentenceTransformersFiles;
 use crate::weight_pack::{PackManifest, WeightPack};
-use crate::weights::{shard_file_names, ByteSource, Checkpoint, SafetensorsFile};
+use crate::weights::{
+    is_plain_file_name, shard_file_names, ByteSource, Checkpoint, SafetensorsFile,
+};
 
 /// A file read with positioned reads (no seek state, no full read into memory).
 pub struct FileSource {
@@ -171,7 +173,7 @@ impl ModelFiles {
             .files
             .iter()
             .map(|f| {
-                if f.name.contains('/') || f.name.contains('\\') || f.name.starts_with('.') {
+                if !is_plain_file_name(&f.name) {
                     return Err(QzhouError::Pack(format!(
                         "weight file name `{}` must be a plain file name",
                         f.name
@@ -197,7 +199,7 @@ impl ModelFiles {
     /// rebuilt from its vocabulary, tensors dequantised to `f32` as they load.
     pub fn from_gguf(path: &Path) -> Result<Self> {
         let gguf = GgufFile::open(Box::new(FileSource::open(path)?))?;
-        let config = serde_json::to_vec(&qwen::config_json(&gguf, "float32")?)
+        let config = serde_json::to_vec(&qwen::config_json(&gguf, "float32")?.0)
             .map_err(|e| QzhouError::Config(e.to_string()))?;
         let tokenizer = serde_json::to_vec(&qwen::tokenizer_json(&gguf)?)
             .map_err(|e| QzhouError::Tokenizer(e.to_string()))?;

@@ -137,6 +137,12 @@ struct ShardIndex {
     weight_map: BTreeMap<String, String>,
 }
 
+/// Whether `name` names a file inside its folder: no path separator, not hidden, not `..`
+/// (file names read from an index or manifest must not reach outside the model folder).
+pub(crate) fn is_plain_file_name(name: &str) -> bool {
+    !(name.contains('/') || name.contains('\\') || name.starts_with('.'))
+}
+
 /// File names listed by a `model.safetensors.index.json`, each once, in sorted order.
 pub fn shard_file_names(index_json: &[u8]) -> Result<Vec<String>> {
     let index: ShardIndex =
@@ -147,10 +153,7 @@ pub fn shard_file_names(index_json: &[u8]) -> Result<Vec<String>> {
     if files.is_empty() {
         return Err(QzhouError::ShardIndex("`weight_map` is empty".into()));
     }
-    if let Some(f) = files
-        .iter()
-        .find(|f| f.contains('/') || f.contains('\\') || f.starts_with('.'))
-    {
+    if let Some(f) = files.iter().find(|f| !is_plain_file_name(f)) {
         return Err(QzhouError::ShardIndex(format!(
             "shard name `{f}` must be a plain file name"
         )));

@@ -19,7 +19,7 @@ use qzhou_core::gguf::qwen::{self, QwenGgufTensors};
 use qzhou_core::gguf::GgufFile;
 use qzhou_core::model::check_weights;
 use qzhou_core::weights::TensorSource;
-use qzhou_core::{QwenConfig, TextTokenizer, Truncation};
+use qzhou_core::{TextTokenizer, Truncation};
 
 use crate::output::atomic_write;
 
@@ -58,9 +58,8 @@ pub fn run(args: ImportGgufArgs) -> Result<()> {
         ImportDtype::F32 => "float32",
         ImportDtype::Bf16 => "bfloat16",
     };
-    let config = qwen::config_json(&gguf, torch_dtype)?;
+    let (config, parsed) = qwen::config_json(&gguf, torch_dtype)?;
     let config_bytes = serde_json::to_vec_pretty(&config)?;
-    let parsed = QwenConfig::from_json(&config_bytes)?;
 
     // Every tensor is placed, shaped as the config says and readable before a byte is written.
     let tensors = QwenGgufTensors::new(gguf)?;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ok, root};
+use common::{cosine, ok, root};
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -396,13 +396,8 @@ fn web_pack_manifests_load_natively_and_verify_their_files() {
     );
     let direct = embed(&model);
     let q8 = embed(&web.join("manifest-q8.json"));
-    let cos = |a: &[f32], b: &[f32]| {
-        let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-        dot / (a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
-            * b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt())
-    };
     for (q, d) in q8.iter().zip(&direct) {
-        let c = cos(q, d);
+        let c = cosine(q, d);
         assert!(
             c >= 0.995 && c < 1.0 - 1e-9,
             "q8 pack vs f32: cos {c} (q8 blocks must be used, within q8's accuracy)"

@@ -8,24 +8,15 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{ok, qzhou, root};
+use common::{ok, qzhou, read_jsonl as records, registry_data, root};
 use serde_json::{json, Value};
 
 fn shared(path: &str) -> PathBuf {
     root().join("../shared/data").join(path)
 }
 
-/// `data/registry` (BBC News), fetched with the repository's script when absent.
 fn registry(path: &str) -> PathBuf {
-    let data = root().join("data/registry");
-    if !data.join("bbc-news.jsonl").exists() {
-        let status = std::process::Command::new("python3")
-            .arg(root().join("scripts/fetch-registry-data.py"))
-            .status()
-            .expect("python3 runs scripts/fetch-registry-data.py");
-        assert!(status.success());
-    }
-    data.join(path)
+    registry_data().join(path)
 }
 
 fn convert(args: &[&str], out: &Path) -> Output {
@@ -33,14 +24,6 @@ fn convert(args: &[&str], out: &Path) -> Output {
     all.extend_from_slice(args);
     all.extend_from_slice(&["-o", out.to_str().unwrap()]);
     qzhou(&all)
-}
-
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn err(out: &Output) -> String {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{qzhou, root};
+use common::{qzhou, registry_data, root};
 
 use std::path::Path;
 use std::process::Output;
@@ -30,18 +30,6 @@ fn sliced_manifests(dir: &Path, limit: usize) {
             format!("limit = {limit}\n{text}")
         };
         std::fs::write(dir.join(path.file_name().unwrap()), body).unwrap();
-    }
-}
-
-/// `data/registry` (BBC News, Lee), fetched with the repository's script when absent.
-fn registry_data() {
-    let data = root().join("data/registry");
-    if !data.join("lee-sts.jsonl").exists() {
-        let status = std::process::Command::new("python3")
-            .arg(root().join("scripts/fetch-registry-data.py"))
-            .status()
-            .expect("python3 runs scripts/fetch-registry-data.py");
-        assert!(status.success(), "scripts/fetch-registry-data.py failed");
     }
 }
 

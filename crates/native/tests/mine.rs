@@ -5,19 +5,11 @@
 
 mod common;
 
-use common::{qzhou, root};
+use common::{qzhou, read_jsonl as records, root};
 
 use std::path::Path;
 
 use serde_json::Value;
-
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// `qzhou mine` with top-k 60, window 2..40 and 4 negatives unless `extra` sets them.
 fn mine(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {

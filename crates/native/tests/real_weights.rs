@@ -12,7 +12,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{ok, qzhou, root};
+use common::{cosine, ok, qzhou, root};
 use qzhou_core::{TextTokenizer, Truncation};
 
 const DIM: usize = 896;
@@ -34,13 +34,6 @@ fn read_npy(path: &Path) -> Vec<Vec<f32>> {
     assert_eq!(dim, DIM, "{}", path.display());
     let flat = arr.into_vec::<f32>().unwrap();
     flat.chunks(dim).map(<[f32]>::to_vec).collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 #[test]

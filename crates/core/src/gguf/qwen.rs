@@ -158,9 +158,10 @@ pub fn placement(name: &str) -> std::result::Result<TensorPlacement, String> {
     keep(format!("layers.{layer}.{hf}.{param}"))
 }
 
-/// `config.json` for the model in `gguf` (validated by [`QwenConfig::from_json`]);
-/// `torch_dtype` names the dtype the weights will be written in.
-pub fn config_json(gguf: &GgufFile, torch_dtype: &str) -> Result<Value> {
+/// `config.json` for the model in `gguf`, and that JSON as [`QwenConfig::from_json`] reads it
+/// (the check that it describes a model qzhou computes); `torch_dtype` names the dtype the
+/// weights will be written in.
+pub fn config_json(gguf: &GgufFile, torch_dtype: &str) -> Result<(Value, QwenConfig)> {
     let arch = architecture(gguf)?;
     let bad = |reason: String| QzhouError::Gguf {
         file: gguf.name().to_string(),
@@ -253,8 +254,8 @@ pub fn config_json(gguf: &GgufFile, torch_dtype: &str) -> Result<Value> {
         }
     }
     let value = Value::Object(config);
-    QwenConfig::from_json(value.to_string().as_bytes())?;
-    Ok(value)
+    let parsed = QwenConfig::from_json(value.to_string().as_bytes())?;
+    Ok((value, parsed))
 }
 
 /// A `tokenizer.json` equivalent to the GGUF's embedded BPE vocabulary: normal tokens form

@@ -32,6 +32,41 @@ fn percentile(sorted: &[usize], p: f64) -> usize {
     sorted[rank.min(sorted.len()) - 1]
 }
 
+/// Token lengths of one field's texts, tokenised in batches as they stream past (only the
+/// lengths are kept, not the texts).
+struct FieldLengths {
+    pending: Vec<String>,
+    lengths: Vec<usize>,
+}
+
+impl FieldLengths {
+    const BATCH: usize = 256;
+
+    fn new() -> Self {
+        Self {
+            pending: Vec::with_capacity(Self::BATCH),
+            lengths: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, text: &str, tokenizer: &TextTokenizer) -> qzhou_core::Result<()> {
+        self.pending.push(text.to_string());
+        if self.pending.len() == Self::BATCH {
+            self.flush(tokenizer)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, tokenizer: &TextTokenizer) -> qzhou_core::Result<()> {
+        if !self.pending.is_empty() {
+            let ids = tokenizer.encode(&self.pending)?;
+            self.lengths.extend(ids.iter().map(Vec::len));
+            self.pending.clear();
+        }
+        Ok(())
+    }
+}
+
 pub fn run(args: StatsArgs) -> Result<()> {
     let path = if args.tokenizer.is_dir() {
         args.tokenizer.join("tokenizer.json")
@@ -42,7 +77,7 @@ pub fn run(args: StatsArgs) -> Result<()> {
     let tokenizer = TextTokenizer::from_json(&bytes, 1 << 24, Truncation::Truncate)?;
     for file in &args.files {
         let mut types: BTreeMap<&'static str, usize> = BTreeMap::new();
-        let mut texts: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        let mut fields: BTreeMap<&'static str, FieldLengths> = BTreeMap::new();
         let mut negatives: Vec<usize> = Vec::new();
         let mut with_instruction = 0;
         let reader = BufReader::new(
@@ -51,24 +86,33 @@ pub fn run(args: StatsArgs) -> Result<()> {
         let name = file.display().to_string();
         for_each_record::<TrainingSample, _, _>(reader, &name, Malformed::Fail, |s| {
             *types.entry(s.kind()).or_default() += 1;
-            let mut add =
-                |field: &'static str, t: &str| texts.entry(field).or_default().push(t.to_string());
+            let mut add = |field: &'static str, t: &str| {
+                fields
+                    .entry(field)
+                    .or_insert_with(FieldLengths::new)
+                    .add(t, &tokenizer)
+                    .map_err(|e| e.to_string())
+            };
             match s {
                 TrainingSample::Retrieval(r) => {
-                    add("query", &r.query);
-                    add("pos", &r.pos);
-                    r.negs.iter().for_each(|n| add("neg", n));
+                    add("query", &r.query)?;
+                    add("pos", &r.pos)?;
+                    for n in &r.negs {
+                        add("neg", n)?;
+                    }
                     negatives.push(r.negs.len());
                     with_instruction += r.instruction.is_some() as usize;
                 }
                 TrainingSample::Pair(p) => {
-                    add("text1", &p.text1);
-                    add("text2", &p.text2);
+                    add("text1", &p.text1)?;
+                    add("text2", &p.text2)?;
                 }
                 TrainingSample::Classification(c) => {
-                    add("query", &c.query);
-                    add("pos", &c.pos);
-                    c.negs.iter().for_each(|n| add("neg", n));
+                    add("query", &c.query)?;
+                    add("pos", &c.pos)?;
+                    for n in &c.negs {
+                        add("neg", n)?;
+                    }
                     negatives.push(c.negs.len());
                 }
             }
@@ -93,11 +137,9 @@ pub fn run(args: StatsArgs) -> Result<()> {
             "  {:<8} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}   (tokens)",
             "field", "texts", "mean", "p50", "p90", "p95", "p99", "max"
         );
-        for (field, values) in &texts {
-            let mut lengths: Vec<usize> = Vec::with_capacity(values.len());
-            for chunk in values.chunks(256) {
-                lengths.extend(tokenizer.encode(chunk)?.iter().map(Vec::len));
-            }
+        for (field, mut f) in fields {
+            f.flush(&tokenizer)?;
+            let mut lengths = f.lengths;
             lengths.sort_unstable();
             let mean = lengths.iter().sum::<usize>() as f64 / lengths.len().max(1) as f64;
             println!(
