@@ -100,3 +100,378 @@ fn weight_packs_load_into_the_same_model_within_each_schemes_accuracy() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile packs: a manifest and its weight files can come from any URL.
+
+mod hostile {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::sync::{Arc, OnceLock};
+
+    use burn::backend::flex::FlexDevice;
+    use burn::backend::Flex;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+    use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+    use qzhou_core::weight_pack::{sha256_hex, write_pack, PackLimits};
+    use qzhou_core::{
+        Embedder, LoadOptions, ModelFiles, PackManifest, Quantization, TensorSource, WeightPack,
+    };
+    use serde_json::{json, Value};
+
+    use crate::common::fixture;
+
+    /// The system allocator, noting the largest single request made on a thread while that
+    /// thread has tracking on (const thread-locals without destructors: no allocation inside).
+    struct LargestAllocation;
+
+    thread_local! {
+        static TRACKING: Cell<bool> = const { Cell::new(false) };
+        static LARGEST: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn note(bytes: usize) {
+        let _ = TRACKING.try_with(|on| {
+            if on.get() {
+                let _ = LARGEST.try_with(|m| m.set(m.get().max(bytes)));
+            }
+        });
+    }
+
+    unsafe impl GlobalAlloc for LargestAllocation {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note(new_size);
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: LargestAllocation = LargestAllocation;
+
+    /// Run `f` and return its result with the largest allocation it made on this thread.
+    fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        LARGEST.with(|m| m.set(0));
+        TRACKING.with(|on| on.set(true));
+        let out = f();
+        TRACKING.with(|on| on.set(false));
+        (out, LARGEST.with(|m| m.get()))
+    }
+
+    /// The tiny fixture as a pack per scheme: manifest JSON and weight files (small limits, so
+    /// the embedding table spans several parts and files).
+    fn packs() -> &'static Vec<(Quantization, Vec<u8>, Vec<Vec<u8>>)> {
+        static PACKS: OnceLock<Vec<(Quantization, Vec<u8>, Vec<Vec<u8>>)>> = OnceLock::new();
+        PACKS.get_or_init(|| {
+            let checkpoint = qzhou_core::fs::open_checkpoint(&fixture("tiny-qwen2")).unwrap();
+            let limits = PackLimits {
+                max_part_bytes: 256 << 10,
+                max_file_bytes: 1 << 20,
+            };
+            [Quantization::Q4, Quantization::Q8, Quantization::F16]
+                .into_iter()
+                .map(|scheme| {
+                    let mut files = Vec::new();
+                    let m = write_pack(&checkpoint, scheme, limits, &mut |_, b| {
+                        files.push(b.to_vec());
+                        Ok(())
+                    })
+                    .unwrap();
+                    (scheme, m.to_json(), files)
+                })
+                .collect()
+        })
+    }
+
+    /// One change an attacker (or a broken download) makes to a pack.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        /// Cut the manifest JSON.
+        TruncateManifest(Index),
+        /// Flip one bit of the manifest JSON.
+        FlipManifestBit(Index, u8),
+        /// Replace one number of the manifest (a shape, offset, byte count, row count, file
+        /// index, version, block size) with an absurd value.
+        SetNumber(Index, Value),
+        /// Repeat a tensor entry.
+        DuplicateTensor(Index),
+        /// Drop a tensor entry.
+        RemoveTensor(Index),
+        /// Give tensor A the name of tensor B.
+        CopyName(Index, Index),
+        /// Claim another storage type.
+        SetDtype(Index, &'static str),
+        /// Flip a bit of a weight file; when the flag is set the manifest's checksum is fixed
+        /// up, so the content itself must be judged.
+        FlipWeightBit(Index, Index, u8, bool),
+        /// Write a NaN or infinite half at an even offset of a weight file (checksum fixed up).
+        PoisonHalf(Index, Index, u16),
+        /// Cut a weight file (its size and checksum fixed up in the manifest).
+        TruncateWeights(Index, Index),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        let absurd = prop::sample::select(vec![
+            json!(0),
+            json!(1),
+            json!(2),
+            json!(31),
+            json!(33),
+            json!(-1),
+            json!(4095),
+            json!(u32::MAX),
+            json!(1u64 << 53),
+            json!(u64::MAX),
+            json!(1e300),
+            json!("12"),
+            Value::Null,
+        ]);
+        prop_oneof![
+            any::<Index>().prop_map(Mutation::TruncateManifest),
+            (any::<Index>(), 0u8..8).prop_map(|(i, b)| Mutation::FlipManifestBit(i, b)),
+            (any::<Index>(), absurd).prop_map(|(i, v)| Mutation::SetNumber(i, v)),
+            any::<Index>().prop_map(Mutation::DuplicateTensor),
+            any::<Index>().prop_map(Mutation::RemoveTensor),
+            (any::<Index>(), any::<Index>()).prop_map(|(a, b)| Mutation::CopyName(a, b)),
+            (
+                any::<Index>(),
+                prop::sample::select(vec!["f32", "f16", "q8", "q4", "q3", ""])
+            )
+                .prop_map(|(i, d)| Mutation::SetDtype(i, d)),
+            (any::<Index>(), any::<Index>(), 0u8..8, any::<bool>())
+                .prop_map(|(f, i, b, fix)| Mutation::FlipWeightBit(f, i, b, fix)),
+            (
+                any::<Index>(),
+                any::<Index>(),
+                prop::sample::select(vec![0x7e00u16, 0x7c00, 0xfc00, 0x7fff])
+            )
+                .prop_map(|(f, i, h)| Mutation::PoisonHalf(f, i, h)),
+            (any::<Index>(), any::<Index>()).prop_map(|(f, i)| Mutation::TruncateWeights(f, i)),
+        ]
+    }
+
+    /// Paths (JSON pointers) of every number in `v`.
+    fn numbers(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Number(_) => out.push(at),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, x)| numbers(x, format!("{at}/{i}"), out)),
+            Value::Object(o) => o
+                .iter()
+                .for_each(|(k, x)| numbers(x, format!("{at}/{k}"), out)),
+            _ => {}
+        }
+    }
+
+    /// Apply `m` to the manifest bytes and weight files. Structural mutations need parseable
+    /// JSON and are skipped after a byte-level one broke it.
+    fn apply(m: &Mutation, manifest: &mut Vec<u8>, files: &mut [Vec<u8>]) {
+        let parsed: Option<Value> = serde_json::from_slice(manifest).ok();
+        let fix_file = |v: &mut Value, f: usize, bytes: &[u8]| {
+            v["files"][f]["sha256"] = json!(sha256_hex(bytes));
+            v["files"][f]["bytes"] = json!(bytes.len());
+        };
+        let write = |v: Value, manifest: &mut Vec<u8>| *manifest = serde_json::to_vec(&v).unwrap();
+        match m {
+            Mutation::TruncateManifest(i) => manifest.truncate(i.index(manifest.len())),
+            Mutation::FlipManifestBit(i, b) => {
+                let at = i.index(manifest.len());
+                manifest[at] ^= 1 << b;
+            }
+            Mutation::SetNumber(i, value) => {
+                if let Some(mut v) = parsed {
+                    let mut paths = Vec::new();
+                    numbers(&v, String::new(), &mut paths);
+                    if !paths.is_empty() {
+                        *v.pointer_mut(&paths[i.index(paths.len())]).unwrap() = value.clone();
+                        write(v, manifest);
+                    }
+                }
+            }
+            Mutation::DuplicateTensor(i) | Mutation::RemoveTensor(i) => {
+                if let Some(mut v) = parsed {
+                    let tensors = v["tensors"].as_array_mut().unwrap();
+                    let at = i.index(tensors.len());
+                    if matches!(m, Mutation::DuplicateTensor(_)) {
+                        let t = tensors[at].clone();
+                        tensors.push(t);
+                    } else {
+                        tensors.remove(at);
+                    }
+                    write(v, manifest);
+                }
+            }
+            Mutation::CopyName(a, b) => {
+                if let Some(mut v) = parsed {
+                    let n = v["tensors"].as_array().unwrap().len();
+                    let name = v["tensors"][b.index(n)]["name"].clone();
+                    v["tensors"][a.index(n)]["name"] = name;
+                    write(v, manifest);
+                }
+            }
+            Mutation::SetDtype(i, dtype) => {
+                if let Some(mut v) = parsed {
+                    let n = v["tensors"].as_array().unwrap().len();
+                    v["tensors"][i.index(n)]["dtype"] = json!(dtype);
+                    write(v, manifest);
+                }
+            }
+            Mutation::FlipWeightBit(f, i, b, fix) => {
+                let f = f.index(files.len());
+                let at = i.index(files[f].len());
+                files[f][at] ^= 1 << b;
+                if let (Some(mut v), true) = (parsed, *fix) {
+                    fix_file(&mut v, f, &files[f]);
+                    write(v, manifest);
+                }
+            }
+            Mutation::PoisonHalf(f, i, half) => {
+                let f = f.index(files.len());
+                let at = i.index(files[f].len() / 2) * 2;
+                files[f][at..at + 2].copy_from_slice(&half.to_le_bytes());
+                if let Some(mut v) = parsed {
+                    fix_file(&mut v, f, &files[f]);
+                    write(v, manifest);
+                }
+            }
+            Mutation::TruncateWeights(f, i) => {
+                let f = f.index(files.len());
+                let keep = i.index(files[f].len());
+                files[f].truncate(keep);
+                if let Some(mut v) = parsed {
+                    fix_file(&mut v, f, &files[f]);
+                    write(v, manifest);
+                }
+            }
+        }
+    }
+
+    /// The fixture's config.json and tokenizer.json.
+    fn model_texts() -> &'static (Vec<u8>, Vec<u8>) {
+        static TEXTS: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
+        TEXTS.get_or_init(|| {
+            let read = |n: &str| std::fs::read(fixture("tiny-qwen2").join(n)).unwrap();
+            (read("config.json"), read("tokenizer.json"))
+        })
+    }
+
+    /// Everything a browser or `qzhou embed -m manifest.json` does with a pack: parse and
+    /// validate the manifest, verify the files, read every tensor in blocks as the GPU kernel
+    /// takes them, build the model (dequantised) and embed a few tokens (the embedder refuses
+    /// NaN/infinite output, e.g. from a finite but huge flipped norm weight).
+    fn load(manifest: &[u8], files: &[Vec<u8>]) -> Result<Vec<f32>, String> {
+        let input: usize = manifest.len() + files.iter().map(Vec::len).sum::<usize>();
+        let (pack, largest) = largest_allocation(|| -> Result<WeightPack, String> {
+            let m = PackManifest::from_json(manifest, "manifest").map_err(|e| e.to_string())?;
+            let files = files.iter().map(|f| Arc::from(f.as_slice())).collect();
+            let pack = WeightPack::new(m, files).map_err(|e| e.to_string())?;
+            for name in pack.names() {
+                pack.read_packed(&name).map_err(|e| e.to_string())?;
+            }
+            Ok(pack)
+        });
+        // Reading never allocates more than the bytes it was given.
+        assert!(
+            largest <= input,
+            "reading a {input}-byte pack allocated {largest} bytes at once"
+        );
+        let pack = pack?;
+        let (config, tokenizer) = model_texts();
+        let input = input + config.len() + tokenizer.len();
+        let (out, largest) = largest_allocation(|| -> Result<Vec<f32>, String> {
+            let files = ModelFiles {
+                config: config.clone(),
+                tokenizer: tokenizer.clone(),
+                weights: Box::new(pack),
+                sentence_transformers: Default::default(),
+            };
+            let embedder =
+                Embedder::<Flex>::from_files(files, &FlexDevice, &LoadOptions::default())
+                    .map_err(|e| e.to_string())?;
+            let mut v = embedder
+                .embed_token_ids(&[vec![9707, 11, 1879, 0]])
+                .map_err(|e| e.to_string())?;
+            Ok(v.remove(0))
+        });
+        // Building the model dequantises to f32: at most 32 / 5 = 6.4× a q4 tensor's bytes.
+        assert!(
+            largest <= 8 * input,
+            "loading a {input}-byte pack allocated {largest} bytes at once"
+        );
+        out
+    }
+
+    #[test]
+    fn hostile_packs_are_clear_errors_without_panics_or_oversized_allocations() {
+        // The untouched packs load, and give finite vectors.
+        for (scheme, manifest, files) in packs() {
+            let v = load(manifest, files).unwrap_or_else(|e| panic!("{scheme}: {e}"));
+            assert!(v.iter().all(|x| x.is_finite()), "{scheme}");
+        }
+        let config = Config {
+            cases: 192,
+            failure_persistence: None,
+            ..Config::default()
+        };
+        let mut runner =
+            TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[17; 32]));
+        let errors = std::cell::RefCell::new(std::collections::BTreeMap::<String, usize>::new());
+        let case = (0..packs().len(), prop::collection::vec(mutation(), 1..=3));
+        let outcome = runner.run(&case, |(which, mutations)| {
+            let (_, manifest, files) = &packs()[which];
+            let (mut manifest, mut files) = (manifest.clone(), files.clone());
+            for m in &mutations {
+                apply(m, &mut manifest, &mut files);
+            }
+            match load(&manifest, &files) {
+                Ok(v) => {
+                    // Accepted: a flipped weight bit with a fixed checksum is a different but
+                    // valid pack; its vector must still be finite.
+                    if !v.iter().all(|x| x.is_finite()) {
+                        return Err(TestCaseError::fail(format!(
+                            "accepted a pack that embeds to non-finite values: {mutations:?}"
+                        )));
+                    }
+                }
+                Err(e) => {
+                    if e.trim().is_empty() {
+                        return Err(TestCaseError::fail("an empty error message"));
+                    }
+                    // The kind of error: its words up to the first name or number.
+                    let text = e.trim_start_matches("weight pack: manifest: ");
+                    let kind: String = text
+                        .split_whitespace()
+                        .take_while(|w| {
+                            !w.contains('`') && !w.contains(|c: char| c.is_ascii_digit())
+                        })
+                        .take(6)
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    *errors.borrow_mut().entry(kind).or_default() += 1;
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            panic!("{e}");
+        }
+        let errors = errors.into_inner();
+        let refused: usize = errors.values().sum();
+        eprintln!("{refused} of 192 hostile packs refused; errors by kind: {errors:#?}");
+        // The mutations are mostly fatal: most cases must be refused, for several reasons.
+        assert!(refused >= 96 && errors.len() >= 6, "{errors:#?}");
+    }
+}

@@ -62,6 +62,20 @@ impl Quantization {
         }
     }
 
+    /// [`Self::stored_bytes`] without overflow: `None` when the size does not fit in a `u64`
+    /// (a hostile manifest's shape), or when blocks do not divide `numel`.
+    pub fn checked_stored_bytes(self, numel: usize) -> Option<u64> {
+        let n = numel as u128;
+        let bytes = match self {
+            Self::F32 => n * 4,
+            Self::F16 => n * 2,
+            Self::Q8 | Self::Q4 if numel % BLOCK_SIZE != 0 => return None,
+            Self::Q8 => n + n / BLOCK_SIZE as u128 * 2,
+            Self::Q4 => n / 2 + n / BLOCK_SIZE as u128 * 4,
+        };
+        u64::try_from(bytes).ok()
+    }
+
     /// The scheme a tensor of `shape` is actually stored in when the pack asks for `self`:
     /// blocks need a 2-D tensor whose last dimension is a multiple of [`BLOCK_SIZE`].
     pub fn for_shape(self, shape: &[usize]) -> Self {
@@ -195,6 +209,14 @@ impl PackedBlocks {
         }
     }
 
+    /// Make room for `numel` more values, exactly (no doubling: a pack's tensors are read at
+    /// their stored size).
+    pub fn reserve(&mut self, numel: usize) {
+        let blocks = numel / BLOCK_SIZE;
+        self.words.reserve_exact(blocks * self.words_per_block());
+        self.params.reserve_exact(blocks * self.params_per_block());
+    }
+
     /// Append `numel` values stored by [`quantize`] (e.g. one row-split part of a pack tensor).
     pub fn extend_from_stored(&mut self, bytes: &[u8], numel: usize) -> Result<()> {
         let scheme = self.scheme;
@@ -215,6 +237,7 @@ impl PackedBlocks {
             data.chunks_exact(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
         );
+        non_finite_half(rest, "scale or min")?;
         let half_at = |b: &[u8], i: usize| f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32();
         match scheme {
             Quantization::Q8 => self.params.extend((0..blocks).map(|b| half_at(rest, b))),
@@ -284,6 +307,19 @@ impl PackedBlocks {
     }
 }
 
+/// An error naming the first non-finite `f16` in `bytes` (little-endian halves).
+fn non_finite_half(bytes: &[u8], what: &str) -> Result<()> {
+    match bytes
+        .chunks_exact(2)
+        .position(|c| !f16::from_le_bytes([c[0], c[1]]).is_finite())
+    {
+        Some(i) => Err(QzhouError::InvalidOption(format!(
+            "stored {what} {i} is not finite"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Decode `numel` values stored by [`quantize`] in `scheme`. `bytes` must be exactly
 /// [`Quantization::stored_bytes`] long.
 pub fn dequantize(bytes: &[u8], numel: usize, scheme: Quantization) -> Result<Vec<f32>> {
@@ -294,6 +330,23 @@ pub fn dequantize(bytes: &[u8], numel: usize, scheme: Quantization) -> Result<Ve
             "{scheme} data for {numel} values must be {expected} bytes, got {}",
             bytes.len()
         )));
+    }
+    // Stored weights come from files anyone can write: a NaN or infinite value (or block scale)
+    // would turn every embedding into NaN without an error, so it is refused here.
+    match scheme {
+        Quantization::F32 => {
+            if let Some(i) = bytes
+                .chunks_exact(4)
+                .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+            {
+                return Err(QzhouError::InvalidOption(format!(
+                    "value {i} is not finite"
+                )));
+            }
+        }
+        Quantization::F16 => non_finite_half(bytes, "value")?,
+        Quantization::Q8 => non_finite_half(&bytes[numel..], "block scale")?,
+        Quantization::Q4 => non_finite_half(&bytes[numel / 2..], "block scale or min")?,
     }
     let half_at = |b: &[u8], i: usize| f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32();
     Ok(match scheme {
@@ -328,6 +381,33 @@ pub fn dequantize(bytes: &[u8], numel: usize, scheme: Quantization) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_non_finite_values_and_scales_are_refused() {
+        let block: Vec<f32> = (0..32).map(|i| i as f32 / 31.0 - 0.5).collect();
+        for scheme in Quantization::ALL {
+            let mut bytes = quantize(&block, scheme).unwrap();
+            // The last f16/f32 of each layout is a value (f32/f16) or a block scale/min.
+            let n = bytes.len();
+            match scheme {
+                Quantization::F32 => bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes()),
+                _ => bytes[n - 2..].copy_from_slice(&f16::INFINITY.to_le_bytes()),
+            }
+            let e = dequantize(&bytes, 32, scheme).unwrap_err().to_string();
+            assert!(e.contains("not finite"), "{scheme}: {e}");
+            if matches!(scheme, Quantization::Q8 | Quantization::Q4) {
+                let e = PackedBlocks::new(scheme)
+                    .unwrap()
+                    .extend_from_stored(&bytes, 32)
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains("not finite"), "{scheme}: {e}");
+            }
+        }
+        assert_eq!(Quantization::F32.checked_stored_bytes(usize::MAX), None);
+        assert_eq!(Quantization::Q4.checked_stored_bytes(33), None);
+        assert_eq!(Quantization::Q4.checked_stored_bytes(64), Some(40));
+    }
 
     /// Deterministic values spread like trained weights (a few outliers included).
     fn weights(n: usize) -> Vec<f32> {

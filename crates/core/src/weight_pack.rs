@@ -231,10 +231,23 @@ pub fn write_pack(
 impl PackManifest {
     /// Parse and check a manifest: format, version, block size, every part inside its file,
     /// rows adding up to each tensor's first dimension, byte counts matching the dtype.
+    ///
+    /// A manifest may come from any URL: every count is checked against the bytes its files
+    /// declare before anything is sized from it (see [`PackManifest::validate`]).
     pub fn from_json(bytes: &[u8], label: &str) -> Result<Self> {
+        let m: PackManifest = serde_json::from_slice(bytes)
+            .map_err(|e| QzhouError::Pack(format!("{label}: not a pack manifest: {e}")))?;
+        m.validate(label)?;
+        Ok(m)
+    }
+
+    /// The checks of [`PackManifest::from_json`] on a manifest built in memory: format,
+    /// version, block size, unique file and tensor names, shapes of one or two positive
+    /// dimensions that the dtype can store, every part inside its file, part rows adding up to
+    /// the first dimension, byte counts matching the dtype (all without overflow).
+    pub fn validate(&self, label: &str) -> Result<()> {
+        let m = self;
         let bad = |m: String| QzhouError::Pack(format!("{label}: {m}"));
-        let m: PackManifest =
-            serde_json::from_slice(bytes).map_err(|e| bad(format!("not a pack manifest: {e}")))?;
         if m.format != PACK_FORMAT {
             return Err(bad(format!(
                 "format is `{}`, expected `{PACK_FORMAT}`",
@@ -253,11 +266,49 @@ impl PackManifest {
                 m.block_size
             )));
         }
-        m.quantization.parse::<Quantization>()?;
+        m.quantization
+            .parse::<Quantization>()
+            .map_err(|e| bad(e.to_string()))?;
+        let mut names = std::collections::HashSet::new();
+        for f in &m.files {
+            if !names.insert(f.name.as_str()) {
+                return Err(bad(format!("weight file `{}` is listed twice", f.name)));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
         for t in &m.tensors {
-            let dtype: Quantization = t.dtype.parse()?;
+            if !names.insert(t.name.as_str()) {
+                return Err(bad(format!("tensor `{}` is listed twice", t.name)));
+            }
+            let dtype: Quantization = t
+                .dtype
+                .parse()
+                .map_err(|e| bad(format!("tensor `{}`: {e}", t.name)))?;
+            // Every model tensor is a vector or a matrix; counts are checked before any
+            // arithmetic on them, so an absurd shape is an error, not an overflow.
+            if t.shape.is_empty() || t.shape.len() > 2 || t.shape.contains(&0) {
+                return Err(bad(format!(
+                    "tensor `{}` has shape {:?} (expected 1 or 2 positive dimensions)",
+                    t.name, t.shape
+                )));
+            }
+            if dtype.for_shape(&t.shape) != dtype {
+                return Err(bad(format!(
+                    "tensor `{}` of shape {:?} cannot be stored as {} (blocks of {BLOCK_SIZE} \
+                     along the last dimension of a matrix)",
+                    t.name, t.shape, t.dtype
+                )));
+            }
+            let row_len = if t.shape.len() == 2 { t.shape[1] } else { 1 };
             let rows = rows_of(&t.shape);
-            let mut seen = 0;
+            if t.parts.is_empty() || (t.shape.len() == 1 && t.parts.len() != 1) {
+                return Err(bad(format!(
+                    "tensor `{}` has {} parts (a vector has exactly one, a matrix at least one)",
+                    t.name,
+                    t.parts.len()
+                )));
+            }
+            let mut seen: usize = 0;
             for p in &t.parts {
                 let f = m.files.get(p.file).ok_or_else(|| {
                     bad(format!(
@@ -278,14 +329,30 @@ impl PackManifest {
                         f.bytes
                     )));
                 }
-                let part_numel = t.part_numel(p);
-                if dtype.stored_bytes(part_numel) as u64 != p.bytes {
+                seen = match seen.checked_add(p.rows) {
+                    Some(s) if s <= rows && p.rows > 0 => s,
+                    _ => {
+                        return Err(bad(format!(
+                            "tensor `{}`: a part of {} rows does not fit its {rows} rows",
+                            t.name, p.rows
+                        )))
+                    }
+                };
+                // rows ≤ shape[0] here, so the product is bounded by the declared shape; it is
+                // compared with bytes that exist (the part lies inside its file) before anything
+                // of that size is allocated.
+                let part_numel = if t.shape.len() == 1 {
+                    Some(t.shape[0])
+                } else {
+                    p.rows.checked_mul(row_len)
+                };
+                let expected = part_numel.and_then(|n| dtype.checked_stored_bytes(n));
+                if expected != Some(p.bytes) {
                     return Err(bad(format!(
-                        "tensor `{}`: a {} part of {part_numel} values cannot be {} bytes",
-                        t.name, t.dtype, p.bytes
+                        "tensor `{}`: a {} part of {} rows × {row_len} values cannot be {} bytes",
+                        t.name, t.dtype, p.rows, p.bytes
                     )));
                 }
-                seen += p.rows;
             }
             if seen != rows {
                 return Err(bad(format!(
@@ -294,7 +361,7 @@ impl PackManifest {
                 )));
             }
         }
-        Ok(m)
+        Ok(())
     }
 
     /// The manifest as pretty JSON.
@@ -335,9 +402,10 @@ pub struct WeightPack {
 }
 
 impl WeightPack {
-    /// Pair a manifest with its weight files (in manifest order), verifying each file's size
-    /// and checksum.
+    /// Pair a manifest with its weight files (in manifest order), validating the manifest and
+    /// verifying each file's size and checksum.
     pub fn new(manifest: PackManifest, files: Vec<Arc<[u8]>>) -> Result<Self> {
+        manifest.validate("manifest")?;
         if files.len() != manifest.files.len() {
             return Err(QzhouError::Pack(format!(
                 "the manifest lists {} weight files, {} were given",
@@ -413,6 +481,7 @@ impl TensorSource for WeightPack {
             return Ok(None);
         }
         let mut packed = PackedBlocks::new(scheme)?;
+        packed.reserve(t.shape.iter().product());
         for p in &t.parts {
             let bytes = &self.files[p.file][p.offset as usize..(p.offset + p.bytes) as usize];
             packed
@@ -541,6 +610,37 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("version 9"));
+        // Counts that would overflow or allocate what the files do not hold.
+        for (shape, want) in [
+            (vec![usize::MAX, 32 << 20], "rows"),
+            (vec![64, 0], "positive dimensions"),
+            (vec![2, 2, 2], "positive dimensions"),
+            (vec![64, 33], "cannot be stored as q8"),
+        ] {
+            let mut bad = m.clone();
+            bad.tensors[0].shape = shape.clone();
+            let e = PackManifest::from_json(&bad.to_json(), "m")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{shape:?}: {e}");
+        }
+        let mut bad = m.clone();
+        bad.tensors[0].parts[0].rows = usize::MAX;
+        let e = PackManifest::from_json(&bad.to_json(), "m")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not fit"), "{e}");
+        let mut bad = m.clone();
+        let t = bad.tensors[0].clone();
+        bad.tensors.push(t);
+        let e = PackManifest::from_json(&bad.to_json(), "m")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`embed.weight` is listed twice"), "{e}");
+        // Built in memory and handed over without from_json: validated all the same.
+        let mut bad = m.clone();
+        bad.tensors[0].parts[0].offset = u64::MAX;
+        assert!(WeightPack::new(bad, vec![]).is_err());
         let mut bad = m;
         bad.tensors[0].dtype = "q3".into();
         assert!(PackManifest::from_json(&bad.to_json(), "m")

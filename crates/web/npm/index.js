@@ -57,7 +57,20 @@ async function openCache(enabled) {
 }
 
 /** GET `url` (from `cache` when `key` is cached) reporting bytes through `onChunk`. */
-async function fetchBytes(url, { fetchFn, cache, key, onChunk, signal }) {
+/** A manifest entry's name must stay under the model's base URL (path segments of plain
+ *  characters; no scheme, query, `..` or absolute path) and its size must be a byte count:
+ *  a manifest can come from anywhere. */
+function checkListedFile(f, manifestName) {
+  const name = f && f.name;
+  const plain = typeof name === 'string' && name.length > 0 && name.length <= 255
+    && name.split('/').every((seg) => /^[A-Za-z0-9._-]+$/.test(seg) && seg !== '.' && seg !== '..');
+  if (!plain) throw fail(`${manifestName}: file name ${JSON.stringify(name)} is not a plain relative file name`);
+  if (!Number.isSafeInteger(f.bytes) || f.bytes < 0) {
+    throw fail(`${manifestName}: ${name} has size ${JSON.stringify(f.bytes)}, not a byte count`);
+  }
+}
+
+async function fetchBytes(url, { fetchFn, cache, key, onChunk, signal, limit = Infinity }) {
   if (cache && key) {
     const hit = await cache.match(key);
     if (hit) {
@@ -81,8 +94,13 @@ async function fetchBytes(url, { fetchFn, cache, key, onChunk, signal }) {
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
-      chunks.push(value);
       n += value.length;
+      if (n > limit) {
+        // A server (or a hostile manifest) sending more than listed: stop reading, keep nothing.
+        try { await reader.cancel(); } catch { /* already closed */ }
+        throw fail(`GET ${url}: more than the ${limit} bytes the manifest lists`);
+      }
+      chunks.push(value);
       onChunk(value.length, false);
     }
     bytes = new Uint8Array(n);
@@ -90,6 +108,7 @@ async function fetchBytes(url, { fetchFn, cache, key, onChunk, signal }) {
     for (const c of chunks) { bytes.set(c, o); o += c.length; }
   } else {
     bytes = new Uint8Array(await res.arrayBuffer());
+    if (bytes.length > limit) throw fail(`GET ${url}: more than the ${limit} bytes the manifest lists`);
     onChunk(bytes.length, false);
   }
   if (cache && key) {
@@ -123,7 +142,12 @@ async function fetchModel(base, quantization, options) {
   } catch (e) {
     throw fail(`${manifestName} is not JSON: ${e.message}`);
   }
-  const files = [...(manifest.assets || []), ...(manifest.files || [])];
+  if (!manifest || typeof manifest !== 'object' || !Array.isArray(manifest.files)
+      || (manifest.assets !== undefined && !Array.isArray(manifest.assets))) {
+    throw fail(`${manifestName} is not a weight pack manifest (no \`files\` list)`);
+  }
+  const files = [...(manifest.assets || []), ...manifest.files];
+  files.forEach((f) => checkListedFile(f, manifestName));
   const total = files.reduce((s, f) => s + (Number(f.bytes) || 0), 0);
   let loaded = 0;
   let fromCache = 0;
@@ -136,7 +160,7 @@ async function fetchModel(base, quantization, options) {
       const url = joinUrl(base, f.name);
       const key = f.sha256 ? `${url}?sha256=${f.sha256}` : null;
       const bytes = await fetchBytes(url, {
-        fetchFn, cache, key, signal: options.signal,
+        fetchFn, cache, key, signal: options.signal, limit: f.bytes,
         onChunk: (n, cached) => {
           loaded += n;
           if (cached) fromCache += n;

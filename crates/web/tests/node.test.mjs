@@ -70,3 +70,45 @@ test('node: in-memory models (safetensors, and a q8 pack) load with the same API
   await assert.rejects(Embedder.load({ config: read('config.json'), tokenizer: read('tokenizer.json'), manifest, files: {} }),
     /weights-q8-000\.bin/);
 });
+
+test('node: hostile manifests are refused before fetching outside the model or reading past a listed size', { timeout: 60_000 }, async () => {
+  const dir = join(env.dir, 'model');
+  const real = JSON.parse(readFileSync(join(dir, 'manifest-q8.json'), 'utf8'));
+  const fetched = [];
+  // A fetch that serves the model folder, with a manifest of our choosing and, for one file,
+  // an endless body (a hostile server).
+  const fakeFetch = (manifest) => async (url) => {
+    const name = decodeURIComponent(new URL(url).pathname.replace(/^\/model\//, ''));
+    fetched.push(name);
+    if (name === 'manifest-q8.json') return new Response(JSON.stringify(manifest));
+    if (name === 'endless.bin') {
+      let sent = 0;
+      const body = new ReadableStream({
+        pull(c) { sent += 1 << 16; if (sent > (64 << 20)) c.close(); else c.enqueue(new Uint8Array(1 << 16)); },
+      });
+      return new Response(body);
+    }
+    return new Response(readFileSync(join(dir, name)));
+  };
+  const load = (manifest) => Embedder.load('http://model.test/model/', { quantization: 'q8', cache: false, fetch: fakeFetch(manifest) });
+  for (const [bad, why] of [
+    [{ ...real, files: [{ ...real.files[0], name: '../../etc/passwd' }] }, /not a plain relative file name/],
+    [{ ...real, files: [{ ...real.files[0], name: 'https://evil.test/w.bin' }] }, /not a plain relative file name/],
+    [{ ...real, files: [{ ...real.files[0], name: '/abs.bin' }] }, /not a plain relative file name/],
+    [{ ...real, files: [{ ...real.files[0], bytes: -1 }] }, /not a byte count/],
+    [{ ...real, files: [{ ...real.files[0], bytes: '12' }] }, /not a byte count/],
+    [{ ...real, files: 'weights.bin' }, /not a weight pack manifest/],
+  ]) {
+    fetched.length = 0;
+    await assert.rejects(load(bad), why);
+    assert.deepEqual(fetched.filter((n) => n !== 'manifest-q8.json' && !real.assets?.some((a) => a.name === n)), [],
+      `fetched ${fetched}`);
+  }
+  // A server streaming past the listed size: reading stops right after the listed bytes.
+  await assert.rejects(load({ ...real, files: [{ name: 'endless.bin', bytes: 1000, sha256: '00' }] }),
+    /endless\.bin: more than the 1000 bytes the manifest lists/);
+  // The checks in the wasm module (manifest validation, checksums) still speak for the rest.
+  const lying = structuredClone(real);
+  lying.tensors[0].shape = [4294967295, 4294967295];
+  await assert.rejects(load(lying), /shape|rows|bytes/);
+});
