@@ -12,7 +12,7 @@
 #   QZHOU_BIN=target/release/qzhou PYTHON=/path/to/venv/bin/python benches/finetune/run.sh [WORK_DIR]
 #
 # PYTHON needs torch, sentence-transformers, scipy. Knobs (env): STEPS BATCH LR WARMUP TAU
-# MAX_LEN SEED SKIP_ST=1 SKIP_QZHOU=1, EVAL_EVERY (0 = score only the untuned model and the
+# MAX_LEN SEED SKIP_ST=1 SKIP_QZHOU=1 SKIP_PACKS=1 (repeat runs), EVAL_EVERY (0 = score only the untuned model and the
 # end: one STS-B test pass of the 0.5B model takes ~8 minutes on 2 cores). Prints a markdown
 # table; logs in WORK_DIR.
 set -euo pipefail
@@ -106,8 +106,9 @@ if [ -d "$work/qzhou-run/step-$STEPS" ]; then
   elif [ ! -s "$work/tuned.score" ]; then
     "$py" -c "import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if '\"eval\"' in l][-1]['eval']['tasks']['STSBenchmark'])" "$work/qzhou-run/metrics.jsonl" > "$work/tuned.score"
   fi
-  [ -f "$work/web/manifest-q4.json" ] || "$bin" export-web -m "$work/tuned" --out "$work/web" --quant q8,q4 >&2
+  [ "${SKIP_PACKS:-0}" = 1 ] || [ -f "$work/web/manifest-q4.json" ] || "$bin" export-web -m "$work/tuned" --out "$work/web" --quant q8,q4 >&2
   for q in q8 q4; do
+    [ "${SKIP_PACKS:-0}" = 1 ] && continue
     score "$work/web/manifest-$q.json" "$work/eval-$q" "$work/$q.score"
   done
 fi
