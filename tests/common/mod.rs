@@ -189,7 +189,7 @@ pub fn check_reference_parity<B: qzhou_core::KernelBackend>(
 pub fn packed_model_files(
     scheme: qzhou_core::Quantization,
 ) -> (qzhou_core::ModelFiles, qzhou_core::PackManifest) {
-    use qzhou_core::weight_pack::{write_pack, PackLimits};
+    use qzhou_core::weight_pack::{write_pack, PackLimits, PackOptions};
     let dir = fixture("tiny-qwen2");
     let checkpoint = qzhou_core::fs::open_checkpoint(&dir).unwrap();
     let limits = PackLimits {
@@ -197,10 +197,18 @@ pub fn packed_model_files(
         max_file_bytes: 3 << 20,
     };
     let mut files: Vec<std::sync::Arc<[u8]>> = Vec::new();
-    let manifest = write_pack(&checkpoint, scheme, limits, &mut |_, b| {
-        files.push(b.into());
-        Ok(())
-    })
+    let manifest = write_pack(
+        &checkpoint,
+        scheme,
+        &PackOptions {
+            limits,
+            ..Default::default()
+        },
+        &mut |_, b| {
+            files.push(b.into());
+            Ok(())
+        },
+    )
     .unwrap();
     let manifest = qzhou_core::PackManifest::from_json(&manifest.to_json(), "manifest").unwrap();
     let pack = qzhou_core::WeightPack::new(manifest.clone(), files).unwrap();

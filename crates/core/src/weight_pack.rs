@@ -19,13 +19,18 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{QzhouError, Result};
-use crate::quantization::{dequantize, quantize, PackedBlocks, Quantization, BLOCK_SIZE};
+use crate::quantization::{
+    dequantize_scaled, quantize_scaled, scale_exponent, PackedBlocks, Quantization, BLOCK_SIZE,
+    MAX_SCALE_EXPONENT,
+};
 use crate::weights::{StoredDtype, TensorMeta, TensorSource};
 
 /// Value of [`PackManifest::format`].
 pub const PACK_FORMAT: &str = "qzhou-weight-pack";
-/// Manifest version this crate reads and writes.
-pub const PACK_VERSION: u32 = 1;
+/// Manifest version this crate writes. Version 2 added [`PackPart::scale_exp`] (a version-1
+/// reader would ignore it and decode wrong scales, so it must refuse these packs); version-1
+/// packs (every exponent 0) are still read.
+pub const PACK_VERSION: u32 = 2;
 /// Default largest part of one tensor (bytes): WebGPU's default max storage binding.
 pub const DEFAULT_MAX_PART_BYTES: usize = 128 << 20;
 /// Default largest weight file (bytes): small enough to fetch, cache and retry one by one.
@@ -54,7 +59,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub struct PackManifest {
     /// Always [`PACK_FORMAT`].
     pub format: String,
-    /// Always [`PACK_VERSION`].
+    /// [`PACK_VERSION`] (or 1, read as packs without scale exponents).
     pub version: u32,
     /// The scheme asked for (tensors that cannot use it are `f32`, see [`PackTensor::dtype`]).
     pub quantization: String,
@@ -105,6 +110,14 @@ pub struct PackPart {
     pub bytes: u64,
     /// Rows (first-dimension entries) in this part.
     pub rows: usize,
+    /// q8/q4: block scales and mins are stored times `2^−scale_exp` (keeps small ones out of
+    /// f16's subnormal range; [`crate::quantization::scale_exponent`]). Absent means 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub scale_exp: i32,
+}
+
+fn is_zero(v: &i32) -> bool {
+    *v == 0
 }
 
 /// Sizes used by [`write_pack`].
@@ -122,6 +135,54 @@ impl Default for PackLimits {
             max_part_bytes: DEFAULT_MAX_PART_BYTES,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
         }
+    }
+}
+
+/// Tensors a q4 pack keeps at q8 unless told otherwise (substrings of tensor names): the
+/// attention key, value and output projections. Measured on the real Qwen2.5-0.5B
+/// (benches/quant/q4_schemes.py, q4 in one tensor class at a time), q4 in `v_proj` and
+/// `o_proj` alone costs more embedding accuracy than the whole MLP, and `k_proj` as much as
+/// the embedding table, while the three hold ~7% of a layer's weights (≈ +0.2 bits per
+/// weight on average).
+pub const DEFAULT_Q4_KEEP_Q8: &[&str] = &[
+    "self_attn.k_proj.",
+    "self_attn.v_proj.",
+    "self_attn.o_proj.",
+];
+
+/// How [`write_pack`] cuts and stores tensors.
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    /// Part and file sizes.
+    pub limits: PackLimits,
+    /// In a q4 pack, tensors whose name contains any of these are stored as q8 (mixed
+    /// precision, as llama.cpp's Q4_K_M keeps some tensors at Q6_K). Empty: every block tensor q4.
+    pub q4_keep_q8: Vec<String>,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        Self {
+            limits: PackLimits::default(),
+            q4_keep_q8: DEFAULT_Q4_KEEP_Q8.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+impl PackOptions {
+    /// The scheme tensor `name` of `shape` is stored in when the pack is `scheme`.
+    pub fn scheme_for(&self, scheme: Quantization, name: &str, shape: &[usize]) -> Quantization {
+        let wanted = if scheme == Quantization::Q4
+            && self
+                .q4_keep_q8
+                .iter()
+                .any(|k| !k.is_empty() && name.contains(k.as_str()))
+        {
+            Quantization::Q8
+        } else {
+            scheme
+        };
+        wanted.for_shape(shape)
     }
 }
 
@@ -153,9 +214,10 @@ fn packed(name: &str) -> bool {
 pub fn write_pack(
     source: &dyn TensorSource,
     scheme: Quantization,
-    limits: PackLimits,
+    options: &PackOptions,
     write_file: &mut dyn FnMut(&str, &[u8]) -> Result<()>,
 ) -> Result<PackManifest> {
+    let limits = options.limits;
     if limits.max_part_bytes == 0 || limits.max_file_bytes == 0 {
         return Err(QzhouError::InvalidOption(
             "pack part and file limits must be positive".into(),
@@ -180,7 +242,7 @@ pub fn write_pack(
     };
     for name in source.names().into_iter().filter(|n| packed(n)) {
         let (values, shape) = source.read_f32(&name)?;
-        let dtype = scheme.for_shape(&shape);
+        let dtype = options.scheme_for(scheme, &name, &shape);
         let rows = rows_of(&shape);
         let row_len = values.len() / rows;
         let row_bytes = dtype.stored_bytes(row_len).max(1);
@@ -192,7 +254,11 @@ pub fn write_pack(
         };
         let mut parts = Vec::new();
         for chunk in values.chunks(chunk_len.max(1)) {
-            let bytes = quantize(chunk, dtype)
+            let scale_exp = match dtype {
+                Quantization::Q8 | Quantization::Q4 => scale_exponent(chunk),
+                _ => 0,
+            };
+            let bytes = quantize_scaled(chunk, dtype, scale_exp)
                 .map_err(|e| QzhouError::InvalidOption(format!("tensor `{name}`: {e}")))?;
             if !current.is_empty() && current.len() + bytes.len() > limits.max_file_bytes {
                 flush(&mut current, &mut files)?;
@@ -206,6 +272,7 @@ pub fn write_pack(
                 } else {
                     chunk.len() / row_len
                 },
+                scale_exp,
             });
             current.extend_from_slice(&bytes);
         }
@@ -254,9 +321,9 @@ impl PackManifest {
                 m.format
             )));
         }
-        if m.version != PACK_VERSION {
+        if m.version != PACK_VERSION && m.version != 1 {
             return Err(bad(format!(
-                "version {} is not supported (this build reads version {PACK_VERSION})",
+                "version {} is not supported (this build reads versions 1 to {PACK_VERSION})",
                 m.version
             )));
         }
@@ -329,6 +396,18 @@ impl PackManifest {
                         f.bytes
                     )));
                 }
+                let blocked = matches!(dtype, Quantization::Q8 | Quantization::Q4);
+                if p.scale_exp.abs() > MAX_SCALE_EXPONENT
+                    || ((!blocked || m.version == 1) && p.scale_exp != 0)
+                {
+                    return Err(bad(format!(
+                        "tensor `{}`: scale exponent {} (a {} part allows {})",
+                        t.name,
+                        p.scale_exp,
+                        t.dtype,
+                        if blocked { "-64..=64" } else { "only 0" }
+                    )));
+                }
                 seen = match seen.checked_add(p.rows) {
                     Some(s) if s <= rows && p.rows > 0 => s,
                     _ => {
@@ -367,6 +446,22 @@ impl PackManifest {
     /// The manifest as pretty JSON.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("manifest serialises")
+    }
+
+    /// Average stored bits per value over the pack's matrices (what the scheme and any mixed
+    /// q8 tensors cost; vectors such as norms are always f32 and left out).
+    pub fn bits_per_weight(&self) -> f64 {
+        let (mut bits, mut values) = (0f64, 0f64);
+        for t in self.tensors.iter().filter(|t| t.shape.len() == 2) {
+            let n = t.shape.iter().product::<usize>() as f64;
+            bits += t.parts.iter().map(|p| p.bytes as f64 * 8.0).sum::<f64>();
+            values += n;
+        }
+        if values == 0.0 {
+            0.0
+        } else {
+            bits / values
+        }
     }
 
     /// Total bytes of the weight files.
@@ -465,7 +560,7 @@ impl TensorSource for WeightPack {
         for p in &t.parts {
             let bytes = &self.files[p.file][p.offset as usize..(p.offset + p.bytes) as usize];
             out.extend(
-                dequantize(bytes, t.part_numel(p), dtype)
+                dequantize_scaled(bytes, t.part_numel(p), dtype, p.scale_exp)
                     .map_err(|e| QzhouError::Pack(format!("tensor `{name}`: {e}")))?,
             );
         }
@@ -485,7 +580,7 @@ impl TensorSource for WeightPack {
         for p in &t.parts {
             let bytes = &self.files[p.file][p.offset as usize..(p.offset + p.bytes) as usize];
             packed
-                .extend_from_stored(bytes, t.part_numel(p))
+                .extend_from_stored_scaled(bytes, t.part_numel(p), p.scale_exp)
                 .map_err(|e| QzhouError::Pack(format!("tensor `{name}`: {e}")))?;
         }
         Ok(Some((packed, t.shape.clone())))
@@ -528,7 +623,11 @@ mod tests {
     fn pack(scheme: Quantization, limits: PackLimits) -> (PackManifest, Vec<Arc<[u8]>>) {
         let (ck, _) = checkpoint();
         let mut files: Vec<Arc<[u8]>> = Vec::new();
-        let m = write_pack(&ck, scheme, limits, &mut |_, b| {
+        let options = PackOptions {
+            limits,
+            q4_keep_q8: vec![],
+        };
+        let m = write_pack(&ck, scheme, &options, &mut |_, b| {
             files.push(b.into());
             Ok(())
         })
@@ -551,7 +650,17 @@ mod tests {
             let p = WeightPack::new(m.clone(), files).unwrap();
             let (v, shape) = p.read_f32("embed.weight").unwrap();
             assert_eq!(shape, vec![64, 32]);
-            let expect = dequantize(&quantize(&big, scheme).unwrap(), big.len(), scheme).unwrap();
+            let e = match scheme {
+                Quantization::Q8 | Quantization::Q4 => scale_exponent(&big),
+                _ => 0,
+            };
+            let expect = dequantize_scaled(
+                &quantize_scaled(&big, scheme, e).unwrap(),
+                big.len(),
+                scheme,
+                e,
+            )
+            .unwrap();
             assert_eq!(v, expect, "{scheme}");
             assert_eq!(p.read_f32("norm.weight").unwrap().0, vec![1.0, 0.5, 0.25]);
             assert_eq!(p.meta("norm.weight").unwrap().dtype, Ok(StoredDtype::F32));
@@ -637,6 +746,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`embed.weight` is listed twice"), "{e}");
+        // Scale exponents: only on q8/q4 parts, bounded, and not in version-1 packs.
+        let mut bad = m.clone();
+        bad.tensors[0].parts[0].scale_exp = 65;
+        let e = PackManifest::from_json(&bad.to_json(), "m")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scale exponent 65"), "{e}");
+        let mut old = m.clone();
+        old.version = 1;
+        old.tensors[0].parts[0].scale_exp = 0;
+        assert!(PackManifest::from_json(&old.to_json(), "m").is_ok());
+        old.tensors[0].parts[0].scale_exp = -3;
+        assert!(PackManifest::from_json(&old.to_json(), "m").is_err());
         // Built in memory and handed over without from_json: validated all the same.
         let mut bad = m.clone();
         bad.tensors[0].parts[0].offset = u64::MAX;
@@ -647,6 +769,52 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("q3"));
+    }
+
+    #[test]
+    fn q4_packs_keep_the_named_tensors_at_q8() {
+        let o = PackOptions::default();
+        let q4 = Quantization::Q4;
+        for (name, want) in [
+            ("layers.3.self_attn.v_proj.weight", Quantization::Q8),
+            ("model.layers.0.self_attn.o_proj.weight", Quantization::Q8),
+            ("layers.3.self_attn.k_proj.weight", Quantization::Q8),
+            ("layers.3.self_attn.q_proj.weight", Quantization::Q4),
+            ("layers.3.mlp.down_proj.weight", Quantization::Q4),
+            ("embed_tokens.weight", Quantization::Q4),
+        ] {
+            assert_eq!(o.scheme_for(q4, name, &[64, 32]), want, "{name}");
+        }
+        // Vectors stay f32; other schemes are untouched; an empty list is plain q4.
+        assert_eq!(
+            o.scheme_for(q4, "layers.3.self_attn.v_proj.bias", &[64]),
+            Quantization::F32
+        );
+        assert_eq!(
+            o.scheme_for(
+                Quantization::F16,
+                "layers.3.self_attn.v_proj.weight",
+                &[64, 32]
+            ),
+            Quantization::F16
+        );
+        let plain = PackOptions {
+            q4_keep_q8: vec![],
+            ..PackOptions::default()
+        };
+        assert_eq!(
+            plain.scheme_for(q4, "layers.3.self_attn.v_proj.weight", &[64, 32]),
+            Quantization::Q4
+        );
+        // bits per weight: q4 is 5, q8 8.5 (f16 scales, and mins for q4).
+        let (m, _) = pack(Quantization::Q4, PackLimits::default());
+        assert!(
+            (m.bits_per_weight() - 5.0).abs() < 1e-9,
+            "{}",
+            m.bits_per_weight()
+        );
+        let (m, _) = pack(Quantization::Q8, PackLimits::default());
+        assert!((m.bits_per_weight() - 8.5).abs() < 1e-9);
     }
 
     #[test]
