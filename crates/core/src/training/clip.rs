@@ -19,9 +19,22 @@ pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     impl<B: AutodiffBackend> ModuleVisitor<B> for SumSquares<'_, B> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-                // Summed in f32 whatever the gradient's dtype (bf16 sums lose low bits).
-                let g = g.cast(burn::tensor::FloatDType::F32);
-                self.total += g.square().sum().into_scalar().elem::<f64>();
+                // Squared in f32 whatever the gradient's dtype (bf16 sums lose low bits), summed
+                // row by row on the device and the row sums in f64 on the host, in a fixed
+                // order: Burn's CPU backend sums a whole large tensor in parallel chunks whose
+                // partial sums combine in a scheduling-dependent order, which made the norm,
+                // hence the clip factor and the weights, differ in the last bits between runs
+                // (a resumed run then no longer equalled an uninterrupted one).
+                let g = g.cast(burn::tensor::FloatDType::F32).square();
+                self.total += if D >= 2 {
+                    g.sum_dim(D - 1)
+                        .into_data()
+                        .iter::<f32>()
+                        .map(f64::from)
+                        .sum::<f64>()
+                } else {
+                    g.sum().into_scalar().elem::<f64>()
+                };
             }
         }
     }
