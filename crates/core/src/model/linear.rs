@@ -8,7 +8,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 
 use super::dense::linear_rows;
-use super::lora::LoraLinear;
+use super::lora_linear::LoraLinear;
 use crate::kernels::{KernelBackend, QuantizedMatrix};
 
 /// `y = x · Wᵀ + b` with `W` `[out, in]` (HF layout) stored one of four ways.

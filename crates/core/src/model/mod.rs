@@ -8,6 +8,7 @@ mod hf_tensors;
 mod layer;
 mod linear;
 mod lora;
+mod lora_linear;
 mod mlp;
 mod random_init;
 mod rope;
@@ -19,7 +20,8 @@ pub use encoder::{check_weights, expected_tensors, DeviceStorage, QwenEncoder, S
 pub use hf_tensors::HfTensor;
 pub use layer::DecoderLayer;
 pub use linear::{Projection, QuantizedLinear, SplitLinear};
-pub use lora::{LoraConfig, LoraLinear, PROJECTION_NAMES};
+pub use lora::{LoraConfig, PROJECTION_NAMES};
+pub use lora_linear::LoraLinear;
 pub use mlp::SwiGluMlp;
 pub use random_init::RandomInit;
 pub use rope::{apply_rope, rope_tables};
