@@ -6,7 +6,7 @@ mod common;
 
 use burn::backend::flex::FlexDevice;
 use burn::backend::Flex;
-use common::{assert_close, cosine, fixture, packed_model_files, Expected};
+use common::{assert_close, cosine, fixture, pack_in_memory, packed_model_files, Expected};
 use qzhou_core::weight_pack::PackManifest;
 use qzhou_core::{EmbedOptions, Embedder, LoadOptions, Quantization, TextTokenizer, Truncation};
 use serde_json::Value;
@@ -111,7 +111,7 @@ fn weight_packs_load_into_the_same_model_within_each_schemes_accuracy() {
 fn packs_of_a_deeper_random_model_stay_close_to_f32() {
     use burn::prelude::*;
     use qzhou_core::model::{DeviceStorage, QwenEncoder, RandomInit};
-    use qzhou_core::weight_pack::{write_pack, PackOptions};
+    use qzhou_core::weight_pack::PackOptions;
     use qzhou_core::{AttentionMode, QwenConfig, WeightPack};
 
     let config = QwenConfig::from_json(
@@ -150,12 +150,8 @@ fn packs_of_a_deeper_random_model_stay_close_to_f32() {
     };
     let reference = embed(&source);
     for (scheme, bound) in [(Quantization::Q8, 0.9995), (Quantization::Q4, 0.98)] {
-        let mut files: Vec<std::sync::Arc<[u8]>> = Vec::new();
-        let manifest = write_pack(&source, scheme, &PackOptions::default(), &mut |_, b| {
-            files.push(b.into());
-            Ok(())
-        })
-        .unwrap();
+        let (manifest, files) = pack_in_memory(&source, scheme, &PackOptions::default());
+        let files = files.into_iter().map(Into::into).collect();
         let pack = WeightPack::new(manifest.clone(), files).unwrap();
         let got = embed(&pack);
         let worst = got
@@ -187,13 +183,13 @@ mod hostile {
     use proptest::prelude::*;
     use proptest::sample::Index;
     use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-    use qzhou_core::weight_pack::{sha256_hex, write_pack, PackLimits, PackOptions};
+    use qzhou_core::weight_pack::{sha256_hex, PackLimits, PackOptions};
     use qzhou_core::{
         Embedder, LoadOptions, ModelFiles, PackManifest, Quantization, TensorSource, WeightPack,
     };
     use serde_json::{json, Value};
 
-    use crate::common::fixture;
+    use crate::common::{fixture, pack_in_memory};
 
     /// The system allocator, noting the largest single request made on a thread while that
     /// thread has tracking on (const thread-locals without destructors: no allocation inside).
@@ -255,20 +251,11 @@ mod hostile {
             [Quantization::Q4, Quantization::Q8, Quantization::F16]
                 .into_iter()
                 .map(|scheme| {
-                    let mut files = Vec::new();
-                    let m = write_pack(
-                        &checkpoint,
-                        scheme,
-                        &PackOptions {
-                            limits,
-                            ..Default::default()
-                        },
-                        &mut |_, b| {
-                            files.push(b.to_vec());
-                            Ok(())
-                        },
-                    )
-                    .unwrap();
+                    let options = PackOptions {
+                        limits,
+                        ..Default::default()
+                    };
+                    let (m, files) = pack_in_memory(&checkpoint, scheme, &options);
                     (scheme, m.to_json(), files)
                 })
                 .collect()

@@ -184,32 +184,43 @@ pub fn check_reference_parity<B: qzhou_core::KernelBackend>(
     }
 }
 
+/// `source` written as a pack in `scheme`, in memory: the manifest and its weight files in
+/// order.
+pub fn pack_in_memory(
+    source: &dyn qzhou_core::TensorSource,
+    scheme: qzhou_core::Quantization,
+    options: &qzhou_core::weight_pack::PackOptions,
+) -> (qzhou_core::PackManifest, Vec<Vec<u8>>) {
+    let mut files = Vec::new();
+    let manifest = qzhou_core::weight_pack::write_pack(source, scheme, options, &mut |_, b| {
+        files.push(b.to_vec());
+        Ok(())
+    })
+    .unwrap();
+    (manifest, files)
+}
+
 /// tiny-qwen2 packed in `scheme` (small limits, so tensors split into parts and files), as the
 /// model files a web client would assemble.
 pub fn packed_model_files(
     scheme: qzhou_core::Quantization,
 ) -> (qzhou_core::ModelFiles, qzhou_core::PackManifest) {
-    use qzhou_core::weight_pack::{write_pack, PackLimits, PackOptions};
+    use qzhou_core::weight_pack::{PackLimits, PackOptions};
     let dir = fixture("tiny-qwen2");
     let checkpoint = qzhou_core::fs::open_checkpoint(&dir).unwrap();
     let limits = PackLimits {
         max_part_bytes: 1 << 20,
         max_file_bytes: 3 << 20,
     };
-    let mut files: Vec<std::sync::Arc<[u8]>> = Vec::new();
-    let manifest = write_pack(
+    let (manifest, files) = pack_in_memory(
         &checkpoint,
         scheme,
         &PackOptions {
             limits,
             ..Default::default()
         },
-        &mut |_, b| {
-            files.push(b.into());
-            Ok(())
-        },
-    )
-    .unwrap();
+    );
+    let files: Vec<std::sync::Arc<[u8]>> = files.into_iter().map(Into::into).collect();
     let manifest = qzhou_core::PackManifest::from_json(&manifest.to_json(), "manifest").unwrap();
     let pack = qzhou_core::WeightPack::new(manifest.clone(), files).unwrap();
     let model_files = qzhou_core::ModelFiles {

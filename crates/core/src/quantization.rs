@@ -52,29 +52,35 @@ impl Quantization {
         }
     }
 
+    /// Whether values are stored in blocks of [`BLOCK_SIZE`] with f16 parameters (q8, q4).
+    pub fn is_block(self) -> bool {
+        matches!(self, Self::Q8 | Self::Q4)
+    }
+
+    /// Bytes `numel` values take (data + scales + mins), in u128 so no count overflows.
+    fn stored_bytes_wide(self, numel: usize) -> u128 {
+        let n = numel as u128;
+        let blocks = n / BLOCK_SIZE as u128;
+        match self {
+            Self::F32 => n * 4,
+            Self::F16 => n * 2,
+            Self::Q8 => n + blocks * 2,
+            Self::Q4 => n / 2 + blocks * 4,
+        }
+    }
+
     /// Bytes one tensor of `numel` values takes in this scheme (data + scales + mins).
     pub fn stored_bytes(self, numel: usize) -> usize {
-        let blocks = numel / BLOCK_SIZE;
-        match self {
-            Self::F32 => numel * 4,
-            Self::F16 => numel * 2,
-            Self::Q8 => numel + blocks * 2,
-            Self::Q4 => numel / 2 + blocks * 4,
-        }
+        self.stored_bytes_wide(numel) as usize
     }
 
     /// [`Self::stored_bytes`] without overflow: `None` when the size does not fit in a `u64`
     /// (a hostile manifest's shape), or when blocks do not divide `numel`.
     pub fn checked_stored_bytes(self, numel: usize) -> Option<u64> {
-        let n = numel as u128;
-        let bytes = match self {
-            Self::F32 => n * 4,
-            Self::F16 => n * 2,
-            Self::Q8 | Self::Q4 if numel % BLOCK_SIZE != 0 => return None,
-            Self::Q8 => n + n / BLOCK_SIZE as u128 * 2,
-            Self::Q4 => n / 2 + n / BLOCK_SIZE as u128 * 4,
-        };
-        u64::try_from(bytes).ok()
+        if self.is_block() && numel % BLOCK_SIZE != 0 {
+            return None;
+        }
+        u64::try_from(self.stored_bytes_wide(numel)).ok()
     }
 
     /// The scheme a tensor of `shape` is actually stored in when the pack asks for `self`:
@@ -121,7 +127,7 @@ pub fn quantize(values: &[f32], scheme: Quantization) -> Result<Vec<u8>> {
             values[i]
         )));
     }
-    let blocked = matches!(scheme, Quantization::Q8 | Quantization::Q4);
+    let blocked = scheme.is_block();
     if blocked && values.len() % BLOCK_SIZE != 0 {
         return Err(QzhouError::InvalidOption(format!(
             "{scheme} needs a multiple of {BLOCK_SIZE} values, got {}",
@@ -266,7 +272,7 @@ pub fn quantize_scaled(values: &[f32], scheme: Quantization, exponent: i32) -> R
     if exponent == 0 {
         return quantize(values, scheme);
     }
-    if !matches!(scheme, Quantization::Q8 | Quantization::Q4) {
+    if !scheme.is_block() {
         return Err(QzhouError::InvalidOption(format!(
             "{scheme} data has no block scales to scale by 2^{exponent}"
         )));
@@ -457,7 +463,7 @@ fn non_finite_half(bytes: &[u8], what: &str) -> Result<()> {
 /// [`Quantization::stored_bytes`] long.
 pub fn dequantize(bytes: &[u8], numel: usize, scheme: Quantization) -> Result<Vec<f32>> {
     let expected = scheme.stored_bytes(numel);
-    let blocked = matches!(scheme, Quantization::Q8 | Quantization::Q4);
+    let blocked = scheme.is_block();
     if bytes.len() != expected || (blocked && numel % BLOCK_SIZE != 0) {
         return Err(QzhouError::InvalidOption(format!(
             "{scheme} data for {numel} values must be {expected} bytes, got {}",
@@ -528,7 +534,7 @@ mod tests {
             }
             let e = dequantize(&bytes, 32, scheme).unwrap_err().to_string();
             assert!(e.contains("not finite"), "{scheme}: {e}");
-            if matches!(scheme, Quantization::Q8 | Quantization::Q4) {
+            if scheme.is_block() {
                 let e = PackedBlocks::new(scheme)
                     .unwrap()
                     .extend_from_stored(&bytes, 32)

@@ -194,11 +194,16 @@ fn rows_of(shape: &[usize]) -> usize {
 impl PackTensor {
     /// Values `part` holds: its rows, or the whole tensor when it is 1-D (one part).
     fn part_numel(&self, part: &PackPart) -> usize {
-        let numel: usize = self.shape.iter().product();
-        if self.shape.len() < 2 {
-            numel
-        } else {
-            part.rows * (numel / rows_of(&self.shape))
+        self.checked_part_numel(part)
+            .expect("a validated manifest's part sizes fit in usize")
+    }
+
+    /// [`Self::part_numel`] without overflow (`None` for a hostile shape or row count).
+    fn checked_part_numel(&self, part: &PackPart) -> Option<usize> {
+        match self.shape.as_slice() {
+            [] => Some(1),
+            [n] => Some(*n),
+            [_, rest @ ..] => rest.iter().try_fold(part.rows, |a, d| a.checked_mul(*d)),
         }
     }
 }
@@ -254,9 +259,10 @@ pub fn write_pack(
         };
         let mut parts = Vec::new();
         for chunk in values.chunks(chunk_len.max(1)) {
-            let scale_exp = match dtype {
-                Quantization::Q8 | Quantization::Q4 => scale_exponent(chunk),
-                _ => 0,
+            let scale_exp = if dtype.is_block() {
+                scale_exponent(chunk)
+            } else {
+                0
             };
             let bytes = quantize_scaled(chunk, dtype, scale_exp)
                 .map_err(|e| QzhouError::InvalidOption(format!("tensor `{name}`: {e}")))?;
@@ -396,16 +402,19 @@ impl PackManifest {
                         f.bytes
                     )));
                 }
-                let blocked = matches!(dtype, Quantization::Q8 | Quantization::Q4);
                 if p.scale_exp.abs() > MAX_SCALE_EXPONENT
-                    || ((!blocked || m.version == 1) && p.scale_exp != 0)
+                    || ((!dtype.is_block() || m.version == 1) && p.scale_exp != 0)
                 {
                     return Err(bad(format!(
                         "tensor `{}`: scale exponent {} (a {} part allows {})",
                         t.name,
                         p.scale_exp,
                         t.dtype,
-                        if blocked { "-64..=64" } else { "only 0" }
+                        if dtype.is_block() {
+                            "-64..=64"
+                        } else {
+                            "only 0"
+                        }
                     )));
                 }
                 seen = match seen.checked_add(p.rows) {
@@ -420,12 +429,9 @@ impl PackManifest {
                 // rows ≤ shape[0] here, so the product is bounded by the declared shape; it is
                 // compared with bytes that exist (the part lies inside its file) before anything
                 // of that size is allocated.
-                let part_numel = if t.shape.len() == 1 {
-                    Some(t.shape[0])
-                } else {
-                    p.rows.checked_mul(row_len)
-                };
-                let expected = part_numel.and_then(|n| dtype.checked_stored_bytes(n));
+                let expected = t
+                    .checked_part_numel(p)
+                    .and_then(|n| dtype.checked_stored_bytes(n));
                 if expected != Some(p.bytes) {
                     return Err(bad(format!(
                         "tensor `{}`: a {} part of {} rows × {row_len} values cannot be {} bytes",
@@ -572,7 +578,7 @@ impl TensorSource for WeightPack {
             .tensor(name)
             .ok_or_else(|| QzhouError::Pack(format!("no tensor `{name}` in the pack")))?;
         let scheme: Quantization = t.dtype.parse()?;
-        if !matches!(scheme, Quantization::Q8 | Quantization::Q4) {
+        if !scheme.is_block() {
             return Ok(None);
         }
         let mut packed = PackedBlocks::new(scheme)?;
@@ -650,9 +656,10 @@ mod tests {
             let p = WeightPack::new(m.clone(), files).unwrap();
             let (v, shape) = p.read_f32("embed.weight").unwrap();
             assert_eq!(shape, vec![64, 32]);
-            let e = match scheme {
-                Quantization::Q8 | Quantization::Q4 => scale_exponent(&big),
-                _ => 0,
+            let e = if scheme.is_block() {
+                scale_exponent(&big)
+            } else {
+                0
             };
             let expect = dequantize_scaled(
                 &quantize_scaled(&big, scheme, e).unwrap(),

@@ -36,6 +36,39 @@ fn read_npy(path: &Path) -> Vec<Vec<f32>> {
     flat.chunks(dim).map(<[f32]>::to_vec).collect()
 }
 
+/// Write `texts` as `{"text": …}` JSONL, `qzhou embed`'s input.
+fn write_texts<T: AsRef<str>>(path: &Path, texts: &[T]) {
+    let lines: Vec<String> = texts
+        .iter()
+        .map(|t| serde_json::json!({ "text": t.as_ref() }).to_string())
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// `qzhou embed` of the JSONL `input` as documents in the given form, read back from `npy`.
+fn embed(
+    model: &Path,
+    (attention, pooling): (&str, &str),
+    input: &Path,
+    npy: &Path,
+) -> Vec<Vec<f32>> {
+    ok(&qzhou(&[
+        "embed",
+        "-m",
+        model.to_str().unwrap(),
+        "--document",
+        "--attention",
+        attention,
+        "--pooling",
+        pooling,
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        npy.to_str().unwrap(),
+    ]));
+    read_npy(npy)
+}
+
 #[test]
 #[ignore = "needs the real GGUF (QZHOU_REAL_GGUF); .ci/run fetches it and runs this with --ignored"]
 fn imported_gguf_matches_transformers_in_both_forms() {
@@ -88,31 +121,13 @@ fn imported_gguf_matches_transformers_in_both_forms() {
     let fixture_texts: Vec<String> =
         serde_json::from_slice(&std::fs::read(fixture().join("texts.json")).unwrap()).unwrap();
     let input = dir.path().join("texts.jsonl");
-    let lines: Vec<String> = fixture_texts
-        .iter()
-        .map(|t| serde_json::json!({ "text": t }).to_string())
-        .collect();
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    write_texts(&input, &fixture_texts);
     for (attention, pooling, reference) in [
         ("bidirectional", "mean", "bidirectional_mean.npy"),
         ("causal", "last-token", "causal_last.npy"),
     ] {
         let npy = dir.path().join(format!("{attention}.npy"));
-        ok(&qzhou(&[
-            "embed",
-            "-m",
-            model.to_str().unwrap(),
-            "--document",
-            "--attention",
-            attention,
-            "--pooling",
-            pooling,
-            "-i",
-            input.to_str().unwrap(),
-            "-o",
-            npy.to_str().unwrap(),
-        ]));
-        let got = read_npy(&npy);
+        let got = embed(&model, (attention, pooling), &input, &npy);
         let want = read_npy(&fixture().join(reference));
         assert_eq!(got.len(), fixture_texts.len());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -150,28 +165,10 @@ fn web_packs_keep_the_real_models_embeddings(model: &Path, corpus: &[String], sc
         .collect();
     assert!(texts.len() >= 50, "{} texts", texts.len());
     let input = scratch.join("pack-texts.jsonl");
-    let lines: Vec<String> = texts
-        .iter()
-        .map(|t| serde_json::json!({ "text": t }).to_string())
-        .collect();
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-    let embed = |m: &Path, name: &str| {
+    write_texts(&input, &texts);
+    let embed_qzhou_form = |m: &Path, name: &str| {
         let npy = scratch.join(format!("{name}.npy"));
-        ok(&qzhou(&[
-            "embed",
-            "-m",
-            m.to_str().unwrap(),
-            "--document",
-            "--attention",
-            "bidirectional",
-            "--pooling",
-            "mean",
-            "-i",
-            input.to_str().unwrap(),
-            "-o",
-            npy.to_str().unwrap(),
-        ]));
-        read_npy(&npy)
+        embed(m, ("bidirectional", "mean"), &input, &npy)
     };
     let web = scratch.join("web");
     let out = ok(&qzhou(&[
@@ -184,7 +181,7 @@ fn web_packs_keep_the_real_models_embeddings(model: &Path, corpus: &[String], sc
         "q8,q4",
     ]));
     eprintln!("{out}");
-    let reference = embed(model, "pack-f32");
+    let reference = embed_qzhou_form(model, "pack-f32");
     let mut failures = Vec::new();
     for (scheme, bound, mean_bound, max_bits) in
         [("q8", 0.9995, 0.9998, 8.5), ("q4", 0.85, 0.985, 5.5)]
@@ -193,7 +190,7 @@ fn web_packs_keep_the_real_models_embeddings(model: &Path, corpus: &[String], sc
         let bits = qzhou_core::PackManifest::from_json(&std::fs::read(&manifest).unwrap(), scheme)
             .unwrap()
             .bits_per_weight();
-        let got = embed(&manifest, scheme);
+        let got = embed_qzhou_form(&manifest, scheme);
         let cos: Vec<f64> = got
             .iter()
             .zip(&reference)
