@@ -11,9 +11,10 @@ use burn::prelude::*;
 use common::{assert_close, cosine, fixture, max_abs_diff, packed_model_files, Expected};
 use qzhou_core::backends::Wgpu;
 use qzhou_core::kernels::{
-    reference_mean_pool, reference_quantized_matmul, KernelBackend, QuantizedMatrix,
+    reference_mean_pool, reference_quantized_gather, reference_quantized_matmul, KernelBackend,
+    QuantizedMatrix, QuantizedRows,
 };
-use qzhou_core::model::Projection;
+use qzhou_core::model::{Projection, TokenEmbedding};
 use qzhou_core::quantization::{quantize, PackedBlocks};
 use qzhou_core::{EmbedOptions, Embedder, LoadOptions, Quantization};
 
@@ -89,6 +90,65 @@ fn quantized_matmul_kernel_matches_plain_burn_ops_and_host_math() {
     }
 }
 
+/// Row `ids[t] - start` of a `[rows, cols]` host table, zeros outside it.
+fn host_gather(table: &[f32], ids: &[i32], start: usize, rows: usize, cols: usize) -> Vec<f32> {
+    ids.iter()
+        .flat_map(|&id| {
+            let local = id as i64 - start as i64;
+            if (0..rows as i64).contains(&local) {
+                table[local as usize * cols..][..cols].to_vec()
+            } else {
+                vec![0.0; cols]
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn quantized_gather_kernel_matches_plain_burn_ops_and_host_math() {
+    let device = WgpuDevice::DefaultDevice;
+    assert!(<Wgpu as KernelBackend>::has_quantized_gather());
+    // A part holding rows 100..400 of a table; ids before, inside (both ends, repeats) and
+    // after it. The long list passes the grid's 65 535-row height (the kernel strides).
+    let (start, rows) = (100usize, 300usize);
+    let short: Vec<i32> = vec![0, 99, 100, 101, 250, 250, 399, 400, 5_000, 100];
+    let long: Vec<i32> = (0..70_000).map(|i| (i * 7919 % 500) as i32).collect();
+    for cols in [96, 32] {
+        let w = values(rows * cols, 3 + cols as u64, 0.3);
+        for scheme in [Quantization::Q8, Quantization::Q4] {
+            let mut packed = PackedBlocks::new(scheme).unwrap();
+            packed
+                .extend_from_stored(&quantize(&w, scheme).unwrap(), rows * cols)
+                .unwrap();
+            let table = packed.to_f32();
+            let gpu =
+                QuantizedRows::<Wgpu>::from_packed(&packed, start, rows, cols, &device).unwrap();
+            let cpu = QuantizedRows::<Flex>::from_packed(&packed, start, rows, cols, &FlexDevice)
+                .unwrap();
+            for ids in [&short, &long] {
+                let what = format!("{scheme} cols={cols} ids={}", ids.len());
+                let want = host_gather(&table, ids, start, rows, cols);
+                let n = ids.len();
+                let it =
+                    Tensor::<Wgpu, 1, Int>::from_data(TensorData::new(ids.clone(), [n]), &device);
+                let fused = host(Wgpu::quantized_gather(it.clone(), &gpu));
+                let plain = host(reference_quantized_gather(it, &gpu));
+                assert!(max_abs_diff(&fused, &want) < 1e-6, "{what}: kernel vs host");
+                assert!(
+                    max_abs_diff(&plain, &want) < 1e-6,
+                    "{what}: Burn ops vs host"
+                );
+                let it = Tensor::<Flex, 1, Int>::from_data(
+                    TensorData::new(ids.clone(), [n]),
+                    &FlexDevice,
+                );
+                let flex = host(Flex::quantized_gather(it, &cpu));
+                assert!(max_abs_diff(&flex, &want) < 1e-6, "{what}: Flex vs host");
+            }
+        }
+    }
+}
+
 #[test]
 fn mean_pool_kernel_matches_plain_burn_ops_and_host_math() {
     let device = WgpuDevice::DefaultDevice;
@@ -144,9 +204,65 @@ fn quantized_packs_stay_packed_on_wgpu_and_match_the_cpu_dequantised_model() {
                 .all(|p| matches!(p, Projection::Quantized(_))),
             "{scheme}: every projection should stay block-quantised on wgpu"
         );
+        let bits = if scheme == Quantization::Q8 { 8 } else { 4 };
+        let summary = gpu.model().storage_summary();
+        assert_eq!(
+            (summary.embedding_bits, summary.embedding_buffers),
+            (bits, 1),
+            "{scheme}: the table should stay quantised on wgpu"
+        );
+        // 151 936 × 32 values: words plus one f32 scale (q8) or scale and min (q4) per 32.
+        let per_row = 32 * bits / 8 + 4 * if bits == 8 { 1 } else { 2 };
+        assert_eq!(summary.embedding_bytes, 151_936 * per_row);
+
+        // The same pack with the table dequantised to f32 at load: the same vectors.
+        let (files, _) = packed_model_files(scheme);
+        let f32_table = LoadOptions {
+            quantized_embedding: false,
+            ..LoadOptions::default()
+        };
+        let dense = Embedder::<Wgpu>::from_files(files, &device, &f32_table).unwrap();
+        assert_eq!(dense.model().storage_summary().embedding_bits, 32);
+        let got = gpu.embed(&texts, &EmbedOptions::document()).unwrap();
+        let want = dense.embed(&texts, &EmbedOptions::document()).unwrap();
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| max_abs_diff(a, b))
+            .fold(0f32, f32::max);
+        assert!(
+            diff <= 1e-5,
+            "{scheme}: quantised vs f32 table, max |diff| {diff}"
+        );
+
+        // Split over buffers (64 KiB: 2 048 q8 or 4 096 q4 rows each), the table looks up the
+        // same rows.
+        let (files, _) = packed_model_files(scheme);
+        let small = LoadOptions {
+            max_buffer_bytes: Some(64 << 10),
+            ..LoadOptions::default()
+        };
+        let split = Embedder::<Wgpu>::from_files(files, &device, &small).unwrap();
+        let TokenEmbedding::Quantized(parts) = &split.model().embed_tokens else {
+            panic!("{scheme}: the split table should stay quantised");
+        };
+        assert_eq!(
+            parts.len(),
+            151_936usize.div_ceil((64 << 10) / (32 * bits / 8))
+        );
+        let got_split = split.embed(&texts, &EmbedOptions::document()).unwrap();
+        assert_close(
+            &got_split,
+            &got,
+            0.999999,
+            1e-5,
+            &format!("{scheme} split table"),
+        );
+
         let (files, _) = packed_model_files(scheme);
         let cpu =
             Embedder::<Flex>::from_files(files, &FlexDevice, &LoadOptions::default()).unwrap();
+        assert_eq!(cpu.model().storage_summary().embedding_bits, 32);
         assert!(cpu
             .model()
             .projections()
@@ -177,7 +293,7 @@ fn weights_over_the_buffer_limit_are_split_without_changing_results() {
     let device = WgpuDevice::DefaultDevice;
     let whole = Embedder::<Wgpu>::from_dir(fixture("tiny-qwen2"), &device, &LoadOptions::default())
         .unwrap();
-    assert_eq!(whole.model().embed_tokens.parts.len(), 1);
+    assert_eq!(whole.model().embed_tokens.buffers(), 1);
     // 64 KiB: the 151 936 × 32 f32 table (19 MB) becomes 297 buffers of 512 rows.
     let limit = 64 << 10;
     let options = LoadOptions {
@@ -185,7 +301,9 @@ fn weights_over_the_buffer_limit_are_split_without_changing_results() {
         ..LoadOptions::default()
     };
     let split = Embedder::<Wgpu>::from_dir(fixture("tiny-qwen2"), &device, &options).unwrap();
-    let parts = &split.model().embed_tokens.parts;
+    let TokenEmbedding::Dense(parts) = &split.model().embed_tokens else {
+        panic!("a safetensors folder's table is f32");
+    };
     assert_eq!(parts.len(), 151_936usize.div_ceil(512));
     assert!(parts.iter().all(|p| p.dims()[0] * p.dims()[1] * 4 <= limit));
     let a = whole.embed(&texts, &EmbedOptions::query()).unwrap();

@@ -67,6 +67,10 @@ pub struct LoadOptions {
     /// Largest tensor (bytes) one device buffer may hold; bigger weights are split by rows.
     /// Default: the backend's limit ([`KernelBackend::max_buffer_bytes`]).
     pub max_buffer_bytes: Option<usize>,
+    /// Keep a q8/q4 token-embedding table quantised on the device where the backend can look
+    /// rows up from it ([`KernelBackend::has_quantized_gather`]); `false` dequantises it to f32
+    /// at load (4–8× the memory, the reference path).
+    pub quantized_embedding: bool,
 }
 
 impl Default for LoadOptions {
@@ -80,6 +84,7 @@ impl Default for LoadOptions {
             batch_tokens: DEFAULT_BATCH_TOKENS,
             max_batch: DEFAULT_MAX_BATCH,
             max_buffer_bytes: None,
+            quantized_embedding: true,
         }
     }
 }
@@ -238,6 +243,7 @@ impl<B: KernelBackend> Embedder<B> {
             .attention
             .unwrap_or_else(|| settings.config.native_attention());
         let mut storage = DeviceStorage::for_backend::<B>(device);
+        storage.quantized_embedding &= options.quantized_embedding;
         if let Some(limit) = options.max_buffer_bytes {
             if limit == 0 {
                 return Err(QzhouError::InvalidOption(

@@ -10,6 +10,7 @@ struct LoadJson {
     batch_tokens: Option<usize>,
     max_batch: Option<usize>,
     max_buffer_bytes: Option<usize>,
+    quantized_embedding: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -32,7 +33,9 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(json: &str, what: &str) -> Resu
 }
 
 /// Load options: `maxLength`, `batchTokens`, `maxBatch`, `maxBufferBytes` (split weights
-/// into GPU buffers of at most this size; default: the device's binding limit).
+/// into GPU buffers of at most this size; default: the device's binding limit),
+/// `quantizedEmbedding` (keep a q8/q4 pack's token-embedding table quantised on the GPU;
+/// default true; false dequantises it to f32 at load).
 pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
     let j: LoadJson = parse(json, "load options")?;
     let d = LoadOptions::default();
@@ -41,6 +44,7 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
         batch_tokens: j.batch_tokens.unwrap_or(d.batch_tokens),
         max_batch: j.max_batch.unwrap_or(d.max_batch),
         max_buffer_bytes: j.max_buffer_bytes,
+        quantized_embedding: j.quantized_embedding.unwrap_or(d.quantized_embedding),
         ..d
     })
 }

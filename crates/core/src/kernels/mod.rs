@@ -22,8 +22,11 @@ use crate::pooling::{l2_normalize, pool, Pooling};
 use crate::quantization::{PackedBlocks, Quantization, BLOCK_SIZE};
 
 mod flex;
+mod quantized_rows;
 #[cfg(feature = "wgpu")]
 mod wgpu;
+
+pub use quantized_rows::{reference_quantized_gather, QuantizedRows};
 
 /// A Burn backend with qzhou's fused operations.
 pub trait KernelBackend: Backend {
@@ -36,6 +39,19 @@ pub trait KernelBackend: Backend {
     /// `x`: `[m, k]` times the transpose of the `[n, k]` block-quantised `weight`: `[m, n]`.
     fn quantized_matmul(x: Tensor<Self, 2>, weight: &QuantizedMatrix<Self>) -> Tensor<Self, 2> {
         reference_quantized_matmul(x, weight)
+    }
+
+    /// Whether [`KernelBackend::quantized_gather`] is a fused kernel here. When it is, loaders
+    /// keep a q8/q4 token-embedding table quantised on the device.
+    fn has_quantized_gather() -> bool {
+        false
+    }
+
+    /// `ids` `[n]` (vocabulary indices) → `[n, cols]`: for each id inside `table`'s rows
+    /// (`table.start <= id < table.start + table.rows`) that row dequantised, zeros for the
+    /// others (a table split over several buffers sums its parts' lookups).
+    fn quantized_gather(ids: Tensor<Self, 1, Int>, table: &QuantizedRows<Self>) -> Tensor<Self, 2> {
+        reference_quantized_gather(ids, table)
     }
 
     /// Masked mean of `hidden` `[batch, seq, dim]` over the tokens where `mask` `[batch, seq]`
@@ -175,30 +191,11 @@ impl<B: Backend> QuantizedMatrix<B> {
 
     /// Dequantise on the device with plain Burn ops: `Wᵀ`, `[cols, rows]`.
     pub fn dequantize_transposed(&self) -> Tensor<B, 2> {
-        let per_word = 32 / self.bits;
         let (n, k) = (self.rows, self.cols);
-        let word_rows = k / per_word;
-        let words = self.words.clone().reshape([word_rows, n]);
-        // Value j of every word: shift, mask, and (q8) sign-extend with (b ^ 128) - 128, which
-        // holds whatever the backend's integer width.
-        let mask = (1i64 << self.bits) - 1;
-        let values: Vec<Tensor<B, 2, Int>> = (0..per_word)
-            .map(|j| {
-                let v = words
-                    .clone()
-                    .bitwise_right_shift_scalar(((self.bits * j) as i64).elem())
-                    .bitwise_and_scalar(mask.elem());
-                if self.bits == 8 {
-                    v.bitwise_xor_scalar(128i64.elem()).sub_scalar(128)
-                } else {
-                    v
-                }
-            })
-            .collect();
+        let per_word = 32 / self.bits;
+        let words = self.words.clone().reshape([k / per_word, n]);
         // [word_rows, per_word, n] -> [k, n]: row index = word_row · per_word + j = k index.
-        let q = Tensor::stack::<3>(values, 1)
-            .float()
-            .reshape([k / BLOCK_SIZE, BLOCK_SIZE, n]);
+        let q = unpack_words(words, self.bits, 1).reshape([k / BLOCK_SIZE, BLOCK_SIZE, n]);
         let blocks = k / BLOCK_SIZE;
         let w = if self.bits == 8 {
             q * self.params.clone().reshape([blocks, 1, n])
@@ -210,6 +207,28 @@ impl<B: Backend> QuantizedMatrix<B> {
         };
         w.reshape([k, n])
     }
+}
+
+/// The values of `bits`-bit words `[a, c]` (4 per q8 word, signed; 8 per q4 word, low nibble
+/// first) as floats, value `j` of each word stacked at `dim` of the result: `[a, per_word, c]`
+/// (`dim` 1) or `[a, c, per_word]` (`dim` 2). q8 sign-extends with `(b ^ 128) - 128`, which
+/// holds whatever the backend's integer width.
+fn unpack_words<B: Backend>(words: Tensor<B, 2, Int>, bits: usize, dim: usize) -> Tensor<B, 3> {
+    let mask = (1i64 << bits) - 1;
+    let values: Vec<Tensor<B, 2, Int>> = (0..32 / bits)
+        .map(|j| {
+            let v = words
+                .clone()
+                .bitwise_right_shift_scalar(((bits * j) as i64).elem())
+                .bitwise_and_scalar(mask.elem());
+            if bits == 8 {
+                v.bitwise_xor_scalar(128i64.elem()).sub_scalar(128)
+            } else {
+                v
+            }
+        })
+        .collect();
+    Tensor::stack::<3>(values, dim).float()
 }
 
 /// [`KernelBackend::quantized_matmul`] with plain Burn ops: dequantise, then matmul.

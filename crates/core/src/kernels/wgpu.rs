@@ -19,10 +19,12 @@ use burn_cubecl::cubecl::{CompilationError, Compiler, CubeTask};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device;
 
-use super::{KernelBackend, QuantizedMatrix};
+use super::{KernelBackend, QuantizedMatrix, QuantizedRows};
 
 /// `shaders/quantized_matmul.wgsl`.
 const QUANTIZED_MATMUL: &str = include_str!("../../../../shaders/quantized_matmul.wgsl");
+/// `shaders/quantized_gather.wgsl`.
+const QUANTIZED_GATHER: &str = include_str!("../../../../shaders/quantized_gather.wgsl");
 /// `shaders/mean_pool_l2.wgsl`.
 const MEAN_POOL_L2: &str = include_str!("../../../../shaders/mean_pool_l2.wgsl");
 
@@ -31,6 +33,8 @@ const MEAN_POOL_L2: &str = include_str!("../../../../shaders/mean_pool_l2.wgsl")
 enum Shader {
     /// Fused dequantise + matmul for `bits`-bit blocks.
     QuantizedMatmul { bits: u32 },
+    /// Row gather + dequantise from a `bits`-bit table.
+    QuantizedGather { bits: u32 },
     /// Masked mean pooling + optional L2 normalisation.
     MeanPoolL2,
 }
@@ -41,13 +45,16 @@ impl Shader {
             Self::QuantizedMatmul { bits } => {
                 format!("const BITS: u32 = {bits}u;\n{QUANTIZED_MATMUL}")
             }
+            Self::QuantizedGather { bits } => {
+                format!("const BITS: u32 = {bits}u;\n{QUANTIZED_GATHER}")
+            }
             Self::MeanPoolL2 => MEAN_POOL_L2.to_string(),
         }
     }
 
     fn workgroup(self) -> CubeDim {
         match self {
-            Self::QuantizedMatmul { .. } => CubeDim::new_1d(64),
+            Self::QuantizedMatmul { .. } | Self::QuantizedGather { .. } => CubeDim::new_1d(64),
             Self::MeanPoolL2 => CubeDim::new_1d(256),
         }
     }
@@ -68,6 +75,7 @@ impl<C: Compiler> CubeTask<C> for WgslTask {
             entrypoint_name: "main".to_string(),
             debug_name: Some(match self.0 {
                 Shader::QuantizedMatmul { .. } => "qzhou::quantized_matmul",
+                Shader::QuantizedGather { .. } => "qzhou::quantized_gather",
                 Shader::MeanPoolL2 => "qzhou::mean_pool_l2",
             }),
             source: self.0.source(),
@@ -165,6 +173,35 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
             0,
         ];
         launch(shader, &[&x, &words, &params], [m, n], info, groups)
+    }
+
+    fn has_quantized_gather() -> bool {
+        true
+    }
+
+    fn quantized_gather(ids: Tensor<Self, 1, Int>, table: &QuantizedRows<Self>) -> Tensor<Self, 2> {
+        let n = ids.dims()[0];
+        let cols = table.cols;
+        if n == 0 {
+            return Tensor::zeros([0, cols], &ids.device());
+        }
+        let ids: CubeTensor<WgpuRuntime> = into_contiguous(ids.into_primitive());
+        let words: CubeTensor<WgpuRuntime> = into_contiguous(table.words.clone().into_primitive());
+        let params: CubeTensor<WgpuRuntime> =
+            into_contiguous(float_primitive(table.params.clone()));
+        let row_words = cols * table.bits / 32;
+        // Tokens beyond the grid's height (WebGPU: 65 535) are strided over by the kernel.
+        let groups = CubeCount::Static(row_words.div_ceil(64) as u32, n.min(65_535) as u32, 1);
+        let info = [
+            to_u32(n, "tokens"),
+            to_u32(cols, "columns"),
+            to_u32(table.start, "first row"),
+            to_u32(table.rows, "rows"),
+        ];
+        let shader = Shader::QuantizedGather {
+            bits: table.bits as u32,
+        };
+        launch(shader, &[&ids, &words, &params], [n, cols], info, groups)
     }
 
     fn mean_pool(

@@ -14,7 +14,7 @@ use super::mlp::SwiGluMlp;
 use super::rope::rope_tables;
 use crate::config::{AttentionMode, QwenConfig};
 use crate::error::{QzhouError, Result, ShapeMismatch};
-use crate::kernels::{KernelBackend, QuantizedMatrix};
+use crate::kernels::{KernelBackend, QuantizedMatrix, QuantizedRows};
 use crate::quantization::BLOCK_SIZE;
 use crate::weights::TensorSource;
 
@@ -32,6 +32,11 @@ pub struct StorageSummary {
     pub projection_buffers: usize,
     /// Device buffers holding the embedding table.
     pub embedding_buffers: usize,
+    /// Bits per stored value of the embedding table: 32 (f32), or 8 / 4 when it is kept
+    /// block-quantised and rows are dequantised as they are looked up.
+    pub embedding_bits: usize,
+    /// Device bytes of the embedding table (values plus block parameters).
+    pub embedding_bytes: usize,
 }
 
 /// How weights are laid out on the device.
@@ -43,6 +48,9 @@ pub struct DeviceStorage {
     /// Keep q8/q4 projection weights block-quantised on the device (needs a fused kernel,
     /// [`KernelBackend::has_fused_quantized_matmul`]); otherwise they are dequantised to f32.
     pub keep_quantized: bool,
+    /// Keep a q8/q4 token-embedding table block-quantised on the device (needs
+    /// [`KernelBackend::has_quantized_gather`]); otherwise it is dequantised to f32.
+    pub quantized_embedding: bool,
 }
 
 impl DeviceStorage {
@@ -52,6 +60,7 @@ impl DeviceStorage {
         Self {
             max_buffer_bytes: B::max_buffer_bytes(device),
             keep_quantized: B::has_fused_quantized_matmul(),
+            quantized_embedding: B::has_quantized_gather(),
         }
     }
 
@@ -152,7 +161,9 @@ impl<B: Backend> QwenEncoder<B> {
     /// How the weights sit on the device (for `info()` and tests).
     pub fn storage_summary(&self) -> StorageSummary {
         let mut s = StorageSummary {
-            embedding_buffers: self.embed_tokens.parts.len(),
+            embedding_buffers: self.embed_tokens.buffers(),
+            embedding_bits: self.embed_tokens.bits(),
+            embedding_bytes: self.embed_tokens.device_bytes(),
             ..StorageSummary::default()
         };
         for p in self.projections() {
@@ -446,14 +457,34 @@ impl<B: Backend> Loader<'_, B> {
             .collect())
     }
 
-    /// The embedding table, in as many row groups as the buffer limit needs.
+    /// The embedding table, in as many row groups as the buffer limit needs: block-quantised
+    /// when the checkpoint stores it so and the device keeps quantised tables, else f32.
     fn embedding(&self, name: &str) -> Result<TokenEmbedding<B>> {
+        if self.storage.quantized_embedding {
+            let full = format!("{}{name}", self.plan.prefix);
+            if let Some((packed, shape)) = self.checkpoint.read_packed(&full)? {
+                if let [rows, cols] = shape[..] {
+                    // A buffer holds a part's words or its parameters; the words are larger.
+                    let row_bytes = cols / BLOCK_SIZE * packed.words_per_block() * 4;
+                    let step = self.storage.rows_per_buffer(rows, row_bytes);
+                    let parts = (0..rows)
+                        .step_by(step)
+                        .map(|start| {
+                            let end = (start + step).min(rows);
+                            let part = packed.slice_rows(start, end, cols);
+                            QuantizedRows::from_packed(&part, start, end - start, cols, self.device)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    return Ok(TokenEmbedding::Quantized(parts));
+                }
+            }
+        }
         let parts = self
             .matrix_parts(name)?
             .into_iter()
             .map(|(_, t)| Param::from_tensor(t))
             .collect();
-        Ok(TokenEmbedding { parts })
+        Ok(TokenEmbedding::Dense(parts))
     }
 
     /// A projection: block-quantised when the checkpoint stores it so and the device keeps

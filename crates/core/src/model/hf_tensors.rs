@@ -5,6 +5,7 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use super::embedding::TokenEmbedding;
 use super::encoder::QwenEncoder;
 use super::linear::Projection;
 use super::lora::PROJECTION_NAMES;
@@ -28,7 +29,16 @@ impl<B: Backend> QwenEncoder<B> {
     /// weight and split weights are joined; block-quantised weights are refused (export from
     /// the full-precision model).
     pub fn for_each_hf_tensor(&self, mut sink: impl FnMut(HfTensor) -> Result<()>) -> Result<()> {
-        let table: Vec<Tensor<B, 2>> = self.embed_tokens.parts.iter().map(Param::val).collect();
+        let table: Vec<Tensor<B, 2>> = match &self.embed_tokens {
+            TokenEmbedding::Dense(parts) => parts.iter().map(Param::val).collect(),
+            TokenEmbedding::Quantized(_) => {
+                return Err(QzhouError::InvalidOption(
+                    "the token embedding is block-quantised on the device; export from the \
+                     full-precision model"
+                        .into(),
+                ))
+            }
+        };
         sink(host("embed_tokens.weight", Tensor::cat(table, 0))?)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let p = format!("layers.{i}.");

@@ -100,7 +100,7 @@ where
     if let Some(i) = texts.iter().position(Vec::is_empty) {
         return Err(QzhouError::EmptyText { index: i });
     }
-    let device_of = |m: &QwenEncoder<B>| m.embed_tokens.parts[0].val().device();
+    let device_of = |m: &QwenEncoder<B>| m.embed_tokens.device();
     let main_device = device_of(main);
     let chunks: Vec<Vec<&[u32]>> = texts
         .chunks(chunk)
