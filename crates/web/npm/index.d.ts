@@ -36,6 +36,12 @@ export interface LoadOptions {
    * weights (e.g. a 7B model's embedding table) are split by rows across several buffers.
    */
   maxBufferBytes?: number;
+  /**
+   * Keep a q8/q4 pack's token-embedding table quantised on the GPU and dequantise only the
+   * rows looked up (default true; WebGPU only). `false` dequantises it to f32 at load:
+   * 4–8× the memory (2.2 GB for a 7B model's table).
+   */
+  quantizedEmbedding?: boolean;
   /** The .wasm file's URL or bytes, if it is not next to the package's JS. */
   wasm?: string | URL | Bytes;
 }
@@ -78,6 +84,18 @@ export interface EmbedderInfo {
   attention: string;
   maxLength: number;
   version: string;
+  /** How the weights sit on the device. */
+  deviceWeights: {
+    quantizedProjections: number;
+    denseProjections: number;
+    splitProjections: number;
+    projectionBuffers: number;
+    embeddingBuffers: number;
+    /** 32 (f32), or 8 / 4 when the table stays quantised on the GPU. */
+    embeddingBits: number;
+    /** GPU bytes of the embedding table (values plus block scales). */
+    embeddingBytes: number;
+  };
   download: { bytes: number; fromCache: number } | null;
   loadMs: number;
 }

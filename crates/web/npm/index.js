@@ -212,7 +212,8 @@ export class Embedder {
    * ('auto' default: WebGPU when available, else CPU; 'webgpu'; 'cpu'), `onProgress`
    * ({file, loaded, total, fromCache}), `cache` (Cache API, default true), `fetch`, `signal`,
    * `maxLength`, `batchTokens`, `maxBatch`, `maxBufferBytes` (split weights into GPU buffers of
-   * at most this many bytes; default: the device's storage-binding limit).
+   * at most this many bytes; default: the device's storage-binding limit), `quantizedEmbedding`
+   * (keep a q8/q4 embedding table quantised on the GPU; default true).
    */
   static async load(source, options = {}) {
     const quantization = String(options.quantization || 'q8').toLowerCase();
@@ -231,7 +232,7 @@ export class Embedder {
     if (backend === 'auto') backend = (await hasWebGPU()) ? 'webgpu' : 'cpu';
     const loadJson = JSON.stringify({
       maxLength: options.maxLength, batchTokens: options.batchTokens, maxBatch: options.maxBatch,
-      maxBufferBytes: options.maxBufferBytes,
+      maxBufferBytes: options.maxBufferBytes, quantizedEmbedding: options.quantizedEmbedding,
     });
     const run = loadChain.then(() => loadEmbedder(backend, got.source, got.manifestName, loadJson));
     loadChain = run.catch(() => {});

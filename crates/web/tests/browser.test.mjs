@@ -70,6 +70,24 @@ test('webgpu splits weights bigger than maxBufferBytes across buffers, same resu
   assert.ok(ref.worstCos >= 0.9999, `vs transformers: ${ref.worstCos}`);
 });
 
+test('webgpu keeps a q8/q4 embedding table quantised: same vectors as the f32 table', { timeout: 300_000 }, async () => {
+  for (const q of ['q8', 'q4']) {
+    const bits = q === 'q8' ? 8 : 4;
+    const packed = await embedInPage(q);
+    const dense = await embedInPage(q, { quantizedEmbedding: false });
+    assert.equal(packed.info.deviceWeights.embeddingBits, bits);
+    assert.equal(dense.info.deviceWeights.embeddingBits, 32);
+    // 151 936 rows of 32 values: the words plus one f32 scale (q8) or scale and min (q4).
+    assert.equal(packed.info.deviceWeights.embeddingBytes, 151_936 * (32 * bits / 8 + (bits === 8 ? 4 : 8)));
+    assert.equal(dense.info.deviceWeights.embeddingBytes, 151_936 * 32 * 4);
+    let worst = 0;
+    packed.rows.forEach((row, i) => row.forEach((v, j) => { worst = Math.max(worst, Math.abs(v - dense.rows[i][j])); }));
+    console.log(`webgpu ${q}: quantised vs f32 embedding table max|Δ| ${worst.toExponential(2)}; ` +
+      `table ${packed.info.deviceWeights.embeddingBytes} vs ${dense.info.deviceWeights.embeddingBytes} bytes`);
+    assert.ok(worst <= 1e-5, `${q}: max |diff| ${worst}`);
+  }
+});
+
 test('second load comes from the Cache API', { timeout: 120_000 }, async () => {
   const r = await evaluate(browser.page, async () => {
     await window.qz.clearCache();
