@@ -543,3 +543,101 @@ mod hostile {
         assert!(refused >= 96 && errors.len() >= 6, "{errors:#?}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Packs read a part at a time: a wasm32 module cannot hold a 7B model's ~5 GB q4 pack in its
+// 4 GiB memory, so the browser package keeps the files in JavaScript and the loader reads
+// them through `ByteSource`s.
+
+/// A weight file in memory that records the largest single read and the bytes read in all.
+struct RecordedReads {
+    inner: qzhou_core::weights::MemorySource,
+    largest: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    total: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl qzhou_core::weights::ByteSource for RecordedReads {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        self.largest.fetch_max(buf.len() as u64, Ordering::SeqCst);
+        self.total.fetch_add(buf.len() as u64, Ordering::SeqCst);
+        self.inner.read_exact_at(offset, buf)
+    }
+}
+
+#[test]
+fn packs_are_read_a_part_at_a_time_through_byte_sources() {
+    use qzhou_core::weight_pack::{PackLimits, PackOptions, WeightPack};
+    use qzhou_core::weights::{ByteSource, MemorySource};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    // tiny-qwen2 in f32 with 32 MiB files: the 19.4 MB embedding table (4 MiB parts) and the
+    // rest fill one file bigger than the 8 MiB the checksum reads at a time.
+    let dir = fixture("tiny-qwen2");
+    let checkpoint = qzhou_core::fs::open_checkpoint(&dir).unwrap();
+    let options = PackOptions {
+        limits: PackLimits {
+            max_part_bytes: 4 << 20,
+            max_file_bytes: 32 << 20,
+        },
+        ..Default::default()
+    };
+    let (manifest, files) = pack_in_memory(&checkpoint, Quantization::F32, &options);
+    let biggest_file = files.iter().map(Vec::len).max().unwrap() as u64;
+    assert!(biggest_file > 16 << 20, "largest file {biggest_file} B");
+    let largest = Arc::new(AtomicU64::new(0));
+    let total = Arc::new(AtomicU64::new(0));
+    let sources: Vec<Box<dyn ByteSource>> = manifest
+        .files
+        .iter()
+        .zip(&files)
+        .map(|(f, bytes)| {
+            Box::new(RecordedReads {
+                inner: MemorySource::new(f.name.clone(), bytes.clone()),
+                largest: largest.clone(),
+                total: total.clone(),
+            }) as Box<dyn ByteSource>
+        })
+        .collect();
+    let pack = WeightPack::from_sources(manifest.clone(), sources).unwrap();
+    // Verifying the checksums read every byte once, 8 MiB at most at a time.
+    let pack_bytes = manifest.weight_bytes();
+    assert_eq!(total.load(Ordering::SeqCst), pack_bytes);
+    assert!(largest.load(Ordering::SeqCst) <= 8 << 20);
+    let model_files = qzhou_core::ModelFiles {
+        config: std::fs::read(dir.join("config.json")).unwrap(),
+        tokenizer: std::fs::read(dir.join("tokenizer.json")).unwrap(),
+        weights: Box::new(pack),
+        sentence_transformers:
+            qzhou_core::sentence_transformers::SentenceTransformersFiles::gather(|n| {
+                Ok(std::fs::read(dir.join(n)).ok())
+            })
+            .unwrap(),
+    };
+    let e =
+        Embedder::<Flex>::from_files(model_files, &FlexDevice, &LoadOptions::default()).unwrap();
+    // Loading read every tensor part once more, none bigger than a part.
+    assert_eq!(total.load(Ordering::SeqCst), 2 * pack_bytes);
+    let largest_part = manifest
+        .tensors
+        .iter()
+        .flat_map(|t| t.parts.iter().map(|p| p.bytes))
+        .max()
+        .unwrap();
+    assert!(largest_part <= 4 << 20);
+    assert!(largest.load(Ordering::SeqCst) <= 8 << 20);
+    let expected = Expected::load();
+    let got = e.embed(&expected.texts(), &EmbedOptions::query()).unwrap();
+    let (files, _) = packed_model_files(Quantization::F32);
+    let want = Embedder::<Flex>::from_files(files, &FlexDevice, &LoadOptions::default())
+        .unwrap()
+        .embed(&expected.texts(), &EmbedOptions::query())
+        .unwrap();
+    assert_close(&got, &want, 0.9999999, 1e-6, "read through byte sources");
+}

@@ -169,6 +169,7 @@ impl ModelFiles {
         let dir = path.parent().unwrap_or(Path::new("."));
         let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
         let manifest = PackManifest::from_json(&bytes, &path.display().to_string())?;
+        // Weight files are read a tensor part at a time (a 7B q4 pack is ~5 GB).
         let files = manifest
             .files
             .iter()
@@ -179,16 +180,13 @@ impl ModelFiles {
                         f.name
                     )));
                 }
-                let p = dir.join(&f.name);
-                Ok(std::sync::Arc::from(
-                    std::fs::read(&p).map_err(|e| io_error(&p, e))?,
-                ))
+                Ok(Box::new(FileSource::open(&dir.join(&f.name))?) as Box<dyn ByteSource>)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             config: read_required(dir, "config.json")?,
             tokenizer: read_required(dir, "tokenizer.json")?,
-            weights: Box::new(WeightPack::new(manifest, files)?),
+            weights: Box::new(WeightPack::from_sources(manifest, files)?),
             sentence_transformers: SentenceTransformersFiles::gather(|name| {
                 read_optional(dir.join(name))
             })?,

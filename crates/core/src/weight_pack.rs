@@ -23,7 +23,7 @@ use crate::quantization::{
     dequantize_scaled, quantize_scaled, scale_exponent, PackedBlocks, Quantization, BLOCK_SIZE,
     MAX_SCALE_EXPONENT,
 };
-use crate::weights::{StoredDtype, TensorMeta, TensorSource};
+use crate::weights::{ByteSource, MemorySource, StoredDtype, TensorMeta, TensorSource};
 
 /// Value of [`PackManifest::format`].
 pub const PACK_FORMAT: &str = "qzhou-weight-pack";
@@ -478,15 +478,22 @@ impl PackManifest {
 
 /// Check that `bytes` is the listed file: size first (a truncated download), then SHA-256.
 pub fn verify_file(file: &PackFile, bytes: &[u8]) -> Result<()> {
-    if bytes.len() as u64 != file.bytes {
+    check_size(file, bytes.len() as u64)?;
+    check_digest(file, Sha256::digest(bytes).as_slice())
+}
+
+fn check_size(file: &PackFile, len: u64) -> Result<()> {
+    if len != file.bytes {
         return Err(QzhouError::Pack(format!(
-            "{} is {} bytes, the manifest says {} (truncated or wrong file)",
-            file.name,
-            bytes.len(),
-            file.bytes
+            "{} is {len} bytes, the manifest says {} (truncated or wrong file)",
+            file.name, file.bytes
         )));
     }
-    let got = sha256_hex(bytes);
+    Ok(())
+}
+
+fn check_digest(file: &PackFile, digest: &[u8]) -> Result<()> {
+    let got: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     if got != file.sha256 {
         return Err(QzhouError::Pack(format!(
             "{} fails its checksum: sha256 {got}, the manifest says {}",
@@ -496,16 +503,57 @@ pub fn verify_file(file: &PackFile, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// A pack whose weight files are in memory (fetched, cached, or read from disk).
+/// Bytes hashed per read by [`verify_source`].
+const HASH_CHUNK: usize = 8 << 20;
+
+/// [`verify_file`] for bytes held elsewhere (a file on disk, a JavaScript buffer): the size,
+/// then SHA-256 over reads of at most 8 MiB.
+pub fn verify_source(file: &PackFile, source: &dyn ByteSource) -> Result<()> {
+    check_size(file, source.len())?;
+    let mut hasher = Sha256::new();
+    let mut chunk = vec![0u8; HASH_CHUNK.min(file.bytes as usize)];
+    let mut offset = 0u64;
+    while offset < file.bytes {
+        let n = HASH_CHUNK.min((file.bytes - offset) as usize);
+        source
+            .read_exact_at(offset, &mut chunk[..n])
+            .map_err(|e| QzhouError::Pack(format!("{}: {e}", file.name)))?;
+        hasher.update(&chunk[..n]);
+        offset += n as u64;
+    }
+    check_digest(file, hasher.finalize().as_slice())
+}
+
+/// A pack over its weight files, wherever their bytes are: in memory (fetched, cached), on
+/// disk, or in JavaScript buffers beside a wasm32 module (whose own memory cannot exceed
+/// 4 GiB, less than a 7B model's q4 pack). Tensors are read one part at a time, so the
+/// files are never copied whole.
 pub struct WeightPack {
     manifest: PackManifest,
-    files: Vec<Arc<[u8]>>,
+    files: Vec<Box<dyn ByteSource>>,
 }
 
 impl WeightPack {
-    /// Pair a manifest with its weight files (in manifest order), validating the manifest and
-    /// verifying each file's size and checksum.
+    /// Pair a manifest with its weight files in memory (in manifest order), validating the
+    /// manifest and verifying each file's size and checksum.
     pub fn new(manifest: PackManifest, files: Vec<Arc<[u8]>>) -> Result<Self> {
+        let sources = files
+            .into_iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let name = manifest
+                    .files
+                    .get(i)
+                    .map_or_else(|| format!("weight file {i}"), |f| f.name.clone());
+                Box::new(MemorySource::new(name, bytes)) as Box<dyn ByteSource>
+            })
+            .collect();
+        Self::from_sources(manifest, sources)
+    }
+
+    /// Pair a manifest with its weight files as byte sources (in manifest order), validating
+    /// the manifest and verifying each file's size and checksum (read in chunks).
+    pub fn from_sources(manifest: PackManifest, files: Vec<Box<dyn ByteSource>>) -> Result<Self> {
         manifest.validate("manifest")?;
         if files.len() != manifest.files.len() {
             return Err(QzhouError::Pack(format!(
@@ -514,10 +562,19 @@ impl WeightPack {
                 files.len()
             )));
         }
-        for (f, bytes) in manifest.files.iter().zip(&files) {
-            verify_file(f, bytes)?;
+        for (f, source) in manifest.files.iter().zip(&files) {
+            verify_source(f, source.as_ref())?;
         }
         Ok(Self { manifest, files })
+    }
+
+    /// The stored bytes of one part of `tensor` (validated to lie inside its verified file).
+    fn part_bytes(&self, tensor: &str, p: &PackPart) -> Result<Vec<u8>> {
+        let mut bytes = vec![0u8; p.bytes as usize];
+        self.files[p.file]
+            .read_exact_at(p.offset, &mut bytes)
+            .map_err(|e| QzhouError::Pack(format!("tensor `{tensor}`: {e}")))?;
+        Ok(bytes)
     }
 
     /// The manifest.
@@ -564,9 +621,9 @@ impl TensorSource for WeightPack {
         let dtype: Quantization = t.dtype.parse()?;
         let mut out = Vec::with_capacity(t.shape.iter().product());
         for p in &t.parts {
-            let bytes = &self.files[p.file][p.offset as usize..(p.offset + p.bytes) as usize];
+            let bytes = self.part_bytes(name, p)?;
             out.extend(
-                dequantize_scaled(bytes, t.part_numel(p), dtype, p.scale_exp)
+                dequantize_scaled(&bytes, t.part_numel(p), dtype, p.scale_exp)
                     .map_err(|e| QzhouError::Pack(format!("tensor `{name}`: {e}")))?,
             );
         }
@@ -584,9 +641,9 @@ impl TensorSource for WeightPack {
         let mut packed = PackedBlocks::new(scheme)?;
         packed.reserve(t.shape.iter().product());
         for p in &t.parts {
-            let bytes = &self.files[p.file][p.offset as usize..(p.offset + p.bytes) as usize];
+            let bytes = self.part_bytes(name, p)?;
             packed
-                .extend_from_stored_scaled(bytes, t.part_numel(p), p.scale_exp)
+                .extend_from_stored_scaled(&bytes, t.part_numel(p), p.scale_exp)
                 .map_err(|e| QzhouError::Pack(format!("tensor `{name}`: {e}")))?;
         }
         Ok(Some((packed, t.shape.clone())))
