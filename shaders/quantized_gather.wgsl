@@ -2,20 +2,20 @@
 // device; qzhou blocks of 32 values, the pack's row-major layout).
 //
 //   out[t, c] = W[ids[t] - start, c]   where start <= ids[t] < start + rows, else 0
-//   q8: W[r, c] = q · scale            q ∈ [-127, 127], four i8 per u32 word
-//   q4: W[r, c] = min + q · scale      q ∈ [0, 15], eight nibbles per u32 word, low first
+//   q8: W[r, c] = (q · scale) · row_scale[r]          q ∈ [-127, 127], four i8 per u32 word
+//   q4: W[r, c] = (min + q · scale) · row_scale[r]    q ∈ [0, 15], eight nibbles per word, low first
 //
 // The host prepends `const BITS: u32 = 8u;` or `4u;`. Word `w` of row `r` is
-// words[r · row_words + w] (row_words = cols · BITS / 32); the parameters of block `b` of row
-// `r` are params[r · blocks + b] (q8 scale) or params[2 (r · blocks + b) + {0, 1}] (q4 scale,
-// min). A table bigger than one buffer is split by rows; each part writes zeros for the ids it
+// words[r · row_words + w] (row_words = cols · BITS / 32); the f16 parameters of block `b` of
+// row `r` are half r · blocks + b of params (q8 scale; two halves per u32, low first) or word
+// r · blocks + b (q4 scale, min); row_scale is a power of two per row. A table bigger than one buffer is split by rows; each part writes zeros for the ids it
 // does not hold and the host sums the parts.
 //
 // One invocation decodes one word (4 or 8 values) of one token's row: x = word index, y (with
 // a stride of the grid's height, which WebGPU caps at 65 535) = token. Neighbouring
 // invocations read neighbouring words of one row and write neighbouring outputs.
 //
-// Bindings (order fixed by the host): ids, words, params, out, info. Storage bindings are
+// Bindings (order fixed by the host): ids, words, params, row_scale, out, info. Storage bindings are
 // read_write for the reason given in quantized_matmul.wgsl (Burn shares buffers).
 
 struct Info {
@@ -31,9 +31,10 @@ const PER_WORD: u32 = 32u / BITS;
 
 @group(0) @binding(0) var<storage, read_write> ids: array<i32>;
 @group(0) @binding(1) var<storage, read_write> words: array<u32>;
-@group(0) @binding(2) var<storage, read_write> params: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> info: Info;
+@group(0) @binding(2) var<storage, read_write> params: array<u32>;
+@group(0) @binding(3) var<storage, read_write> row_scale: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<uniform> info: Info;
 
 @compute @workgroup_size(64, 1, 1)
 fn main(
@@ -58,17 +59,18 @@ fn main(
         }
         let r = u32(local);
         let word = words[r * row_words + w];
+        let factor = row_scale[r];
         if (BITS == 8u) {
-            let scale = params[r * blocks + block];
+            let half = r * blocks + block;
+            let scale = unpack2x16float(params[half >> 1u])[half & 1u];
             let v = bitcast<i32>(word);
             for (var j = 0u; j < 4u; j = j + 1u) {
-                out[base + j] = f32(extractBits(v, 8u * j, 8u)) * scale;
+                out[base + j] = (f32(extractBits(v, 8u * j, 8u)) * scale) * factor;
             }
         } else {
-            let scale = params[2u * (r * blocks + block)];
-            let offset = params[2u * (r * blocks + block) + 1u];
+            let pair = unpack2x16float(params[r * blocks + block]);
             for (var j = 0u; j < 8u; j = j + 1u) {
-                out[base + j] = f32(extractBits(word, 4u * j, 4u)) * scale + offset;
+                out[base + j] = (f32(extractBits(word, 4u * j, 4u)) * pair.x + pair.y) * factor;
             }
         }
     }

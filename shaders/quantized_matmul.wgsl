@@ -1,8 +1,11 @@
 // Fused dequantise + matmul for block-quantised weights (qzhou q8 / q4, block = 32 values).
 //
 //   out[m, n] = sum_k x[m, k] * W[n, k]          (x · Wᵀ, W in HF [out, in] layout)
-//   q8: W[n, k] = q · scale           q ∈ [-127, 127], four i8 per u32 word
-//   q4: W[n, k] = min + q · scale     q ∈ [0, 15], eight nibbles per u32 word, low first
+//   q8: W[n, k] = (q · scale) · row_scale[n]           q ∈ [-127, 127], four i8 per u32 word
+//   q4: W[n, k] = (min + q · scale) · row_scale[n]     q ∈ [0, 15], eight nibbles per word, low first
+//
+// scale and min are f16, two per u32 word (unpack2x16float, low half first); row_scale is a
+// power of two per output column, applied once to the finished dot product (exact).
 //
 // The host prepends `const BITS: u32 = 8u;` or `4u;` (the only template parameter), so one
 // source serves both schemes and the branch on BITS folds away at pipeline creation.
@@ -12,7 +15,8 @@
 // (q4) are params[b · n + col] / params[2 (b · n + col) + {0, 1}]. Neighbouring invocations
 // (consecutive columns) therefore read neighbouring words — coalesced on a GPU, contiguous
 // vector loads on a CPU rasteriser — while every invocation of a workgroup reads the same x
-// element (a broadcast). Decoded, the words are Wᵀ as a row-major [k, n] matrix.
+// element (a broadcast). Decoded, the words are Wᵀ as a row-major [k, n] matrix. The f16
+// parameters sit at half index b · n + col (q8 scale) or word b · n + col (q4 scale, min).
 //
 // One invocation computes 8 rows of one output column: each weight is decoded once and used
 // 8 times. Four decoded weights form a vec4 that is dotted with a vec4 load of each x row
@@ -20,7 +24,7 @@
 // lanes and there is no workgroup memory, no barrier and no dynamically indexed private
 // array — the things that make software rasterisers (SwiftShader, lavapipe) spill to memory.
 //
-// Bindings (order fixed by the host): x, words, params, out, info. `k` must be a multiple of
+// Bindings (order fixed by the host): x, words, params, row_scale, out, info. `k` must be a multiple of
 // 32 (the host checks). Every storage binding is declared read_write although inputs are only
 // read: Burn sub-allocates tensors from shared buffers, so an input and the output may be two
 // ranges of one buffer, and WebGPU forbids one buffer as read-only and writable in the same
@@ -41,9 +45,10 @@ const WORDS: u32 = BITS;
 
 @group(0) @binding(0) var<storage, read_write> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> words: array<u32>;
-@group(0) @binding(2) var<storage, read_write> params: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> info: Info;
+@group(0) @binding(2) var<storage, read_write> params: array<u32>;
+@group(0) @binding(3) var<storage, read_write> row_scale: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<uniform> info: Info;
 
 var<private> acc_a: vec4<f32>; // rows 0..3
 var<private> acc_b: vec4<f32>; // rows 4..7
@@ -111,14 +116,16 @@ fn main(
     for (var b = 0u; b < blocks; b = b + 1u) {
         let c4 = b * (BLOCK / 4u);
         if (BITS == 8u) {
-            let scale = params[b * n + col];
+            let half = b * n + col;
+            let scale = unpack2x16float(params[half >> 1u])[half & 1u];
             for (var w = 0u; w < WORDS; w = w + 1u) {
                 let word = words[(b * WORDS + w) * n + col];
                 accumulate(c4 + w, bytes_of(word) * scale);
             }
         } else {
-            let scale = params[2u * (b * n + col)];
-            let offset = params[2u * (b * n + col) + 1u];
+            let pair = unpack2x16float(params[b * n + col]);
+            let scale = pair.x;
+            let offset = pair.y;
             for (var w = 0u; w < WORDS; w = w + 1u) {
                 let word = words[(b * WORDS + w) * n + col];
                 accumulate(c4 + 2u * w, nibbles_of(word, 0u) * scale + offset);
@@ -127,6 +134,9 @@ fn main(
         }
     }
 
+    let factor = row_scale[col];
+    acc_a = acc_a * factor;
+    acc_b = acc_b * factor;
     let out_rows = array<f32, 8>(acc_a.x, acc_a.y, acc_a.z, acc_a.w, acc_b.x, acc_b.y, acc_b.z, acc_b.w);
     for (var r = 0u; r < TILE_M; r = r + 1u) {
         let row = row0 + r;

@@ -15,7 +15,7 @@ use qzhou_core::kernels::{
     QuantizedMatrix, QuantizedRows,
 };
 use qzhou_core::model::{Projection, TokenEmbedding};
-use qzhou_core::quantization::{quantize, PackedBlocks};
+use qzhou_core::quantization::{quantize, quantize_scaled, scale_exponent, PackedBlocks};
 use qzhou_core::{EmbedOptions, Embedder, LoadOptions, Quantization};
 
 /// Deterministic pseudo-random values in [-scale, scale).
@@ -59,16 +59,28 @@ fn quantized_matmul_kernel_matches_plain_burn_ops_and_host_math() {
     let device = WgpuDevice::DefaultDevice;
     assert!(<Wgpu as KernelBackend>::has_fused_quantized_matmul());
     // Ragged sizes: m not a multiple of the 8-row tile, n not a multiple of 64 columns.
-    for (m, n, k) in [(37, 130, 96), (1, 7, 32), (64, 64, 256)] {
+    // The last case has weights of 1e-5: stored with a pack's scale exponent (f16 scales
+    // would be subnormal), they reach the device with a power of two per row.
+    for (m, n, k, scale) in [
+        (37, 130, 96, 0.1),
+        (1, 7, 32, 0.1),
+        (64, 64, 256, 0.1),
+        (9, 70, 64, 1e-5),
+    ] {
         let x = values(m * k, 1 + m as u64, 1.0);
-        let w = values(n * k, 2 + n as u64, 0.1);
+        let w = values(n * k, 2 + n as u64, scale);
         for scheme in [Quantization::Q8, Quantization::Q4] {
             let mut packed = PackedBlocks::new(scheme).unwrap();
+            let exponent = scale_exponent(&w);
             packed
-                .extend_from_stored(&quantize(&w, scheme).unwrap(), n * k)
+                .extend_from_stored_scaled(
+                    &quantize_scaled(&w, scheme, exponent).unwrap(),
+                    n * k,
+                    exponent,
+                )
                 .unwrap();
             let want = host_matmul(&x, &packed.to_f32(), m, n, k);
-            let what = format!("{scheme} m={m} n={n} k={k}");
+            let what = format!("{scheme} m={m} n={n} k={k} weights ~{scale}");
 
             let weight = QuantizedMatrix::<Wgpu>::from_packed(&packed, n, k, &device).unwrap();
             let xt = Tensor::<Wgpu, 2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
@@ -211,8 +223,9 @@ fn quantized_packs_stay_packed_on_wgpu_and_match_the_cpu_dequantised_model() {
             (bits, 1),
             "{scheme}: the table should stay quantised on wgpu"
         );
-        // 151 936 × 32 values: words plus one f32 scale (q8) or scale and min (q4) per 32.
-        let per_row = 32 * bits / 8 + 4 * if bits == 8 { 1 } else { 2 };
+        // 151 936 rows of 32 values: the words, one f16 scale (q8) or scale and min (q4) per
+        // block of 32, and a 4-byte power of two per row.
+        let per_row = 32 * bits / 8 + 2 * if bits == 8 { 1 } else { 2 } + 4;
         assert_eq!(summary.embedding_bytes, 151_936 * per_row);
 
         // The same pack with the table dequantised to f32 at load: the same vectors.

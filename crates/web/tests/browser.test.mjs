@@ -77,8 +77,9 @@ test('webgpu keeps a q8/q4 embedding table quantised: same vectors as the f32 ta
     const dense = await embedInPage(q, { quantizedEmbedding: false });
     assert.equal(packed.info.deviceWeights.embeddingBits, bits);
     assert.equal(dense.info.deviceWeights.embeddingBits, 32);
-    // 151 936 rows of 32 values: the words plus one f32 scale (q8) or scale and min (q4).
-    assert.equal(packed.info.deviceWeights.embeddingBytes, 151_936 * (32 * bits / 8 + (bits === 8 ? 4 : 8)));
+    // 151 936 rows of 32 values: the words, one f16 scale (q8) or scale and min (q4) per block
+    // of 32, and a 4-byte power of two per row.
+    assert.equal(packed.info.deviceWeights.embeddingBytes, 151_936 * (32 * bits / 8 + (bits === 8 ? 2 : 4) + 4));
     assert.equal(dense.info.deviceWeights.embeddingBytes, 151_936 * 32 * 4);
     let worst = 0;
     packed.rows.forEach((row, i) => row.forEach((v, j) => { worst = Math.max(worst, Math.abs(v - dense.rows[i][j])); }));

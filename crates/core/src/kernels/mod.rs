@@ -22,6 +22,7 @@ use crate::pooling::{l2_normalize, pool, Pooling};
 use crate::quantization::{PackedBlocks, Quantization, BLOCK_SIZE};
 
 mod flex;
+mod half_params;
 mod quantized_rows;
 #[cfg(feature = "wgpu")]
 mod wgpu;
@@ -115,16 +116,19 @@ pub trait KernelBackend: Backend {
 
 /// A `[rows, cols]` weight (HF `[out, in]`) stored block-quantised on the device, **k-major**:
 /// the blocks of [`PackedBlocks`] re-laid so that word `w` of block `b` of row `r` sits at
-/// `words[(b · words_per_block + w) · rows + r]` and its parameters at `params[b · rows + r]`
-/// (q8 scale) or `params[2 (b · rows + r) + {0, 1}]` (q4 scale, min). Neighbouring output
-/// columns read neighbouring words in the kernel, and decoding the words in order yields `Wᵀ`
-/// `[cols, rows]` row-major. `words` holds the `u32` words bit-cast to the backend's int type.
+/// `words[(b · words_per_block + w) · rows + r]` and its parameters are f16 value
+/// `b · rows + r` (q8 scale) or `2 (b · rows + r) + {0, 1}` (q4 scale, min) of `params`, two
+/// per word, times `row_scale[r]` (see `half_params.rs`). Neighbouring output columns read
+/// neighbouring words in the kernel, and decoding the words in order yields `Wᵀ` `[cols, rows]`
+/// row-major. `words` and `params` hold `u32` words bit-cast to the backend's int type.
 #[derive(Module, Debug)]
 pub struct QuantizedMatrix<B: Backend> {
     /// Quantised values, one 32-bit word per 4 (q8) or 8 (q4) of them, k-major.
     pub words: Tensor<B, 1, Int>,
-    /// Per-block scales (q8) or scale/min pairs (q4), k-major.
-    pub params: Tensor<B, 1>,
+    /// Per-block scales (q8) or scale/min pairs (q4) as f16, two per word, k-major.
+    pub params: Tensor<B, 1, Int>,
+    /// The power of two each row's parameters are multiplied by, `[rows]`.
+    pub row_scale: Tensor<B, 1>,
     /// Output features (`n`).
     pub rows: usize,
     /// Input features (`k`), a multiple of 32.
@@ -169,20 +173,17 @@ impl<B: Backend> QuantizedMatrix<B> {
             }
         }
         let per_block = packed.params_per_block();
-        let blocks_per_row = cols / BLOCK_SIZE;
-        let mut params = vec![0f32; packed.params.len()];
-        for r in 0..rows {
-            for b in 0..blocks_per_row {
-                for p in 0..per_block {
-                    params[(b * rows + r) * per_block + p] =
-                        packed.params[(r * blocks_per_row + b) * per_block + p];
-                }
-            }
-        }
-        let (n_words, n_params) = (words.len(), params.len());
+        let per_row = cols / BLOCK_SIZE * per_block;
+        // Row r's parameter j = (block b, slot p) goes to k-major position (b · rows + r) · per_block + p.
+        let params = half_params::encode(&packed.params, rows, per_row, |r, j| {
+            (j / per_block * rows + r) * per_block + j % per_block
+        });
+        let n_words = words.len();
+        let n_params = params.words.len();
         Ok(Self {
             words: Tensor::from_data(TensorData::new(words, [n_words]), device),
-            params: Tensor::from_data(TensorData::new(params, [n_params]), device),
+            params: Tensor::from_data(TensorData::new(params.words, [n_params]), device),
+            row_scale: Tensor::from_data(TensorData::new(params.row_scale, [rows]), device),
             rows,
             cols,
             bits,
@@ -197,12 +198,15 @@ impl<B: Backend> QuantizedMatrix<B> {
         // [word_rows, per_word, n] -> [k, n]: row index = word_row · per_word + j = k index.
         let q = unpack_words(words, self.bits, 1).reshape([k / BLOCK_SIZE, BLOCK_SIZE, n]);
         let blocks = k / BLOCK_SIZE;
+        let per_block = if self.bits == 8 { 1 } else { 2 };
+        let params = half_params::decode(self.params.clone(), blocks * n * per_block)
+            .reshape([blocks, n, per_block])
+            * self.row_scale.clone().reshape([1, n, 1]);
         let w = if self.bits == 8 {
-            q * self.params.clone().reshape([blocks, 1, n])
+            q * params.reshape([blocks, 1, n])
         } else {
-            let pairs = self.params.clone().reshape([blocks, 1, n, 2]);
-            let scale = pairs.clone().narrow(3, 0, 1).reshape([blocks, 1, n]);
-            let min = pairs.narrow(3, 1, 1).reshape([blocks, 1, n]);
+            let scale = params.clone().narrow(2, 0, 1).reshape([blocks, 1, n]);
+            let min = params.narrow(2, 1, 1).reshape([blocks, 1, n]);
             q * scale + min
         };
         w.reshape([k, n])

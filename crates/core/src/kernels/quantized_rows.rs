@@ -7,22 +7,24 @@
 
 use burn::prelude::*;
 
-use super::unpack_words;
+use super::{half_params, unpack_words};
 use crate::error::{QzhouError, Result};
 use crate::quantization::{PackedBlocks, Quantization, BLOCK_SIZE};
 
 /// Rows `start .. start + rows` of a `[vocab, cols]` table, block-quantised **row-major**, as
 /// the pack stores them: word `w` of row `r` is `words[r · row_words + w]` (`row_words =
-/// cols · bits / 32`) and the parameters of its block `b` are `params[r · blocks + b]` (q8
-/// scale) or `params[2 (r · blocks + b) + {0, 1}]` (q4 scale, min), `blocks = cols / 32`. A
-/// lookup reads one row's words contiguously. `words` holds the `u32` words bit-cast to the
-/// backend's int type.
+/// cols · bits / 32`) and the parameters of its block `b` are f16 value `r · blocks + b` (q8
+/// scale) or `2 (r · blocks + b) + {0, 1}` (q4 scale, min) of `params`, two per word, times
+/// `row_scale[r]` (see `half_params.rs`), `blocks = cols / 32`. A lookup reads one row's words
+/// contiguously. `words` and `params` hold `u32` words bit-cast to the backend's int type.
 #[derive(Module, Debug)]
 pub struct QuantizedRows<B: Backend> {
     /// Quantised values, one 32-bit word per 4 (q8) or 8 (q4) of them, row-major.
     pub words: Tensor<B, 1, Int>,
-    /// Per-block scales (q8) or scale/min pairs (q4), row-major.
-    pub params: Tensor<B, 1>,
+    /// Per-block scales (q8) or scale/min pairs (q4) as f16, two per word, row-major.
+    pub params: Tensor<B, 1, Int>,
+    /// The power of two each row's parameters are multiplied by, `[rows]`.
+    pub row_scale: Tensor<B, 1>,
     /// Vocabulary index of the first row held.
     pub start: usize,
     /// Rows held.
@@ -61,10 +63,13 @@ impl<B: Backend> QuantizedRows<B> {
             )));
         }
         let words: Vec<i32> = packed.words.iter().map(|&w| w as i32).collect();
-        let (n_words, n_params) = (words.len(), packed.params.len());
+        let per_row = cols / BLOCK_SIZE * packed.params_per_block();
+        let params = half_params::encode(&packed.params, rows, per_row, |r, j| r * per_row + j);
+        let (n_words, n_params) = (words.len(), params.words.len());
         Ok(Self {
             words: Tensor::from_data(TensorData::new(words, [n_words]), device),
-            params: Tensor::from_data(TensorData::new(packed.params.clone(), [n_params]), device),
+            params: Tensor::from_data(TensorData::new(params.words, [n_params]), device),
+            row_scale: Tensor::from_data(TensorData::new(params.row_scale, [rows]), device),
             start,
             rows,
             cols,
@@ -72,9 +77,9 @@ impl<B: Backend> QuantizedRows<B> {
         })
     }
 
-    /// Device bytes of the words and parameters.
+    /// Device bytes of the words, parameters and row factors.
     pub fn device_bytes(&self) -> usize {
-        (self.words.dims()[0] + self.params.dims()[0]) * 4
+        (self.words.dims()[0] + self.params.dims()[0] + self.rows) * 4
     }
 
     /// Parameters per block: 1 (q8 scale) or 2 (q4 scale, min).
@@ -112,12 +117,11 @@ pub fn reference_quantized_gather<B: Backend>(
         .select(0, local.clone());
     // [n, row_words, per_word] → [n, blocks, 32]: value j of word w is column w · per_word + j.
     let q = unpack_words(words, bits, 2).reshape([n, blocks, BLOCK_SIZE]);
-    let params = table
-        .params
-        .clone()
+    let params = (half_params::decode(table.params.clone(), rows * blocks * per_block)
         .reshape([rows, blocks * per_block])
-        .select(0, local)
-        .reshape([n, blocks, per_block]);
+        * table.row_scale.clone().reshape([rows, 1]))
+    .select(0, local)
+    .reshape([n, blocks, per_block]);
     let w = if bits == 8 {
         q * params
     } else {

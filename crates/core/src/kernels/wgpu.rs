@@ -161,7 +161,9 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         let x: CubeTensor<WgpuRuntime> = into_contiguous(float_primitive(x));
         let words: CubeTensor<WgpuRuntime> = into_contiguous(weight.words.clone().into_primitive());
         let params: CubeTensor<WgpuRuntime> =
-            into_contiguous(float_primitive(weight.params.clone()));
+            into_contiguous(weight.params.clone().into_primitive());
+        let row_scale: CubeTensor<WgpuRuntime> =
+            into_contiguous(float_primitive(weight.row_scale.clone()));
         let groups = CubeCount::Static(n.div_ceil(64) as u32, m.div_ceil(8) as u32, 1);
         let shader = Shader::QuantizedMatmul {
             bits: weight.bits as u32,
@@ -172,7 +174,13 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
             to_u32(k, "depth"),
             0,
         ];
-        launch(shader, &[&x, &words, &params], [m, n], info, groups)
+        launch(
+            shader,
+            &[&x, &words, &params, &row_scale],
+            [m, n],
+            info,
+            groups,
+        )
     }
 
     fn has_quantized_gather() -> bool {
@@ -188,7 +196,9 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         let ids: CubeTensor<WgpuRuntime> = into_contiguous(ids.into_primitive());
         let words: CubeTensor<WgpuRuntime> = into_contiguous(table.words.clone().into_primitive());
         let params: CubeTensor<WgpuRuntime> =
-            into_contiguous(float_primitive(table.params.clone()));
+            into_contiguous(table.params.clone().into_primitive());
+        let row_scale: CubeTensor<WgpuRuntime> =
+            into_contiguous(float_primitive(table.row_scale.clone()));
         let row_words = cols * table.bits / 32;
         // Tokens beyond the grid's height (WebGPU: 65 535) are strided over by the kernel.
         let groups = CubeCount::Static(row_words.div_ceil(64) as u32, n.min(65_535) as u32, 1);
@@ -201,7 +211,13 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         let shader = Shader::QuantizedGather {
             bits: table.bits as u32,
         };
-        launch(shader, &[&ids, &words, &params], [n, cols], info, groups)
+        launch(
+            shader,
+            &[&ids, &words, &params, &row_scale],
+            [n, cols],
+            info,
+            groups,
+        )
     }
 
     fn mean_pool(
