@@ -24,12 +24,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::backend::wgpu::WgpuDevice;
+use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
 use qzhou_core::backends::Wgpu;
 use qzhou_core::model::RandomInit;
 use qzhou_core::weight_pack::{manifest_name, write_pack, PackOptions};
 use qzhou_core::QwenConfig;
-use qzhou_core::{EmbedOptions, Embedder, KernelBackend, LoadOptions, ModelFiles, Quantization};
+use qzhou_core::{EmbedOptions, Embedder, LoadOptions, ModelFiles, Quantization};
 
 /// Qwen2.5-7B-Instruct's `config.json` (architecture fields).
 const CONFIG: &str = r#"{
@@ -141,11 +141,19 @@ fn embed(dir: &Path, f32_table: bool) -> Result<()> {
     let embedder = Embedder::<Wgpu>::from_files(files, &device, &options)?;
     let load_s = t.elapsed().as_secs_f64();
     let (peak_load, _) = resident();
-    let device_bytes = Wgpu::memory_reserved_bytes(&device).unwrap_or(0);
+    let usage = || {
+        let client = <WgpuRuntime as burn_cubecl::cubecl::Runtime>::client(&device);
+        client
+            .memory_usage()
+            .map(|u| (u.bytes_in_use, u.bytes_reserved))
+            .unwrap_or((0, 0))
+    };
+    let (loaded_in_use, loaded_reserved) = usage();
     let t = Instant::now();
     let rows = embedder.embed(&["一个人拿着枪。"], &EmbedOptions::document())?;
     let embed_s = t.elapsed().as_secs_f64();
     let (peak, now) = resident();
+    let (_, embed_reserved) = usage();
     let finite = rows[0].iter().all(|v| v.is_finite());
     let norm = rows[0].iter().map(|v| v * v).sum::<f32>().sqrt();
     let s = embedder.model().storage_summary();
@@ -159,9 +167,11 @@ fn embed(dir: &Path, f32_table: bool) -> Result<()> {
     );
     println!("storage: {}", serde_json::to_string(&s).unwrap_or_default());
     println!(
-        "device memory reserved by the wgpu allocator: {} ({} B); embedding table {}",
-        gib(device_bytes),
-        device_bytes,
+        "device memory after load: {} in use ({loaded_in_use} B), {} reserved by the wgpu \
+         allocator ({loaded_reserved} B); after embedding {} reserved; embedding table {}",
+        gib(loaded_in_use),
+        gib(loaded_reserved),
+        gib(embed_reserved),
         gib(s.embedding_bytes as u64)
     );
     println!(
