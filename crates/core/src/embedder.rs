@@ -252,13 +252,12 @@ impl<B: KernelBackend> Embedder<B> {
             }
             storage.max_buffer_bytes = Some(limit);
         }
-        let model = QwenEncoder::load(
-            &settings.config,
-            attention,
-            files.weights.as_ref(),
-            device,
-            &storage,
-        )?;
+        // Weights live as long as the model: exactly sized buffers where the backend has them.
+        let weights = files.weights.as_ref();
+        let config = &settings.config;
+        let model = B::with_persistent_memory(device, || {
+            QwenEncoder::load(config, attention, weights, device, &storage)
+        })?;
         Ok(settings.with_model(model, device, options))
     }
 

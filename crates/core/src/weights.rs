@@ -177,8 +177,10 @@ pub enum StoredDtype {
 }
 
 /// Named tensors that the model loader reads one at a time as `f32`: a safetensors
-/// [`Checkpoint`], a web [`crate::weight_pack::WeightPack`], or anything else.
-pub trait TensorSource {
+/// [`Checkpoint`], a web [`crate::weight_pack::WeightPack`], or anything else. `Sync`, so a
+/// load can run inside a backend scope that requires `Send` closures
+/// ([`crate::KernelBackend::with_persistent_memory`]).
+pub trait TensorSource: Sync {
     /// Every tensor name, sorted.
     fn names(&self) -> Vec<String>;
     /// Shape (file layout) and dtype of `name`, without reading its data.

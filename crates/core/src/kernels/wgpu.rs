@@ -238,6 +238,18 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         launch(Shader::MeanPoolL2, &[&hidden, &mask], [b, h], info, groups)
     }
 
+    fn with_persistent_memory<T: Send>(
+        device: &WgpuDevice,
+        load: impl FnOnce() -> crate::error::Result<T> + Send,
+    ) -> crate::error::Result<T> {
+        let client = <WgpuRuntime as burn_cubecl::cubecl::Runtime>::client(device);
+        client
+            .memory_persistent_allocation((), |()| load())
+            .map_err(|e| {
+                crate::error::QzhouError::Backend(format!("wgpu persistent memory: {e}"))
+            })?
+    }
+
     fn max_buffer_bytes(device: &WgpuDevice) -> Option<usize> {
         let client = <WgpuRuntime as burn_cubecl::cubecl::Runtime>::client(device);
         usize::try_from(client.properties().memory.max_page_size).ok()
