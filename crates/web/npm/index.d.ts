@@ -125,4 +125,6 @@ export declare function initWasm(moduleOrPath?: string | URL | Bytes): Promise<u
 export declare function hasWebGPU(): Promise<boolean>;
 export declare function cosineSimilarity(a: ArrayLike<number>, b: ArrayLike<number>): number;
 export declare function clearCache(): Promise<void>;
+/** GPU memory (bytes) the page's WebGPU device holds now; undefined before a WebGPU load. */
+export declare function gpuMemoryReservedBytes(): number | undefined;
 export declare function version(): string;

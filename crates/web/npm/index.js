@@ -1,7 +1,7 @@
 // qzhou-embed: QZhou / Qwen embedding models in the browser (WebGPU) and Node.js (CPU wasm).
 // A thin layer over the wasm module: fetching with progress, the Cache API, checksums (checked
 // in Rust), backend choice, and a transformers.js-like API.
-import init, { loadEmbedder, ModelSource, WasmTokenizer, version as wasmVersion } from './wasm/qzhou_web.js';
+import init, { loadEmbedder, ModelSource, WasmTokenizer, version as wasmVersion, gpuMemoryReservedBytes as wasmGpuMemoryReservedBytes } from './wasm/qzhou_web.js';
 
 /** Quantization schemes a weight pack can have. */
 export const QUANTIZATIONS = Object.freeze(['q8', 'q4', 'f16', 'f32']);
@@ -345,6 +345,15 @@ export function cosineSimilarity(a, b) {
 /** Delete every cached weight file. */
 export async function clearCache() {
   if (typeof caches !== 'undefined') await caches.delete(CACHE_NAME);
+}
+
+/**
+ * GPU memory (bytes) the page's WebGPU device holds now, as Burn's allocator counts it;
+ * `undefined` before a model was loaded on WebGPU. Disposing an embedder gives its weights back.
+ */
+export function gpuMemoryReservedBytes() {
+  if (!wasmLoaded) return undefined;
+  return wasmGpuMemoryReservedBytes();
 }
 
 /** The package version (after `await initWasm()` or a load). */

@@ -58,6 +58,11 @@ async fn probe_adapter() -> Result<Value, String> {
     }))
 }
 
+/// The page's WebGPU device if one was initialised.
+pub fn existing_device() -> Option<WgpuDevice> {
+    DEVICE.with(|d| d.borrow().as_ref().map(|(device, _)| device.clone()))
+}
+
 /// The WebGPU device and a description of its adapter, initialised once per page/worker.
 pub async fn device() -> Result<(WgpuDevice, Value), String> {
     if let Some(d) = DEVICE.with(|d| d.borrow().clone()) {

@@ -47,8 +47,30 @@ enum Model {
 /// A loaded embedding model (use it through the npm package's `Embedder`).
 #[wasm_bindgen]
 pub struct WasmEmbedder {
-    model: Model,
+    /// `Some` until dropped.
+    model: Option<Model>,
     info: String,
+}
+
+/// Freeing the embedder (`free()` / `dispose()` in JavaScript) gives its GPU buffers back: the
+/// weights sit in exactly sized persistent buffers, which the allocator would otherwise keep
+/// for a later tensor of the same size.
+impl Drop for WasmEmbedder {
+    fn drop(&mut self) {
+        if let Some(Model::WebGpu(e)) = self.model.take() {
+            let device = e.device().clone();
+            drop(e);
+            <WebGpu as burn::tensor::backend::Backend>::memory_cleanup(&device);
+        }
+    }
+}
+
+/// GPU memory the page's WebGPU device holds now (bytes reserved by Burn's allocator), or
+/// `undefined` before a WebGPU model was loaded.
+#[wasm_bindgen(js_name = gpuMemoryReservedBytes)]
+pub fn gpu_memory_reserved_bytes() -> Option<f64> {
+    let device = gpu::existing_device()?;
+    <WebGpu as qzhou_core::KernelBackend>::memory_reserved_bytes(&device).map(|b| b as f64)
 }
 
 /// Load a model from fetched files onto `backend` (`"webgpu"` or `"cpu"`).
@@ -87,7 +109,7 @@ pub async fn load_embedder(
         }
     };
     let mut embedder = WasmEmbedder {
-        model,
+        model: Some(model),
         info: String::new(),
     };
     embedder.info = serde_json::json!({
@@ -120,12 +142,18 @@ fn buffer_limit(adapter: &serde_json::Value) -> Option<usize> {
 }
 
 impl WasmEmbedder {
+    fn model(&self) -> &Model {
+        self.model
+            .as_ref()
+            .expect("the model is only taken when the embedder is dropped")
+    }
+
     fn with<T>(
         &self,
         gpu: impl FnOnce(&Embedder<WebGpu>) -> T,
         cpu: impl FnOnce(&Embedder<Flex>) -> T,
     ) -> T {
-        match &self.model {
+        match self.model() {
             Model::WebGpu(e) => gpu(e),
             Model::Cpu(e) => cpu(e),
         }
@@ -155,7 +183,7 @@ impl WasmEmbedder {
         options_json: String,
     ) -> Result<Vec<f32>, JsError> {
         let options: EmbedOptions = parse_embed_options(&options_json).map_err(js_err)?;
-        let rows = match &self.model {
+        let rows = match self.model() {
             Model::WebGpu(e) => e.embed_async(&texts, &options).await,
             Model::Cpu(e) => e.embed_async(&texts, &options).await,
         }

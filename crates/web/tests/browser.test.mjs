@@ -89,6 +89,26 @@ test('webgpu keeps a q8/q4 embedding table quantised: same vectors as the f32 ta
   }
 });
 
+test('dispose gives the weights\' GPU memory back', { timeout: 300_000 }, async () => {
+  const r = await evaluate(browser.page, async () => {
+    const sizes = [];
+    for (const q of ['q8', 'f32', 'q8']) {
+      const e = await window.qz.Embedder.load('/model/', { quantization: q, backend: 'webgpu', cache: false });
+      await e.embed(['a short text'], { kind: 'document' });
+      const loaded = window.qz.gpuMemoryReservedBytes();
+      const table = e.info().deviceWeights.embeddingBytes;
+      e.dispose();
+      sizes.push({ q, loaded, table, disposed: window.qz.gpuMemoryReservedBytes() });
+    }
+    return sizes;
+  }, undefined, 240_000, browser.logs);
+  for (const s of r) {
+    console.log(`webgpu ${s.q}: ${s.loaded} bytes reserved while loaded (table ${s.table}), ${s.disposed} after dispose`);
+    // The embedding table alone is freed, whatever else the allocator keeps for activations.
+    assert.ok(s.loaded - s.disposed >= s.table, `${s.q}: ${s.loaded} -> ${s.disposed}`);
+  }
+});
+
 test('second load comes from the Cache API', { timeout: 120_000 }, async () => {
   const r = await evaluate(browser.page, async () => {
     await window.qz.clearCache();
