@@ -610,18 +610,12 @@ fn packs_are_read_a_part_at_a_time_through_byte_sources() {
     let pack_bytes = manifest.weight_bytes();
     assert_eq!(total.load(Ordering::SeqCst), pack_bytes);
     assert!(largest.load(Ordering::SeqCst) <= 8 << 20);
-    let model_files = qzhou_core::ModelFiles {
-        config: std::fs::read(dir.join("config.json")).unwrap(),
-        tokenizer: std::fs::read(dir.join("tokenizer.json")).unwrap(),
-        weights: Box::new(pack),
-        sentence_transformers:
-            qzhou_core::sentence_transformers::SentenceTransformersFiles::gather(|n| {
-                Ok(std::fs::read(dir.join(n)).ok())
-            })
-            .unwrap(),
-    };
-    let e =
-        Embedder::<Flex>::from_files(model_files, &FlexDevice, &LoadOptions::default()).unwrap();
+    let e = Embedder::<Flex>::from_files(
+        common::tiny_model_files(Box::new(pack)),
+        &FlexDevice,
+        &LoadOptions::default(),
+    )
+    .unwrap();
     // Loading read every tensor part once more, none bigger than a part.
     assert_eq!(total.load(Ordering::SeqCst), 2 * pack_bytes);
     let largest_part = manifest

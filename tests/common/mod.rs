@@ -223,17 +223,22 @@ pub fn packed_model_files(
     let files: Vec<std::sync::Arc<[u8]>> = files.into_iter().map(Into::into).collect();
     let manifest = qzhou_core::PackManifest::from_json(&manifest.to_json(), "manifest").unwrap();
     let pack = qzhou_core::WeightPack::new(manifest.clone(), files).unwrap();
-    let model_files = qzhou_core::ModelFiles {
+    (tiny_model_files(Box::new(pack)), manifest)
+}
+
+/// tiny-qwen2's config, tokenizer and sentence-transformers files around `weights`.
+pub fn tiny_model_files(weights: Box<dyn qzhou_core::TensorSource>) -> qzhou_core::ModelFiles {
+    let dir = fixture("tiny-qwen2");
+    qzhou_core::ModelFiles {
         config: std::fs::read(dir.join("config.json")).unwrap(),
         tokenizer: std::fs::read(dir.join("tokenizer.json")).unwrap(),
-        weights: Box::new(pack),
+        weights,
         sentence_transformers:
             qzhou_core::sentence_transformers::SentenceTransformersFiles::gather(|n| {
                 Ok(std::fs::read(dir.join(n)).ok())
             })
             .unwrap(),
-    };
-    (model_files, manifest)
+    }
 }
 
 /// A JSON array of numbers as f64.

@@ -48,10 +48,12 @@ pub fn weight_file_name(scheme: Quantization, index: usize) -> String {
 
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hexadecimal of `digest`.
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `manifest-*.json`.
@@ -493,7 +495,7 @@ fn check_size(file: &PackFile, len: u64) -> Result<()> {
 }
 
 fn check_digest(file: &PackFile, digest: &[u8]) -> Result<()> {
-    let got: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let got = hex(digest);
     if got != file.sha256 {
         return Err(QzhouError::Pack(format!(
             "{} fails its checksum: sha256 {got}, the manifest says {}",

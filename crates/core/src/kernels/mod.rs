@@ -157,23 +157,7 @@ impl<B: Backend> QuantizedMatrix<B> {
         cols: usize,
         device: &B::Device,
     ) -> Result<Self> {
-        let bits = match packed.scheme {
-            Quantization::Q8 => 8,
-            Quantization::Q4 => 4,
-            other => {
-                return Err(QzhouError::InvalidOption(format!(
-                    "{other} is not a block scheme"
-                )))
-            }
-        };
-        if rows == 0 || cols == 0 || cols % BLOCK_SIZE != 0 || packed.numel() != rows * cols {
-            return Err(QzhouError::InvalidOption(format!(
-                "{} blocks of {} values cannot form a [{rows}, {cols}] matrix (cols must be a \
-                 positive multiple of {BLOCK_SIZE})",
-                packed.scheme,
-                packed.numel()
-            )));
-        }
+        let bits = block_bits(packed, rows, cols)?;
         let row_words = cols * bits / 32;
         let mut words = vec![0i32; rows * row_words];
         for r in 0..rows {
@@ -210,7 +194,7 @@ impl<B: Backend> QuantizedMatrix<B> {
         // [word_rows, per_word, n] -> [k, n]: row index = word_row · per_word + j = k index.
         let q = unpack_words(words, self.bits, 1).reshape([k / BLOCK_SIZE, BLOCK_SIZE, n]);
         let blocks = k / BLOCK_SIZE;
-        let per_block = if self.bits == 8 { 1 } else { 2 };
+        let per_block = params_per_block(self.bits);
         let params = half_params::decode(self.params.clone(), blocks * n * per_block)
             .reshape([blocks, n, per_block])
             * self.row_scale.clone().reshape([1, n, 1]);
@@ -222,6 +206,38 @@ impl<B: Backend> QuantizedMatrix<B> {
             q * scale + min
         };
         w.reshape([k, n])
+    }
+}
+
+/// Bits per value of `packed` (8 or 4), checked to hold exactly `rows × cols` values with
+/// `cols` a positive multiple of the block size: what a device upload of it needs.
+fn block_bits(packed: &PackedBlocks, rows: usize, cols: usize) -> Result<usize> {
+    let bits = match packed.scheme {
+        Quantization::Q8 => 8,
+        Quantization::Q4 => 4,
+        other => {
+            return Err(QzhouError::InvalidOption(format!(
+                "{other} is not a block scheme"
+            )))
+        }
+    };
+    if rows == 0 || cols == 0 || cols % BLOCK_SIZE != 0 || packed.numel() != rows * cols {
+        return Err(QzhouError::InvalidOption(format!(
+            "{} blocks of {} values cannot form a [{rows}, {cols}] matrix (cols must be a \
+             positive multiple of {BLOCK_SIZE})",
+            packed.scheme,
+            packed.numel()
+        )));
+    }
+    Ok(bits)
+}
+
+/// Block parameters per block of `bits`-bit values: 1 (q8 scale) or 2 (q4 scale, min).
+fn params_per_block(bits: usize) -> usize {
+    if bits == 8 {
+        1
+    } else {
+        2
     }
 }
 

@@ -7,9 +7,9 @@
 
 use burn::prelude::*;
 
-use super::{half_params, unpack_words};
-use crate::error::{QzhouError, Result};
-use crate::quantization::{PackedBlocks, Quantization, BLOCK_SIZE};
+use super::{block_bits, half_params, params_per_block, unpack_words};
+use crate::error::Result;
+use crate::quantization::{PackedBlocks, BLOCK_SIZE};
 
 /// Rows `start .. start + rows` of a `[vocab, cols]` table, block-quantised **row-major**, as
 /// the pack stores them: word `w` of row `r` is `words[r · row_words + w]` (`row_words =
@@ -45,23 +45,7 @@ impl<B: Backend> QuantizedRows<B> {
         cols: usize,
         device: &B::Device,
     ) -> Result<Self> {
-        let bits = match packed.scheme {
-            Quantization::Q8 => 8,
-            Quantization::Q4 => 4,
-            other => {
-                return Err(QzhouError::InvalidOption(format!(
-                    "{other} is not a block scheme"
-                )))
-            }
-        };
-        if rows == 0 || cols == 0 || cols % BLOCK_SIZE != 0 || packed.numel() != rows * cols {
-            return Err(QzhouError::InvalidOption(format!(
-                "{} blocks of {} values cannot form {rows} table rows of {cols} (cols must be \
-                 a positive multiple of {BLOCK_SIZE})",
-                packed.scheme,
-                packed.numel()
-            )));
-        }
+        let bits = block_bits(packed, rows, cols)?;
         let words: Vec<i32> = packed.words.iter().map(|&w| w as i32).collect();
         let per_row = cols / BLOCK_SIZE * packed.params_per_block();
         let params = half_params::encode(&packed.params, rows, per_row, |r, j| r * per_row + j);
@@ -84,11 +68,7 @@ impl<B: Backend> QuantizedRows<B> {
 
     /// Parameters per block: 1 (q8 scale) or 2 (q4 scale, min).
     pub fn params_per_block(&self) -> usize {
-        if self.bits == 8 {
-            1
-        } else {
-            2
-        }
+        params_per_block(self.bits)
     }
 }
 

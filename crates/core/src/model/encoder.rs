@@ -15,7 +15,7 @@ use super::rope::rope_tables;
 use crate::config::{AttentionMode, QwenConfig};
 use crate::error::{QzhouError, Result, ShapeMismatch};
 use crate::kernels::{KernelBackend, QuantizedMatrix, QuantizedRows};
-use crate::quantization::BLOCK_SIZE;
+use crate::quantization::{PackedBlocks, BLOCK_SIZE};
 use crate::weights::TensorSource;
 
 /// Counts of how a loaded encoder's weights are stored on the device.
@@ -457,26 +457,48 @@ impl<B: Backend> Loader<'_, B> {
             .collect())
     }
 
+    /// The 2-D matrix `name` as stored block-quantised, cut into row groups of at most the
+    /// buffer limit (sized by the words, the larger of a group's two buffers), each handed to
+    /// `upload(first row, rows, cols, blocks)` as it is cut. `None` when `name` is not stored
+    /// block-quantised or not 2-D (such tensors are dequantised instead).
+    fn packed_row_groups<T>(
+        &self,
+        name: &str,
+        mut upload: impl FnMut(usize, usize, usize, &PackedBlocks) -> Result<T>,
+    ) -> Result<Option<Vec<T>>> {
+        let full = format!("{}{name}", self.plan.prefix);
+        let Some((packed, shape)) = self.checkpoint.read_packed(&full)? else {
+            return Ok(None);
+        };
+        let [rows, cols] = shape[..] else {
+            return Ok(None);
+        };
+        let row_bytes = cols / BLOCK_SIZE * packed.words_per_block() * 4;
+        let step = self.storage.rows_per_buffer(rows, row_bytes);
+        (0..rows)
+            .step_by(step)
+            .map(|start| {
+                let end = (start + step).min(rows);
+                upload(
+                    start,
+                    end - start,
+                    cols,
+                    &packed.slice_rows(start, end, cols),
+                )
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
     /// The embedding table, in as many row groups as the buffer limit needs: block-quantised
     /// when the checkpoint stores it so and the device keeps quantised tables, else f32.
     fn embedding(&self, name: &str) -> Result<TokenEmbedding<B>> {
         if self.storage.quantized_embedding {
-            let full = format!("{}{name}", self.plan.prefix);
-            if let Some((packed, shape)) = self.checkpoint.read_packed(&full)? {
-                if let [rows, cols] = shape[..] {
-                    // A buffer holds a part's words or its parameters; the words are larger.
-                    let row_bytes = cols / BLOCK_SIZE * packed.words_per_block() * 4;
-                    let step = self.storage.rows_per_buffer(rows, row_bytes);
-                    let parts = (0..rows)
-                        .step_by(step)
-                        .map(|start| {
-                            let end = (start + step).min(rows);
-                            let part = packed.slice_rows(start, end, cols);
-                            QuantizedRows::from_packed(&part, start, end - start, cols, self.device)
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    return Ok(TokenEmbedding::Quantized(parts));
-                }
+            let upload = |start, rows, cols, part: &PackedBlocks| {
+                QuantizedRows::from_packed(part, start, rows, cols, self.device)
+            };
+            if let Some(parts) = self.packed_row_groups(name, upload)? {
+                return Ok(TokenEmbedding::Quantized(parts));
             }
         }
         let parts = self
@@ -500,25 +522,14 @@ impl<B: Backend> Loader<'_, B> {
             None
         };
         if self.storage.keep_quantized {
-            let full = format!("{}{weight_name}", self.plan.prefix);
-            if let Some((packed, shape)) = self.checkpoint.read_packed(&full)? {
-                if let [rows, cols] = shape[..] {
-                    let row_bytes = cols / BLOCK_SIZE * packed.words_per_block() * 4;
-                    let step = self.storage.rows_per_buffer(rows, row_bytes);
-                    let parts = (0..rows)
-                        .step_by(step)
-                        .map(|start| {
-                            let end = (start + step).min(rows);
-                            let part = packed.slice_rows(start, end, cols);
-                            QuantizedMatrix::from_packed(&part, end - start, cols, self.device)
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    return Ok(Projection::Quantized(QuantizedLinear {
-                        parts,
-                        bias: bias.map(Param::from_tensor),
-                    }));
-                }
-                // Anything else block-stored (not 2-D) is dequantised below.
+            let upload = |_, rows, cols, part: &PackedBlocks| {
+                QuantizedMatrix::from_packed(part, rows, cols, self.device)
+            };
+            if let Some(parts) = self.packed_row_groups(&weight_name, upload)? {
+                return Ok(Projection::Quantized(QuantizedLinear {
+                    parts,
+                    bias: bias.map(Param::from_tensor),
+                }));
             }
         }
         let mut parts: Vec<Linear<B>> = self
