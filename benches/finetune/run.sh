@@ -12,7 +12,7 @@
 #   QZHOU_BIN=target/release/qzhou PYTHON=/path/to/venv/bin/python benches/finetune/run.sh [WORK_DIR]
 #
 # PYTHON needs torch, sentence-transformers, scipy. Knobs (env): STEPS BATCH LR WARMUP TAU
-# MAX_LEN SEED SKIP_ST=1 SKIP_QZHOU=1 SKIP_PACKS=1 (repeat runs), EVAL_EVERY (0 = score only the untuned model and the
+# MAX_LEN SEED CHUNK (GradCache chunk, texts; default 2·BATCH) SKIP_ST=1 SKIP_QZHOU=1 SKIP_PACKS=1 (repeat runs), EVAL_EVERY (0 = score only the untuned model and the
 # end: one STS-B test pass of the 0.5B model takes ~8 minutes on 2 cores). Prints a markdown
 # table; logs in WORK_DIR.
 set -euo pipefail
@@ -71,7 +71,7 @@ temperature = $TAU
 seed = $SEED
 query_max_len = $MAX_LEN
 passage_max_len = $MAX_LEN
-grad_cache_chunk = $(( 2 * BATCH ))
+grad_cache_chunk = ${CHUNK:-$(( 2 * BATCH ))}
 [checkpoint]
 dir = "$work/qzhou-run"
 every = $STEPS

@@ -16,6 +16,10 @@ Candidates (every one keeps norms and biases f32, as the packs do):
   only:<class>    one tensor class at q4 (opt-asym32), the rest f32: where the error comes from
   mixed:<classes> opt-asym32 with the named classes at q8 (symmetric, blocks of 32, 8.5 b/w)
   q8              the packs' q8 everywhere; q8-except:<class> the same with one class left f32
+  awq-asym32      opt-asym32 whose search and refit minimise the error weighted by each input
+                  column's mean squared activation on calibration texts (llama.cpp's imatrix idea;
+                  STS-B / Chinese STS-B *train* sentences, disjoint from the scored ones) (5.0)
+  awq-mixed:<classes>  awq-asym32 with the named classes at q8
 
 usage: benches/quant/q4_schemes.py [--texts N] [--schemes a,b,...]
 needs: torch, transformers, gguf, accelerate, numpy (pip)
@@ -159,6 +163,77 @@ def opt_asym(w, block, steps=20, rrange=1.0):
     return (best_m + q * best_s).reshape(w.shape).astype(np.float32)
 
 
+def awq_asym(w, importance, block=32, steps=20, rrange=1.0):
+    """opt_asym minimising sum_j a_j (x_j - m - q_j s)^2, with a_j the mean squared activation
+    that meets column j of `w` ([out, in]) in the forward pass."""
+    rows, cols = w.shape
+    b = w.reshape(-1, block).astype(np.float64)
+    a = np.tile(importance.astype(np.float64).reshape(1, cols), (rows, 1)).reshape(-1, block)
+    a = a / np.maximum(a.mean(1, keepdims=True), 1e-30) + 1e-6
+    lo = np.minimum(b.min(1, keepdims=True), 0)
+    hi = b.max(1, keepdims=True)
+    span = np.maximum(hi - lo, 1e-30)
+    best_err = np.full((b.shape[0], 1), np.inf)
+    best_s = span / 15
+    best_m = lo.copy()
+    sa, sx = a.sum(1, keepdims=True), (a * b).sum(1, keepdims=True)
+    for i in range(steps + 1):
+        iscale = (15 + rrange * (i / steps * 2 - 1)) / span
+        q = np.clip(np.round((b - lo) * iscale), 0, 15)
+        sq, sq2, sqx = (a * q).sum(1, keepdims=True), (a * q * q).sum(1, keepdims=True), (a * q * b).sum(1, keepdims=True)
+        det = sa * sq2 - sq * sq
+        ok = det > 0
+        s = np.where(ok, (sa * sqx - sq * sx) / np.where(ok, det, 1), span / 15)
+        m = np.where(ok, (sq2 * sx - sq * sqx) / np.where(ok, det, 1), lo)
+        s, m = f16(s.astype(np.float32)).astype(np.float64), f16(m.astype(np.float32)).astype(np.float64)
+        inv = np.where(s > 0, 1 / np.where(s > 0, s, 1), 0)
+        q2 = np.clip(np.round((b - m) * inv), 0, 15)
+        err = (a * (m + q2 * s - b) ** 2).sum(1, keepdims=True)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_s = np.where(better, s, best_s)
+        best_m = np.where(better, m, best_m)
+    inv = np.where(best_s > 0, 1 / np.where(best_s > 0, best_s, 1), 0)
+    q = np.clip(np.round((b - best_m) * inv), 0, 15)
+    return (best_m + q * best_s).reshape(w.shape).astype(np.float32)
+
+
+def calibration_texts(n):
+    """n/2 English (STS-B train) and n/2 Chinese (Chinese STS-B train) sentences."""
+    en, zh = [], []
+    with gzip.open(os.path.join(DATA, "sts-b-en", "stsbenchmark.tsv.gz"), "rt", encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            c = line.rstrip("\n").split("\t")
+            if c[0] == "train" and c[6] not in en:
+                en.append(c[6])
+            if len(en) >= n // 2:
+                break
+    for line in open(os.path.join(DATA, "sts-b-zh", "STS-B.train.data"), encoding="utf-8"):
+        t = line.rstrip("\n").split("\t")[0]
+        if t not in zh:
+            zh.append(t)
+        if len(zh) >= n - n // 2:
+            break
+    return en + zh
+
+
+def importance(model, tok, texts):
+    """{weight name: mean over calibration tokens of x_j^2 per input column}, every Linear."""
+    sums, counts, hooks = {}, {}, []
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            def hook(m, inp, name=name):
+                x = inp[0].detach().reshape(-1, inp[0].shape[-1]).double()
+                sums[name] = sums.get(name, 0) + (x * x).sum(0)
+                counts[name] = counts.get(name, 0) + x.shape[0]
+            hooks.append(mod.register_forward_pre_hook(hook))
+    embed(model, tok, texts)
+    for h in hooks:
+        h.remove()
+    return {f"{k}.weight": (sums[k] / counts[k]).numpy() for k in sums}
+
+
 def tensor_class(name):
     if "embed_tokens" in name:
         return "embed"
@@ -173,11 +248,18 @@ def layer_of(name):
     return int(parts[parts.index("layers") + 1]) if "layers" in parts else None
 
 
-def plan(scheme, name, layers):
+def plan(scheme, name, layers, imp=None):
     """(quantiser, bits/weight) for one matrix under `scheme`, or None to keep f32."""
     cls = tensor_class(name)
     if cls is None:
         return None
+    if scheme.startswith("awq"):
+        wanted = scheme.split(":", 1)[1].split("+") if ":" in scheme else []
+        if cls in wanted:
+            return (q8, 8.5)
+        if name in imp:
+            return (lambda w: awq_asym(w, imp[name]), 5.0)
+        return (lambda w: opt_asym(w, 32), 5.0)
     base = {"rtn-asym32": (lambda w: rtn_asym(w, 32), 5.0), "opt-asym32": (lambda w: opt_asym(w, 32), 5.0),
             "rtn-asym16": (lambda w: rtn_asym(w, 16), 6.0)}
     if scheme in base:
@@ -220,6 +302,7 @@ def embed(model, tok, texts):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--texts", type=int, default=60)
+    p.add_argument("--calibration", type=int, default=64, help="calibration texts for awq-*")
     p.add_argument("--extra", default="", help="more texts, '|'-separated")
     p.add_argument("--schemes", default="rtn-asym32,opt-asym32,rtn-asym16,"
                    + ",".join(f"only:{c}" for c in CLASSES) + ",mixed:v_proj,mixed:v_proj+down_proj,mixed:edges,mixed:embed")
@@ -237,6 +320,9 @@ def main():
     texts = sentences(a.texts) + [t for t in a.extra.split("|") if t]
     ref = embed(model, tok, texts)
     original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    imp = None
+    if any(s.startswith("awq") for s in a.schemes.split(",")):
+        imp = importance(model, tok, calibration_texts(a.calibration))
     print(f"{len(texts)} texts ({a.texts // 2} English, {a.texts - a.texts // 2} Chinese), {layers} layers")
     print("| scheme | bits/weight | min cos | p5 cos | mean cos | worst text |")
     print("|---|---|---|---|---|---|")
@@ -244,7 +330,7 @@ def main():
         bits = numel = 0
         state = {}
         for name, w in original.items():
-            how = plan(scheme, name, layers) if w.ndim == 2 else None
+            how = plan(scheme, name, layers, imp) if w.ndim == 2 else None
             if how is None:
                 continue
             fn, b = how

@@ -1,5 +1,6 @@
 //! `qzhou embed`.
 
+use std::ops::Range;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -7,16 +8,16 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use qzhou_core::KernelBackend;
 use qzhou_core::{Embedder, LoadOptions, TextKind, Truncation};
+use sha2::{Digest, Sha256};
 
 use crate::backend::{BackendJob, ComputeArgs};
+use crate::eval::model_fingerprint;
 use crate::hub::ModelArgs;
-use crate::input::{from_args, read_file, InputFormat, InputText};
+use crate::input::{count_texts, from_args, read_file, read_range, InputFormat, InputText};
 use crate::model_form::FormOverrides;
 use crate::output::{write_embeddings, OutputFormat};
 use crate::prompt_args::PromptArgs;
-
-/// Texts per progress-bar step when reading from a file.
-const CHUNK: usize = 256;
+use crate::shard::{jsonl_lines, Shard, ShardParts};
 
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
@@ -60,23 +61,75 @@ pub struct EmbedArgs {
     /// Do not L2-normalise the embeddings.
     #[arg(long)]
     pub no_normalize: bool,
+    /// Embed only shard I of N (0-based) of --input's texts into OUTPUT's shard file
+    /// (`emb.jsonl` → `emb-0000I-of-0000N.jsonl`); a killed shard run again redoes only its
+    /// unfinished chunks. Join the shards with `qzhou merge-shards -o OUTPUT`.
+    #[arg(long, value_name = "I/N", requires_all = ["input", "output"])]
+    pub shard: Option<Shard>,
+    /// Texts per chunk: one progress step, and with --shard the unit of sharding and of
+    /// resumption (a chunk is embedded on its own, so sharded and unsharded vectors match bit
+    /// for bit when this is the same).
+    #[arg(long, default_value_t = 256, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub chunk_texts: usize,
+}
+
+/// The slice of the input one `--shard` run embeds.
+struct ShardJob {
+    shard: Shard,
+    /// Text positions of the whole input.
+    total: usize,
+    /// Positions of this shard (a multiple of `chunk_texts` at the start).
+    range: Range<usize>,
+    /// The shard's output file.
+    output: PathBuf,
 }
 
 struct EmbedJob {
     args: EmbedArgs,
     texts: Vec<InputText>,
+    shard: Option<ShardJob>,
     model_dir: PathBuf,
     show_progress: bool,
 }
 
 pub fn run(args: EmbedArgs) -> Result<()> {
-    let texts = match (&args.input, args.texts.is_empty()) {
-        (Some(_), false) => bail!("give texts as arguments or with --input, not both"),
-        (Some(path), true) => read_file(path, args.input_format)?,
-        (None, false) => from_args(&args.texts)?,
-        (None, true) => bail!("no texts: pass them as arguments or with --input FILE"),
+    let mut shard = None;
+    let texts = match (&args.input, args.texts.is_empty(), args.shard) {
+        (Some(_), false, _) => bail!("give texts as arguments or with --input, not both"),
+        (Some(path), true, Some(s)) => {
+            if path == "-" {
+                bail!("--shard reads its slice from a file, not standard input");
+            }
+            let total = count_texts(path, args.input_format)?;
+            if total == 0 {
+                bail!("{path}: no texts");
+            }
+            let range = s.range(total, args.chunk_texts);
+            let output = s.output_path(args.output.as_deref().expect("clap requires --output"));
+            let texts = read_range(path, args.input_format, range.clone())?;
+            shard = Some(ShardJob {
+                shard: s,
+                total,
+                range,
+                output,
+            });
+            texts
+        }
+        (Some(path), true, None) => read_file(path, args.input_format)?,
+        (None, false, _) => from_args(&args.texts)?,
+        (None, true, _) => bail!("no texts: pass them as arguments or with --input FILE"),
     };
     crate::output::resolve_format(args.output_format, args.output.as_deref())?;
+    if let Some(job) = &shard {
+        if job.output.exists() {
+            eprintln!(
+                "shard {} is already done ({} exists; delete it to embed the shard again)",
+                job.shard,
+                job.output.display()
+            );
+            return Ok(());
+        }
+    }
     let model_dir = args.source.resolve()?;
     let show_progress =
         args.input.is_some() && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -84,6 +137,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     compute.dispatch(EmbedJob {
         args,
         texts,
+        shard,
         model_dir,
         show_progress,
     })
@@ -126,18 +180,86 @@ impl BackendJob for EmbedJob {
         } else {
             ProgressBar::hidden()
         };
-        let mut rows = Vec::with_capacity(self.texts.len());
-        for (c, chunk) in self.texts.chunks(CHUNK).enumerate() {
+        let embed_chunk = |c: usize, chunk: &[InputText]| {
             let strs: Vec<&str> = chunk.iter().map(|t| t.text.as_str()).collect();
-            let got = embedder
+            embedder
                 .embed(&strs, &options)
-                .map_err(|e| renumber(e, c * CHUNK, &self.texts))?;
-            rows.extend(got);
+                .map_err(|e| renumber(e, c * a.chunk_texts, &self.texts))
+        };
+        if let Some(job) = &self.shard {
+            let fingerprint = self.fingerprint(job)?;
+            let parts = ShardParts::open(&job.output, &fingerprint)?;
+            // Absolute chunk indices: the shard starts at a multiple of chunk_texts.
+            let first = job.range.start / a.chunk_texts;
+            let (mut done, mut embedded) = (0, 0);
+            for (c, chunk) in self.texts.chunks(a.chunk_texts).enumerate() {
+                if parts.has(first + c) {
+                    done += 1;
+                } else {
+                    let rows = embed_chunk(c, chunk)?;
+                    let ids: Vec<_> = chunk.iter().map(|t| t.id.clone()).collect();
+                    parts.write(first + c, &jsonl_lines(&ids, &rows)?)?;
+                    embedded += 1;
+                }
+                bar.inc(chunk.len() as u64);
+            }
+            bar.finish_and_clear();
+            let chunks = self.texts.len().div_ceil(a.chunk_texts);
+            parts.finish(first..first + chunks, &job.output, a.output_format)?;
+            eprintln!(
+                "shard {}: texts {}..{} of {}, {chunks} chunks ({done} found done, {embedded} embedded) -> {}",
+                job.shard,
+                job.range.start,
+                job.range.end,
+                job.total,
+                job.output.display()
+            );
+            return Ok(());
+        }
+        let mut rows = Vec::with_capacity(self.texts.len());
+        for (c, chunk) in self.texts.chunks(a.chunk_texts).enumerate() {
+            rows.extend(embed_chunk(c, chunk)?);
             bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
         let ids: Vec<serde_json::Value> = self.texts.iter().map(|t| t.id.clone()).collect();
         write_embeddings(a.output.as_deref(), a.output_format, &ids, &rows)
+    }
+}
+
+impl EmbedJob {
+    /// What a shard's finished chunks depend on: the model files, every option that changes a
+    /// vector or the output, and the input slice (its size, range and texts).
+    fn fingerprint(&self, job: &ShardJob) -> Result<String> {
+        let a = &self.args;
+        let mut h = Sha256::new();
+        h.update(model_fingerprint(&self.model_dir, "")?.as_bytes());
+        let options = format!(
+            "{:?}|{:?}|{:?}|{}|{:?}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}",
+            a.form,
+            a.prompt,
+            a.document,
+            a.query,
+            a.max_length,
+            a.no_truncate,
+            a.no_normalize,
+            a.batch_tokens,
+            a.compute.backend,
+            a.compute.dtype,
+            a.compute.fusion,
+            a.output_format,
+            a.chunk_texts,
+            job.total,
+            job.range,
+        );
+        h.update(options.as_bytes());
+        for t in &self.texts {
+            h.update(t.id.to_string().as_bytes());
+            h.update([0]);
+            h.update(t.text.as_bytes());
+            h.update([0]);
+        }
+        Ok(format!("{:x}", h.finalize()))
     }
 }
 

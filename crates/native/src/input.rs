@@ -2,6 +2,7 @@
 //! (`{"text": ..., "id": ...}` per line), from a path or `-` for standard input.
 
 use std::io::{BufRead, BufReader, Read};
+use std::ops::Range;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -31,7 +32,36 @@ pub struct InputText {
 /// Read every text of `path` (`-` = stdin). Blank lines in text files and malformed JSONL lines
 /// are errors naming `path:line`.
 pub fn read_file(path: &str, format: InputFormat) -> Result<Vec<InputText>> {
-    let jsonl = match format {
+    let mut out = Vec::new();
+    let count = visit_texts(path, format, 0..usize::MAX, |_, text| {
+        out.push(text);
+        Ok(())
+    })?;
+    if count == 0 {
+        bail!("{path}: no texts");
+    }
+    Ok(out)
+}
+
+/// Number of text positions in `path`: its lines (text files) or non-blank lines (JSONL),
+/// counted without parsing them — the positions [`read_range`] and [`read_file`] number.
+pub fn count_texts(path: &str, format: InputFormat) -> Result<usize> {
+    visit_texts(path, format, 0..0, |_, _| Ok(()))
+}
+
+/// The texts at positions `range` of `path` (0-based, as [`count_texts`] numbers them), parsed
+/// and checked; the lines before are only counted and reading stops after the range.
+pub fn read_range(path: &str, format: InputFormat, range: Range<usize>) -> Result<Vec<InputText>> {
+    let mut out = Vec::with_capacity(range.len());
+    visit_texts(path, format, range, |_, text| {
+        out.push(text);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn is_jsonl(path: &str, format: InputFormat) -> bool {
+    match format {
         InputFormat::Jsonl => true,
         InputFormat::Text => false,
         InputFormat::Auto => {
@@ -41,21 +71,39 @@ pub fn read_file(path: &str, format: InputFormat) -> Result<Vec<InputText>> {
                 .unwrap_or("");
             matches!(ext, "jsonl" | "ndjson")
         }
-    };
+    }
+}
+
+/// Call `visit(position, text)` for the texts of `path` at positions in `parse`, in order
+/// (`position` 0-based over the texts; other positions are counted, not parsed); returns how
+/// many positions were read (all of them unless reading stopped after a finite `parse`).
+fn visit_texts(
+    path: &str,
+    format: InputFormat,
+    parse: Range<usize>,
+    mut visit: impl FnMut(usize, InputText) -> Result<()>,
+) -> Result<usize> {
+    let jsonl = is_jsonl(path, format);
     let reader: Box<dyn Read> = if path == "-" {
         Box::new(std::io::stdin())
     } else {
         Box::new(std::fs::File::open(path).with_context(|| format!("cannot open input {path}"))?)
     };
-    let mut out = Vec::new();
+    let mut position = 0;
     for (n, line) in BufReader::new(reader).lines().enumerate() {
         let lineno = n + 1;
         let line = line.with_context(|| format!("{path}:{lineno}: cannot read (not UTF-8?)"))?;
-        let position = out.len();
-        if jsonl {
-            if line.trim().is_empty() {
-                continue;
-            }
+        if jsonl && line.trim().is_empty() {
+            continue;
+        }
+        if position >= parse.end && parse.end > parse.start {
+            break;
+        }
+        if !parse.contains(&position) {
+            position += 1;
+            continue;
+        }
+        let text = if jsonl {
             let v: Value = serde_json::from_str(&line)
                 .with_context(|| format!("{path}:{lineno}: malformed JSON"))?;
             let Some(text) = v.get("text").and_then(Value::as_str) else {
@@ -65,25 +113,24 @@ pub fn read_file(path: &str, format: InputFormat) -> Result<Vec<InputText>> {
                 bail!("{path}:{lineno}: `text` is empty");
             }
             let id = v.get("id").cloned().unwrap_or(Value::from(position));
-            out.push(InputText {
+            InputText {
                 id,
                 text: text.to_string(),
-            });
+            }
         } else {
             let text = line.strip_suffix('\r').unwrap_or(&line);
             if text.trim().is_empty() {
                 bail!("{path}:{lineno}: empty line (one text per line; use JSONL for texts with newlines)");
             }
-            out.push(InputText {
+            InputText {
                 id: Value::from(position),
                 text: text.to_string(),
-            });
-        }
+            }
+        };
+        visit(position, text)?;
+        position += 1;
     }
-    if out.is_empty() {
-        bail!("{path}: no texts");
-    }
-    Ok(out)
+    Ok(position)
 }
 
 /// Texts given as arguments.

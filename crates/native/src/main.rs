@@ -16,6 +16,7 @@ mod model_form;
 mod output;
 mod prompt_args;
 mod serve;
+mod shard;
 mod synth;
 mod train;
 
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Embed texts (arguments, a text file or JSONL) and write JSONL or .npy.
     Embed(embed::EmbedArgs),
+    /// Join the outputs of `qzhou embed --shard I/N` (checks that every shard is there).
+    MergeShards(shard::MergeShardsArgs),
     /// Write web weight packs (f32, f16, q8, q4) of a model folder for the npm package.
     ExportWeb(export_web::ExportWebArgs),
     /// Evaluate a model on MTEB-style task manifests (STS, pair classification, retrieval,
@@ -62,6 +65,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
+        Command::MergeShards(args) => shard::merge(args),
         Command::ExportWeb(args) => export_web::run(args),
         Command::Train(args) => train::run(args),
         Command::Export(args) => export::run(args),

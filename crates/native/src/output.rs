@@ -55,7 +55,7 @@ pub fn write_embeddings(
     }
 }
 
-fn write_jsonl(w: &mut dyn Write, ids: &[Value], rows: &[Vec<f32>]) -> Result<()> {
+pub(crate) fn write_jsonl(w: &mut dyn Write, ids: &[Value], rows: &[Vec<f32>]) -> Result<()> {
     for (id, row) in ids.iter().zip(rows) {
         serde_json::to_writer(&mut *w, &json!({"id": id, "embedding": row}))?;
         w.write_all(b"\n")?;

@@ -7,6 +7,7 @@
 //! its side rule, or the manifest's own `instruction` / `apply_to`.
 
 mod cache;
+pub use cache::model_fingerprint;
 pub mod manifest;
 mod table;
 pub(crate) mod text_pool;
@@ -29,7 +30,7 @@ use serde_json::{json, Value};
 use crate::backend::{BackendJob, ComputeArgs};
 use crate::hub::ModelArgs;
 use crate::model_form::FormOverrides;
-use cache::{model_fingerprint, EmbeddingCache};
+use cache::EmbeddingCache;
 use manifest::{EvalType, Manifest, Row};
 
 /// Cutoffs reported for retrieval and reranking (mteb's).
