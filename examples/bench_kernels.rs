@@ -12,7 +12,8 @@ use burn::backend::wgpu::WgpuDevice;
 use burn::prelude::*;
 use qzhou_core::backends::Wgpu;
 use qzhou_core::kernels::{
-    reference_mean_pool, reference_quantized_matmul, KernelBackend, QuantizedMatrix,
+    dense_matmul_kernel, reference_mean_pool, reference_quantized_matmul, KernelBackend,
+    QuantizedMatrix,
 };
 use qzhou_core::quantization::{quantize, PackedBlocks};
 use qzhou_core::Quantization;
@@ -65,6 +66,19 @@ fn main() {
             "Burn f32 matmul",
             time(iters, || x.clone().matmul(dense.clone())),
         );
+        let k_major = dense.clone().into_data();
+        let k_major = Tensor::<Wgpu, 2>::from_data(k_major, &device);
+        for (name, weight) in [
+            ("f32 WGSL kernel, weight [n, k] (loaded Linear)", &dense),
+            ("f32 WGSL kernel, weight [k, n] (k-major)", &k_major),
+        ] {
+            row(
+                name,
+                time(iters, || {
+                    dense_matmul_kernel(x.clone(), weight).expect("a layout the kernel reads")
+                }),
+            );
+        }
         for scheme in [Quantization::Q8, Quantization::Q4] {
             let mut packed = PackedBlocks::new(scheme).unwrap();
             packed

@@ -11,8 +11,8 @@ use burn::prelude::*;
 use common::{assert_close, cosine, fixture, max_abs_diff, packed_model_files, Expected};
 use qzhou_core::backends::Wgpu;
 use qzhou_core::kernels::{
-    reference_mean_pool, reference_quantized_gather, reference_quantized_matmul, KernelBackend,
-    QuantizedMatrix, QuantizedRows,
+    dense_matmul_kernel, reference_mean_pool, reference_quantized_gather,
+    reference_quantized_matmul, KernelBackend, QuantizedMatrix, QuantizedRows,
 };
 use qzhou_core::model::{Projection, TokenEmbedding};
 use qzhou_core::quantization::{quantize, quantize_scaled, scale_exponent, PackedBlocks};
@@ -103,6 +103,60 @@ fn quantized_matmul_kernel_matches_plain_burn_ops_and_host_math() {
 }
 
 /// Row `ids[t] - start` of a `[rows, cols]` host table, zeros outside it.
+#[test]
+fn dense_matmul_kernel_matches_burn_matmul_and_host_math_in_both_layouts() {
+    let device = WgpuDevice::DefaultDevice;
+    // Ragged sizes as above; (3, 5, 6): k not a multiple of 4 falls back (None).
+    for (m, n, k) in [
+        (37, 130, 96),
+        (1, 7, 32),
+        (64, 64, 256),
+        (9, 70, 64),
+        (3, 5, 6),
+    ] {
+        let x = values(m * k, 3 + m as u64, 1.0);
+        let w = values(n * k, 4 + n as u64, 0.1); // HF layout [n, k]
+        let want = host_matmul(&x, &w, m, n, k);
+        let xt = Tensor::<Wgpu, 2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
+        // A loaded Linear holds the transposed view of a contiguous [n, k] ...
+        let w_view =
+            Tensor::<Wgpu, 2>::from_data(TensorData::new(w.clone(), [n, k]), &device).transpose();
+        // ... or, once Burn has made it contiguous, [k, n] itself.
+        let w_t: Vec<f32> = (0..k)
+            .flat_map(|p| (0..n).map(move |j| (p, j)))
+            .map(|(p, j)| w[j * k + p])
+            .collect();
+        let w_contiguous = Tensor::<Wgpu, 2>::from_data(TensorData::new(w_t, [k, n]), &device);
+        let burn = host(xt.clone().matmul(w_view.clone()));
+        for (layout, weight) in [("[n, k] view", &w_view), ("[k, n]", &w_contiguous)] {
+            let what = format!("m={m} n={n} k={k} weight {layout}");
+            let Some(out) = dense_matmul_kernel(xt.clone(), weight) else {
+                assert_ne!(k % 4, 0, "{what}: the kernel declined a supported shape");
+                continue;
+            };
+            assert_eq!(
+                k % 4,
+                0,
+                "{what}: the kernel ran with k not a multiple of 4"
+            );
+            assert_eq!(out.dims(), [m, n], "{what}");
+            let out = host(out);
+            assert!(
+                max_rel(&out, &want) < 1e-5,
+                "{what}: kernel vs host {}",
+                max_rel(&out, &want)
+            );
+            assert!(max_rel(&out, &burn) < 1e-5, "{what}: kernel vs Burn matmul");
+        }
+    }
+    // Any other layout (here a column slice of a contiguous [k, 2n]) is declined.
+    let wide =
+        Tensor::<Wgpu, 2>::from_data(TensorData::new(values(64 * 16, 9, 0.1), [64, 16]), &device);
+    let x =
+        Tensor::<Wgpu, 2>::from_data(TensorData::new(values(8 * 64, 10, 1.0), [8, 64]), &device);
+    assert!(dense_matmul_kernel(x, &wide.slice([0..64, 0..8])).is_none());
+}
+
 fn host_gather(table: &[f32], ids: &[i32], start: usize, rows: usize, cols: usize) -> Vec<f32> {
     ids.iter()
         .flat_map(|&id| {

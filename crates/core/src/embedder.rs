@@ -71,6 +71,12 @@ pub struct LoadOptions {
     /// rows up from it ([`KernelBackend::has_quantized_gather`]); `false` dequantises it to f32
     /// at load (4–8× the memory, the reference path).
     pub quantized_embedding: bool,
+    /// Run dense (f32) projections through the backend's own f32 matmul kernel
+    /// (`shaders/dense_matmul.wgsl` on wgpu) instead of Burn's matmul
+    /// ([`KernelBackend::use_dense_kernel`]; process-wide). `None` keeps the current choice,
+    /// Burn's by default — the faster one on every adapter measured so far (README "Hand-written
+    /// WGSL kernels").
+    pub dense_kernel: Option<bool>,
 }
 
 impl Default for LoadOptions {
@@ -85,6 +91,7 @@ impl Default for LoadOptions {
             max_batch: DEFAULT_MAX_BATCH,
             max_buffer_bytes: None,
             quantized_embedding: true,
+            dense_kernel: None,
         }
     }
 }
@@ -244,6 +251,9 @@ impl<B: KernelBackend> Embedder<B> {
             .unwrap_or_else(|| settings.config.native_attention());
         let mut storage = DeviceStorage::for_backend::<B>(device);
         storage.quantized_embedding &= options.quantized_embedding;
+        if let Some(on) = options.dense_kernel {
+            B::use_dense_kernel(on);
+        }
         if let Some(limit) = options.max_buffer_bytes {
             if limit == 0 {
                 return Err(QzhouError::InvalidOption(

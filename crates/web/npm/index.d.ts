@@ -42,6 +42,12 @@ export interface LoadOptions {
    * 4–8× the memory (2.2 GB for a 7B model's table).
    */
   quantizedEmbedding?: boolean;
+  /**
+   * Run f32 projections (an f32/f16 pack, or q8/q4 on a backend without the fused kernel)
+   * through qzhou's WGSL matmul instead of Burn's generated one. Default false: Burn's was the
+   * faster on the adapters measured (see the README). Applies to every model of the page.
+   */
+  denseKernel?: boolean;
   /** The .wasm file's URL or bytes, if it is not next to the package's JS. */
   wasm?: string | URL | Bytes;
 }

@@ -11,6 +11,7 @@ struct LoadJson {
     max_batch: Option<usize>,
     max_buffer_bytes: Option<usize>,
     quantized_embedding: Option<bool>,
+    dense_kernel: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -35,7 +36,8 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(json: &str, what: &str) -> Resu
 /// Load options: `maxLength`, `batchTokens`, `maxBatch`, `maxBufferBytes` (split weights
 /// into GPU buffers of at most this size; default: the device's binding limit),
 /// `quantizedEmbedding` (keep a q8/q4 pack's token-embedding table quantised on the GPU;
-/// default true; false dequantises it to f32 at load).
+/// default true; false dequantises it to f32 at load), `denseKernel` (f32 projections through
+/// qzhou's WGSL matmul instead of Burn's; default false, see the package README).
 pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
     let j: LoadJson = parse(json, "load options")?;
     let d = LoadOptions::default();
@@ -45,6 +47,7 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
         max_batch: j.max_batch.unwrap_or(d.max_batch),
         max_buffer_bytes: j.max_buffer_bytes,
         quantized_embedding: j.quantized_embedding.unwrap_or(d.quantized_embedding),
+        dense_kernel: j.dense_kernel,
         ..d
     })
 }

@@ -26,6 +26,8 @@ mod half_params;
 mod quantized_rows;
 #[cfg(feature = "wgpu")]
 mod wgpu;
+#[cfg(feature = "wgpu")]
+pub use wgpu::dense_matmul_kernel;
 
 pub use quantized_rows::{reference_quantized_gather, QuantizedRows};
 
@@ -53,6 +55,21 @@ pub trait KernelBackend: Backend {
     /// others (a table split over several buffers sums its parts' lookups).
     fn quantized_gather(ids: Tensor<Self, 1, Int>, table: &QuantizedRows<Self>) -> Tensor<Self, 2> {
         reference_quantized_gather(ids, table)
+    }
+
+    /// `x` `[m, k]` times a dense weight `w` `[k, n]` (a `Linear`'s weight, any strides):
+    /// `[m, n]`. Burn's matmul, unless the backend has its own kernel and it is switched on
+    /// ([`KernelBackend::use_dense_kernel`]).
+    fn dense_matmul(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
+        x.matmul(w.clone())
+    }
+
+    /// Run [`KernelBackend::dense_matmul`] through the backend's own f32 kernel (`true`) or
+    /// Burn's matmul (`false`), for every model on the backend in this process (the choice is
+    /// a speed trade-off per adapter; both compute the same products). A no-op where the
+    /// backend has no such kernel (everything but plain wgpu).
+    fn use_dense_kernel(on: bool) {
+        let _ = on;
     }
 
     /// Masked mean of `hidden` `[batch, seq, dim]` over the tokens where `mask` `[batch, seq]`

@@ -7,6 +7,8 @@
 //! feature on recompiles all of cubecl for every build (dev, wasm, CUDA check), so the
 //! twenty lines live here instead.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use burn::backend::wgpu::{BoolElement, CubeBackend, CubeTensor, WgpuDevice, WgpuRuntime};
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
@@ -25,6 +27,8 @@ use super::{KernelBackend, QuantizedMatrix, QuantizedRows};
 const QUANTIZED_MATMUL: &str = include_str!("../../../../shaders/quantized_matmul.wgsl");
 /// `shaders/quantized_gather.wgsl`.
 const QUANTIZED_GATHER: &str = include_str!("../../../../shaders/quantized_gather.wgsl");
+/// `shaders/dense_matmul.wgsl`.
+const DENSE_MATMUL: &str = include_str!("../../../../shaders/dense_matmul.wgsl");
 /// `shaders/mean_pool_l2.wgsl`.
 const MEAN_POOL_L2: &str = include_str!("../../../../shaders/mean_pool_l2.wgsl");
 
@@ -35,6 +39,8 @@ enum Shader {
     QuantizedMatmul { bits: u32 },
     /// Row gather + dequantise from a `bits`-bit table.
     QuantizedGather { bits: u32 },
+    /// f32 matmul, the weight `[k, n]` stored k-major or as the transposed view of `[n, k]`.
+    DenseMatmul { k_major: bool },
     /// Masked mean pooling + optional L2 normalisation.
     MeanPoolL2,
 }
@@ -48,13 +54,18 @@ impl Shader {
             Self::QuantizedGather { bits } => {
                 format!("const BITS: u32 = {bits}u;\n{QUANTIZED_GATHER}")
             }
+            Self::DenseMatmul { k_major } => {
+                format!("const K_MAJOR: bool = {k_major};\n{DENSE_MATMUL}")
+            }
             Self::MeanPoolL2 => MEAN_POOL_L2.to_string(),
         }
     }
 
     fn workgroup(self) -> CubeDim {
         match self {
-            Self::QuantizedMatmul { .. } | Self::QuantizedGather { .. } => CubeDim::new_1d(64),
+            Self::QuantizedMatmul { .. }
+            | Self::QuantizedGather { .. }
+            | Self::DenseMatmul { .. } => CubeDim::new_1d(64),
             Self::MeanPoolL2 => CubeDim::new_1d(256),
         }
     }
@@ -76,6 +87,7 @@ impl<C: Compiler> CubeTask<C> for WgslTask {
             debug_name: Some(match self.0 {
                 Shader::QuantizedMatmul { .. } => "qzhou::quantized_matmul",
                 Shader::QuantizedGather { .. } => "qzhou::quantized_gather",
+                Shader::DenseMatmul { .. } => "qzhou::dense_matmul",
                 Shader::MeanPoolL2 => "qzhou::mean_pool_l2",
             }),
             source: self.0.source(),
@@ -142,7 +154,65 @@ fn to_u32(v: usize, what: &str) -> u32 {
     u32::try_from(v).unwrap_or_else(|_| panic!("{what} {v} exceeds the kernel's u32 indexing"))
 }
 
+/// `x` `[m, k]` times `w` `[k, n]` by `shaders/dense_matmul.wgsl`, reading `w` where it lies:
+/// contiguous `[k, n]`, or the transposed view of a contiguous `[n, k]` (how loaded `Linear`
+/// weights are held). `None` (use Burn's matmul) for any other layout or `k` not a multiple
+/// of 4, or a grid past WebGPU's 65,535 workgroups per dimension (over 524,280 rows).
+pub fn dense_matmul_kernel<BT: BoolElement>(
+    x: Tensor<CubeBackend<WgpuRuntime, f32, i32, BT>, 2>,
+    w: &Tensor<CubeBackend<WgpuRuntime, f32, i32, BT>, 2>,
+) -> Option<Tensor<CubeBackend<WgpuRuntime, f32, i32, BT>, 2>> {
+    let [m, k] = x.dims();
+    let [k2, n] = w.dims();
+    assert_eq!(
+        k, k2,
+        "dense matmul: x has {k} columns, the weight {k2} rows"
+    );
+    // WebGPU caps each grid dimension at 65,535 workgroups.
+    let fits_grid = n.div_ceil(64) <= 65_535 && m.div_ceil(8) <= 65_535;
+    if k % 4 != 0 || m == 0 || n == 0 || !fits_grid {
+        return None;
+    }
+    let w: CubeTensor<WgpuRuntime> = float_primitive(w.clone());
+    let k_major = match w.meta.strides()[..] {
+        [a, 1] if a == n => true,
+        [1, b] if b == k => false,
+        _ => return None,
+    };
+    let x: CubeTensor<WgpuRuntime> = into_contiguous(float_primitive(x));
+    let groups = CubeCount::Static(n.div_ceil(64) as u32, m.div_ceil(8) as u32, 1);
+    let info = [
+        to_u32(m, "rows"),
+        to_u32(n, "columns"),
+        to_u32(k, "depth"),
+        0,
+    ];
+    Some(launch(
+        Shader::DenseMatmul { k_major },
+        &[&x, &w],
+        [m, n],
+        info,
+        groups,
+    ))
+}
+
+/// Whether dense projections run `shaders/dense_matmul.wgsl` ([`KernelBackend::use_dense_kernel`]).
+static DENSE_KERNEL: AtomicBool = AtomicBool::new(false);
+
 impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
+    fn dense_matmul(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
+        if DENSE_KERNEL.load(Ordering::Relaxed) {
+            if let Some(y) = dense_matmul_kernel(x.clone(), w) {
+                return y;
+            }
+        }
+        x.matmul(w.clone())
+    }
+
+    fn use_dense_kernel(on: bool) {
+        DENSE_KERNEL.store(on, Ordering::Relaxed);
+    }
+
     fn has_fused_quantized_matmul() -> bool {
         true
     }

@@ -10,18 +10,20 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use crate::kernels::KernelBackend;
+
 /// `x·W (+ b)` for `x` `[batch, seq, in]` and `W` `[in, out]` (any strides, e.g. the transposed
-/// view of an HF `[out, in]` matrix), as one `[batch·seq, in] × [in, out]` product.
-/// Returns `[batch, seq, out]`.
-pub fn matmul_rows<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 2>) -> Tensor<B, 3> {
+/// view of an HF `[out, in]` matrix), as one `[batch·seq, in] × [in, out]` product
+/// ([`KernelBackend::dense_matmul`]). Returns `[batch, seq, out]`.
+pub fn matmul_rows<B: KernelBackend>(x: Tensor<B, 3>, weight: &Tensor<B, 2>) -> Tensor<B, 3> {
     let [b, s, k] = x.dims();
     let n = weight.dims()[1];
-    x.reshape([b * s, k]).matmul(weight).reshape([b, s, n])
+    B::dense_matmul(x.reshape([b * s, k]), weight).reshape([b, s, n])
 }
 
 /// [`Linear`]'s forward pass on `[batch, seq, in]` through [`matmul_rows`]; `[batch, seq, out]`.
-pub fn linear_rows<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let y = matmul_rows(x, linear.weight.val());
+pub fn linear_rows<B: KernelBackend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let y = matmul_rows(x, &linear.weight.val());
     match &linear.bias {
         Some(bias) => y + bias.val().unsqueeze::<3>(),
         None => y,

@@ -12,6 +12,7 @@ use burn::tensor::Distribution;
 
 use super::dense::{linear_rows, matmul_rows};
 use crate::error::{QzhouError, Result};
+use crate::kernels::KernelBackend;
 /// A dense projection with a trainable low-rank update.
 #[derive(Module, Debug)]
 pub struct LoraLinear<B: Backend> {
@@ -63,13 +64,6 @@ impl<B: Backend> LoraLinear<B> {
             .mul_scalar(self.scale)
     }
 
-    /// `x`: `[batch, seq, in]` -> `[batch, seq, out]`.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let update = matmul_rows(matmul_rows(x.clone(), self.lora_a.val()), self.lora_b.val())
-            .mul_scalar(self.scale);
-        linear_rows(&self.base, x) + update
-    }
-
     /// The base projection with the update folded in: `W + (α / r)·A·B` (same bias).
     pub fn merge(&self) -> Linear<B> {
         Linear {
@@ -91,6 +85,18 @@ impl<B: Backend> LoraLinear<B> {
             lora_b: self.lora_b.clone(),
             scale: self.scale,
         }
+    }
+}
+
+impl<B: KernelBackend> LoraLinear<B> {
+    /// `x`: `[batch, seq, in]` -> `[batch, seq, out]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let update = matmul_rows(
+            matmul_rows(x.clone(), &self.lora_a.val()),
+            &self.lora_b.val(),
+        )
+        .mul_scalar(self.scale);
+        linear_rows(&self.base, x) + update
     }
 }
 
