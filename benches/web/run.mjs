@@ -1,12 +1,13 @@
 // Browser embedding throughput: qzhou-embed (WebGPU, f32/q8/q4 packs) vs transformers.js
-// (@huggingface/transformers + onnxruntime-web, WebGPU EP, fp32 ONNX export of the same weights),
+// (@huggingface/transformers + onnxruntime-web, WebGPU EP, the fp32 ONNX export of the same weights
+// and its q8/q4 quantisations made as transformers.js models ship: quantize_onnx.py),
 // in one headless Debian Chromium (SwiftShader WebGPU adapter without a GPU).
 //
 // usage: node benches/web/run.mjs [WORKDIR]          (WORKDIR default /tmp/webbench)
 //   WORKDIR/model  the random-weight Qwen2 model of make_model.py (made if missing)
 //   WORKDIR/web    its qzhou weight packs (qzhou export-web, rewritten every run)
-// env: MAXLEN (128) tokens per text after truncation; ROWS (f32,q8,q4,tjs-fp32,tjs-wasm-fp32; also f16,
-// cpu-f32, cpu-q8, ...: qzhou on its CPU wasm backend);
+// env: MAXLEN (128) tokens per text after truncation; ROWS (f32,f32-wgsl,q8,q4,tjs-fp32,tjs-q8,tjs-q4; also f16,
+// cpu-f32, cpu-q8, ...: qzhou on its CPU wasm backend; tjs-wasm-<dtype>: transformers.js on wasm);
 //      REPEATS (2) timed runs per row (the best is reported); PYTHON (/work/pyref/bin/python);
 //      QZHOU_BIN (else <repo>/target or /work/target debug qzhou), CHROMIUM as in crates/web/tests/harness.mjs.
 import { execFileSync } from 'node:child_process';
@@ -21,7 +22,7 @@ const MODEL = join(WORK, 'model');
 const WEB = join(WORK, 'web');
 const MAXLEN = Number(process.env.MAXLEN || 128);
 const REPEATS = Number(process.env.REPEATS || 2);
-const ROWS = (process.env.ROWS || 'f32,q8,q4,tjs-fp32,tjs-wasm-fp32').split(',');
+const ROWS = (process.env.ROWS || 'f32,f32-wgsl,q8,q4,tjs-fp32,tjs-q8,tjs-q4').split(',');
 const PYTHON = process.env.PYTHON || '/work/pyref/bin/python';
 // harness.mjs looks in $CARGO_TARGET_DIR or <repo>/target; this workspace builds into /work/target.
 const QZ = existsSync(QZHOU) ? QZHOU : '/work/target/debug/qzhou';
@@ -57,6 +58,13 @@ function sh(cmd, args) {
 // (a) model folder and qzhou packs
 if (!existsSync(join(MODEL, 'onnx', 'model.onnx'))) {
   sh(PYTHON, [join(HERE, 'make_model.py'), MODEL, '--max-length', String(MAXLEN)]);
+}
+// transformers.js' quantised files (dtype q8 -> model_quantized.onnx, q4 -> model_q4.onnx).
+const ONNX_FILE = { fp32: 'model.onnx', q8: 'model_quantized.onnx', q4: 'model_q4.onnx', fp16: 'model_fp16.onnx' };
+const tjsDtypes = ROWS.filter((r) => r.startsWith('tjs-')).map((r) => r.replace(/^tjs-(wasm-)?/, ''));
+if (tjsDtypes.some((d) => d === 'q8' || d === 'q4')
+    && !(existsSync(join(MODEL, 'onnx', ONNX_FILE.q8)) && existsSync(join(MODEL, 'onnx', ONNX_FILE.q4)))) {
+  sh(PYTHON, [join(HERE, 'quantize_onnx.py'), MODEL]);
 }
 const tokCfg = JSON.parse(readFileSync(join(MODEL, 'tokenizer_config.json'), 'utf8'));
 if (tokCfg.model_max_length !== MAXLEN) {
@@ -106,7 +114,7 @@ try {
       if (row.startsWith('tjs-')) {
         // tjs-<dtype> on WebGPU, tjs-wasm-<dtype> on onnxruntime-web's wasm (CPU) backend
         const [device, dtype] = row.startsWith('tjs-wasm-') ? ['wasm', row.slice(9)] : ['webgpu', row.slice(4)];
-        r.packBytes = statSync(join(MODEL, 'onnx', dtype === 'fp32' ? 'model.onnx' : `model_${dtype}.onnx`)).size;
+        r.packBytes = statSync(join(MODEL, 'onnx', ONNX_FILE[dtype] || `model_${dtype}.onnx`)).size;
         Object.assign(r, await evaluate(page, async ({ device, dtype, warm }) => {
           const T = await import('/tjs/transformers.js');
           T.env.allowRemoteModels = false;
@@ -136,17 +144,19 @@ try {
         }
       } else {
         // <q> on WebGPU, cpu-<q> on qzhou's CPU (Burn Flex) wasm backend
-        const [backend, q] = row.startsWith('cpu-') ? ['cpu', row.slice(4)] : ['webgpu', row];
+        // f32-wgsl: f32 with the WGSL dense-matmul kernel instead of Burn's matmul
+        const denseKernel = row === 'f32-wgsl';
+        const [backend, q] = row.startsWith('cpu-') ? ['cpu', row.slice(4)] : ['webgpu', denseKernel ? 'f32' : row];
         r.packBytes = packBytes(q);
-        Object.assign(r, await evaluate(page, async ({ q, backend, maxLength, warm }) => {
+        Object.assign(r, await evaluate(page, async ({ q, backend, maxLength, warm, denseKernel }) => {
           const qz = await import('/crates/web/pkg/index.js');
-          const e = await qz.Embedder.load('/model/', { quantization: q, backend, maxLength, cache: false });
+          const e = await qz.Embedder.load('/model/', { quantization: q, backend, maxLength, cache: false, denseKernel });
           window.e = e;
           await e.embed([warm], { kind: 'document' });
           const info = e.info();
           return { ttfeMs: performance.now(), prefix: e.prefix({ kind: 'document' }),
             info: { backend: info.backend, attention: info.attention, pooling: info.pooling, maxLength: info.maxLength, loadMs: info.loadMs } };
-        }, { q, backend, maxLength: MAXLEN, warm: WARMUP }, LOAD_MS, logs));
+        }, { q, backend, maxLength: MAXLEN, warm: WARMUP, denseKernel }, LOAD_MS, logs));
         r.times = [];
         for (let k = 0; k < REPEATS; k++) {
           const t = await evaluate(page, async (texts) => {
@@ -180,12 +190,19 @@ for (const r of Object.values(results)) {
   delete r.rows;
 }
 
-// Ratios compare like with like: WebGPU rows against transformers.js on WebGPU, CPU (wasm)
-// rows against transformers.js on onnxruntime-web's wasm backend.
+// Ratios compare like with like: the same precision (qzhou f32/q8/q4 against transformers.js
+// fp32/q8/q4) on the same device (WebGPU rows against transformers.js on WebGPU, CPU (wasm) rows
+// against transformers.js on onnxruntime-web's wasm backend); transformers.js rows against its
+// own fp32.
 const isCpu = (row) => row.startsWith('cpu-') || row.startsWith('tjs-wasm-');
-const baseFor = (row) => results[isCpu(row) ? 'tjs-wasm-fp32' : 'tjs-fp32']?.tokensPerS;
-const NAMES = { f32: 'qzhou f32', f16: 'qzhou f16', q8: 'qzhou q8', q4: 'qzhou q4' };
-const header = ['row', 'tokens/s', 'vs transformers.js fp32 (same device)', 'pack bytes', 'first embedding (s)', 'timed runs (s)', 'min cos vs qzhou f32'];
+const DTYPE = { f32: 'fp32', 'f32-wgsl': 'fp32', f16: 'fp16', q8: 'q8', q4: 'q4' };
+const baseFor = (row) => {
+  const device = isCpu(row) ? 'tjs-wasm-' : 'tjs-';
+  const precision = row.startsWith('tjs-') ? 'fp32' : DTYPE[row.replace(/^cpu-/, '')];
+  return results[device + precision]?.tokensPerS;
+};
+const NAMES = { f32: 'qzhou f32', 'f32-wgsl': 'qzhou f32, WGSL dense kernel', f16: 'qzhou f16', q8: 'qzhou q8', q4: 'qzhou q4' };
+const header = ['row', 'tokens/s', 'vs transformers.js, same precision and device', 'pack bytes', 'first embedding (s)', 'timed runs (s)', 'min cos vs qzhou f32'];
 const lines = Object.entries(results).map(([row, r]) => [
   NAMES[row] || (row.startsWith('cpu-') ? `qzhou ${row.slice(4)} (wasm CPU)` : row.startsWith('tjs-wasm-') ? `transformers.js ${row.slice(9)} (wasm CPU)` : `transformers.js ${row.slice(4)}`),
   r.error ? `FAILED: ${r.error.slice(0, 80)}` : r.tokensPerS.toFixed(1),
