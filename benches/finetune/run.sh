@@ -82,7 +82,9 @@ name = "sts-b+sick"
 path = "$work/train.jsonl"
 batch_size = $BATCH
 TOML
-if [ "${SKIP_QZHOU:-0}" != 1 ] && [ ! -d "$work/qzhou-run/step-$STEPS" ]; then
+# `qzhou train` names checkpoints step-%08d.
+last=$work/qzhou-run/$(printf "step-%08d" "$STEPS")
+if [ "${SKIP_QZHOU:-0}" != 1 ] && [ ! -d "$last" ]; then
   log "qzhou train ($STEPS steps)"
   /usr/bin/time -v "$bin" train --config "$work/run.toml" --quiet 2> "$work/qzhou-train.log"
 fi
@@ -97,8 +99,8 @@ if [ "${SKIP_ST:-0}" != 1 ] && [ ! -f "$work/st/done" ]; then
 fi
 
 # 6. the fine-tuned model as f32 folder and q8/q4 web packs
-if [ -d "$work/qzhou-run/step-$STEPS" ]; then
-  [ -f "$work/tuned/config.json" ] || "$bin" export --checkpoint "$work/qzhou-run/step-$STEPS" --out "$work/tuned" --dtype f32 >&2
+if [ -d "$last" ]; then
+  [ -f "$work/tuned/config.json" ] || "$bin" export --checkpoint "$last" --out "$work/tuned" --dtype f32 >&2
   # The f32 score of the exported folder (set SCORE_F32=0 to take the last in-training evaluation:
   # the same model and evaluator, one STS-B pass less).
   if [ "${SCORE_F32:-1}" = 1 ]; then
