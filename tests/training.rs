@@ -13,7 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use qzhou_core::losses::retrieval_infonce;
 use qzhou_core::model::{DeviceStorage, LoraConfig, Projection, QwenEncoder};
 use qzhou_core::training::{
-    clip_grad_norm, data_parallel_step, embed_texts, grad_cache_step, grad_norm,
+    clip_grad_norm, embed_texts, grad_cache_step, grad_norm, peer_step, PeerGroup,
 };
 use qzhou_core::{AttentionMode, Checkpoint, Pooling, QwenConfig};
 
@@ -103,31 +103,98 @@ fn grad_cache_equals_plain_backpropagation() {
     );
 }
 
+/// A group of peers in one process for the test: each peer is a thread; an all-reduce puts
+/// each peer's values in its slot, waits for all, and every peer adds the slots in rank
+/// order (an independent stand-in for burn-collective, which `qzhou train` uses).
+struct ThreadGroup {
+    rank: usize,
+    size: usize,
+    slots: std::sync::Arc<std::sync::Mutex<Vec<Vec<f32>>>>,
+    barrier: std::sync::Arc<std::sync::Barrier>,
+}
+
+impl PeerGroup<Flex> for ThreadGroup {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn all_reduce_sum<const D: usize>(
+        &self,
+        tensor: Tensor<Flex, D>,
+    ) -> qzhou_core::Result<Tensor<Flex, D>> {
+        let shape = tensor.shape();
+        let device = tensor.device();
+        self.slots.lock().unwrap()[self.rank] = tensor.into_data().to_vec::<f32>().unwrap();
+        self.barrier.wait();
+        let sum = {
+            let slots = self.slots.lock().unwrap();
+            let mut sum = vec![0f32; slots[0].len()];
+            for slot in slots.iter() {
+                for (s, v) in sum.iter_mut().zip(slot) {
+                    *s += v;
+                }
+            }
+            sum
+        };
+        self.barrier.wait(); // nobody refills a slot before every peer has read it
+        Ok(Tensor::from_data(TensorData::new(sum, shape), &device))
+    }
+}
+
+/// `size` peers, each a thread with its own replica, running `peer_step` on the whole batch.
+fn run_peers(model: &QwenEncoder<B>, size: usize, chunk: usize) -> Vec<(f64, GradientsParams)> {
+    let slots = std::sync::Arc::new(std::sync::Mutex::new(vec![Vec::new(); size]));
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(size));
+    std::thread::scope(|s| {
+        let peers: Vec<_> = (0..size)
+            .map(|rank| {
+                let group = ThreadGroup {
+                    rank,
+                    size,
+                    slots: slots.clone(),
+                    barrier: barrier.clone(),
+                };
+                let replica = model.clone().fork(&Default::default());
+                s.spawn(move || {
+                    let out = peer_step(&replica, &texts(), 0, Pooling::Mean, chunk, &group, loss)
+                        .unwrap();
+                    (out.loss, out.grads)
+                })
+            })
+            .collect();
+        peers.into_iter().map(|p| p.join().unwrap()).collect()
+    })
+}
+
 #[test]
-fn data_parallel_over_three_replicas_equals_one_device() {
-    // Three replicas (forks) on the CPU device: the gather/scatter, per-device threads and the
-    // ordered gradient sum are exercised; only the device count is simulated.
+fn peers_together_compute_the_one_device_step() {
     let model = tiny();
-    let device = Default::default();
-    let replicas = vec![
-        model.clone(),
-        model.clone().fork(&device),
-        model.clone().fork(&device),
-    ];
-    let ids = texts();
-    let one = grad_cache_step(&model, &ids, 0, Pooling::Mean, 100, loss).unwrap();
-    let many = data_parallel_step(&replicas, &ids, 0, Pooling::Mean, 2, loss).unwrap();
-    assert!((one.loss - many.loss).abs() < 1e-5 * one.loss.abs().max(1.0));
-    let (worst, scale, count) = compare(&model, &one.grads, &many.grads);
-    assert_eq!(count, 1 + 2 * 12 + 1);
-    assert!(
-        worst <= 1e-5 * scale,
-        "max |Δgrad| {worst} vs max |grad| {scale}"
-    );
-    // Same inputs, same order of summation: bit-identical on a second run.
-    let again = data_parallel_step(&replicas, &ids, 0, Pooling::Mean, 2, loss).unwrap();
-    assert_eq!(compare(&model, &many.grads, &again.grads).0, 0.0);
-    assert!(data_parallel_step(&[], &ids, 0, Pooling::Mean, 2, loss).is_err());
+    let one = grad_cache_step(&model, &texts(), 0, Pooling::Mean, 100, loss).unwrap();
+    // 3 peers over 6 chunks of 2 texts; 5 peers over 3 chunks of 4 (two peers embed nothing).
+    for (size, chunk) in [(3, 2), (5, 4)] {
+        let peers = run_peers(&model, size, chunk);
+        for (rank, (peer_loss, grads)) in peers.iter().enumerate() {
+            let what = format!("{size} peers, chunk {chunk}, peer {rank}");
+            assert!(
+                (one.loss - peer_loss).abs() < 1e-5 * one.loss.abs().max(1.0),
+                "{what}: loss {peer_loss} vs {}",
+                one.loss
+            );
+            let (worst, scale, count) = compare(&model, &one.grads, grads);
+            assert_eq!(count, 1 + 2 * 12 + 1, "{what}");
+            assert!(
+                worst <= 1e-5 * scale,
+                "{what}: max |Δgrad| {worst} vs {scale}"
+            );
+            // Every peer holds the same gradient, bit for bit.
+            assert_eq!(compare(&model, &peers[0].1, grads).0, 0.0, "{what}");
+        }
+        // Same inputs, same order of summation: bit-identical on a second run.
+        let again = run_peers(&model, size, chunk);
+        assert_eq!(compare(&model, &peers[0].1, &again[0].1).0, 0.0);
+    }
 }
 
 #[test]

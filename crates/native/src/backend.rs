@@ -200,11 +200,13 @@ fn dispatch_with<J: AutodiffJob, C: CheckpointStrategy>(
     }
     match kind {
         BackendKind::Cpu => {
-            if device_indices != [0] {
-                bail!("the CPU backend is one device (it uses every core); drop --devices");
-            }
+            // One device, which uses every core; several indices run that many peers on it
+            // (they share the cores: a way to try a data-parallel run without GPUs).
             let _ = fusion;
-            job.run::<Autodiff<burn::backend::Flex, C>>(vec![Default::default()])
+            job.run::<Autodiff<burn::backend::Flex, C>>(vec![
+                Default::default();
+                device_indices.len()
+            ])
         }
         BackendKind::Wgpu => {
             #[cfg(feature = "wgpu")]

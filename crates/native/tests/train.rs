@@ -604,3 +604,262 @@ fn bf16_training_keeps_f32_masters_and_resumes_exactly() {
     );
     assert!(!run.dir.join("metrics.jsonl").exists());
 }
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A run of `steps` (checkpoints every 4) whose weights stay comparable across peer counts:
+/// Adam turns a rounding-level gradient difference into up to `lr` per step where a gradient
+/// is near zero, so the learning rate is kept small.
+fn data_parallel_setup(dir: &Path, steps: usize) -> Run {
+    let run = setup(dir, steps, 4, "");
+    let text = std::fs::read_to_string(&run.config).unwrap();
+    std::fs::write(&run.config, text.replace("lr = 3e-3", "lr = 5e-4")).unwrap();
+    run
+}
+
+/// `nodes` processes of `qzhou train` on one run file, over 127.0.0.1, each with `args`.
+fn spawn_nodes(
+    run: &Run,
+    nodes: usize,
+    args: &[&str],
+    coordinator: u16,
+) -> Vec<std::process::Child> {
+    (0..nodes)
+        .map(|rank| {
+            let (coordinator, own) = (
+                format!("127.0.0.1:{coordinator}"),
+                format!("127.0.0.1:{}", free_port()),
+            );
+            let rank = rank.to_string();
+            let mut all = vec![
+                "train",
+                "--config",
+                run.config.to_str().unwrap(),
+                "--quiet",
+                "--nodes",
+                "2",
+                "--node-rank",
+                &rank,
+                "--coordinator",
+                &coordinator,
+                "--node-address",
+                &own,
+            ];
+            all.extend_from_slice(args);
+            Command::new(env!("CARGO_BIN_EXE_qzhou"))
+                .args(&all)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn wait_ok(children: Vec<std::process::Child>) {
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a node failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Transfers are logged on stderr (warnings only), never on stdout.
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// Largest |a − b| over the exported weights of two runs' checkpoints at `step`.
+fn weight_gap(tmp: &Path, a: &Run, b: &Run, step: usize) -> f32 {
+    let (ea, eb) = (
+        tmp.join(format!(
+            "export-{}",
+            a.dir
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+        )),
+        tmp.join(format!(
+            "export-{}",
+            b.dir
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+        )),
+    );
+    for (run, out) in [(a, &ea), (b, &eb)] {
+        if !out.exists() {
+            export(&run.dir.join(format!("step-{step:08}")), out, "f32");
+        }
+    }
+    let (ta, tb) = (
+        tensors(&ea.join("model.safetensors")),
+        tensors(&eb.join("model.safetensors")),
+    );
+    assert_eq!(ta.len(), tb.len());
+    ta.iter()
+        .zip(&tb)
+        .map(|((na, va), (nb, vb))| {
+            assert_eq!(na, nb);
+            va.iter()
+                .zip(vb)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        })
+        .fold(0f32, f32::max)
+}
+
+fn assert_same_losses(a: &Run, b: &Run, what: &str) {
+    let (la, lb) = (losses(&metrics(&a.dir)), losses(&metrics(&b.dir)));
+    assert_eq!(la.len(), lb.len(), "{what}");
+    for (step, (x, y)) in la.iter().zip(&lb).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+            "{what}: step {} loss {y} vs {x}",
+            step + 1
+        );
+    }
+}
+
+#[test]
+fn data_parallel_peers_and_nodes_equal_one_device() {
+    // The global batch (16 queries + 32 documents) is 3 GradCache chunks of 16: with 2 peers
+    // one embeds two chunks, with 2 nodes × 2 peers one peer embeds nothing.
+    let tmp = tempfile::tempdir().unwrap();
+    let one = data_parallel_setup(&tmp.path().join("one"), 12);
+    ok(&qzhou(&[
+        "train",
+        "--config",
+        one.config.to_str().unwrap(),
+        "--quiet",
+    ]));
+
+    let mut peers = Vec::new();
+    for name in ["peers", "peers-again"] {
+        let run = data_parallel_setup(&tmp.path().join(name), 12);
+        ok(&qzhou(&[
+            "train",
+            "--config",
+            run.config.to_str().unwrap(),
+            "--quiet",
+            "--devices",
+            "0,1",
+        ]));
+        peers.push(run);
+    }
+    let mut nodes = Vec::new();
+    for name in ["nodes", "nodes-again"] {
+        let run = data_parallel_setup(&tmp.path().join(name), 12);
+        wait_ok(spawn_nodes(&run, 2, &["--devices", "0,1"], free_port()));
+        nodes.push(run);
+    }
+    for (run, what) in [(&peers[0], "2 peers"), (&nodes[0], "2 nodes x 2 peers")] {
+        assert_same_losses(&one, run, what);
+        let gap = weight_gap(tmp.path(), &one, run, 12);
+        assert!(gap <= 1e-5, "{what}: final weights differ by {gap}");
+        // Node 0 alone writes metrics (evaluation included) and checkpoints.
+        assert_eq!(metrics(&run.dir).len(), metrics(&one.dir).len(), "{what}");
+    }
+    // The same run twice: bit for bit (sums in a fixed order).
+    for (a, b) in [(&peers[0], &peers[1]), (&nodes[0], &nodes[1])] {
+        assert_eq!(losses(&metrics(&a.dir)), losses(&metrics(&b.dir)));
+        assert_eq!(weight_gap(tmp.path(), a, b, 12), 0.0);
+    }
+}
+
+#[test]
+fn a_killed_node_stops_the_others_and_resume_continues() {
+    // 40 steps, so that node 1 dies mid-run; the resumed run must equal an uninterrupted
+    // two-node run bit for bit.
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = data_parallel_setup(&tmp.path().join("whole"), 40);
+    wait_ok(spawn_nodes(&whole, 2, &[], free_port()));
+
+    let run = data_parallel_setup(&tmp.path().join("killed"), 40);
+    let mut children = spawn_nodes(&run, 2, &["--peer-timeout", "60"], free_port());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    // Kill node 1 after the first checkpoint (step 4), between two checkpoints.
+    while !run.dir.join("step-00000004").exists()
+        || std::fs::read_to_string(run.dir.join("metrics.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+            < 7
+    {
+        assert!(Instant::now() < deadline, "training made no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut node1 = children.pop().unwrap();
+    node1.kill().unwrap();
+    node1.wait().unwrap();
+    let killed_at = Instant::now();
+    let out = children.pop().unwrap().wait_with_output().unwrap();
+    let waited = killed_at.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "node 0 went on alone: {stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+    // The killed node's connections reset: the survivor stops at once, well before the
+    // 60-second watchdog.
+    assert!(
+        waited < Duration::from_secs(50),
+        "node 0 took {waited:?} to stop"
+    );
+    // Both nodes again with --resume finish the run as if nothing had happened.
+    wait_ok(spawn_nodes(&run, 2, &["--resume"], free_port()));
+    assert_eq!(losses(&metrics(&whole.dir)), losses(&metrics(&run.dir)));
+    assert_eq!(weight_gap(tmp.path(), &whole, &run, 40), 0.0);
+}
+
+#[test]
+fn bad_node_settings_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = data_parallel_setup(&tmp.path().join("bad"), 12);
+    let config = run.config.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec![
+                "--nodes",
+                "2",
+                "--node-rank",
+                "2",
+                "--coordinator",
+                "127.0.0.1:1",
+            ],
+            "--node-rank 2",
+        ),
+        (vec!["--nodes", "2"], "--coordinator"),
+        (
+            vec!["--nodes", "2", "--coordinator", "localhost"],
+            "HOST:PORT",
+        ),
+        (vec!["--nodes", "0"], "at least 1"),
+    ] {
+        let mut all = vec!["train", "--config", config, "--quiet"];
+        all.extend(args.iter().copied());
+        let out = Command::new(env!("CARGO_BIN_EXE_qzhou"))
+            .args(&all)
+            .env_remove("MASTER_ADDR")
+            .env_remove("MASTER_PORT")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -9,12 +9,14 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::FloatDType;
 
 use crate::batching::pad_batch;
 use crate::error::{QzhouError, Result};
 use crate::kernels::KernelBackend;
 use crate::model::QwenEncoder;
 use crate::pooling::{pool, Pooling};
+use crate::training::peers::{all_reduce_gradients, PeerGroup, Solo};
 
 /// What a step produced.
 pub struct StepOutput {
@@ -58,35 +60,42 @@ where
     B::InnerBackend: KernelBackend,
     F: FnOnce(Tensor<B, 2>) -> Result<Tensor<B, 1>>,
 {
-    data_parallel_step(
-        std::slice::from_ref(model),
-        texts,
-        pad_id,
-        pooling,
-        chunk,
-        loss,
-    )
+    peer_step(model, texts, pad_id, pooling, chunk, &Solo, loss)
 }
 
-/// [`grad_cache_step`] over several devices (data parallel): `replicas[i]` is the model on
-/// device `i` (`replicas[0]`'s device is the main one, where the loss runs and the gradients
-/// are returned; the others are [`burn::module::Module::fork`]s of it). Chunk `c` runs on
-/// replica `c mod n`, each device in its own thread; the embeddings of all devices meet on the
-/// main device, so **every in-batch negative is seen by every query** whatever device embedded
-/// it, and each device back-propagates its chunks' slices of the loss gradient. Gradients are
-/// summed on the main device in chunk order, so the result does not depend on thread timing.
-/// After the optimizer step, re-fork the updated model to the other devices.
-pub fn data_parallel_step<B, F>(
-    replicas: &[QwenEncoder<B>],
+/// [`grad_cache_step`] as one peer of a data-parallel group (`peers`, e.g. one per GPU and
+/// node): every peer is called with the **same** global batch and its own replica of the
+/// same weights. The batch is cut into GradCache chunks of `chunk` texts; chunk `c` is
+/// embedded by peer `c mod peers.size()`.
+///
+/// 1. Each peer embeds its chunks without a graph into the rows they hold in a zero
+///    `[texts, hidden]` matrix; one all-reduce (sum) gives every peer all embeddings, exactly
+///    (each row is one peer's values plus zeros), so **every in-batch negative is seen by
+///    every query** whichever peer embedded it.
+/// 2. Every peer computes the loss and its gradient with respect to the embeddings (the same
+///    values everywhere).
+/// 3. Each peer re-embeds its chunks with a graph and back-propagates its rows of that
+///    gradient, summing its chunks in chunk order.
+/// 4. The parameter gradients are all-reduced as a **sum** ([`all_reduce_gradients`]): the
+///    gradient of the global batch's loss, what one device would compute, on every peer —
+///    so identical optimizer steps keep the replicas identical.
+///
+/// The result equals the one-device step up to float rounding (peers sum their chunks
+/// separately before the all-reduce adds the partial sums). A peer with no chunk (more peers
+/// than chunks) contributes zeros.
+pub fn peer_step<B, P, F>(
+    model: &QwenEncoder<B>,
     texts: &[Vec<u32>],
     pad_id: u32,
     pooling: Pooling,
     chunk: usize,
+    peers: &P,
     loss: F,
 ) -> Result<StepOutput>
 where
     B: AutodiffBackend + KernelBackend,
     B::InnerBackend: KernelBackend,
+    P: PeerGroup<B::InnerBackend>,
     F: FnOnce(Tensor<B, 2>) -> Result<Tensor<B, 1>>,
 {
     if chunk == 0 {
@@ -94,69 +103,30 @@ where
             "GradCache chunk size must be at least 1".into(),
         ));
     }
-    let Some(main) = replicas.first() else {
-        return Err(QzhouError::InvalidOption("no device to train on".into()));
-    };
     if let Some(i) = texts.iter().position(Vec::is_empty) {
         return Err(QzhouError::EmptyText { index: i });
     }
-    let device_of = |m: &QwenEncoder<B>| m.embed_tokens.device();
-    let main_device = device_of(main);
+    let (rank, size) = (peers.rank(), peers.size());
+    if size == 0 || rank >= size {
+        return Err(QzhouError::InvalidOption(format!(
+            "peer {rank} of a group of {size}"
+        )));
+    }
+    let device = model.embed_tokens.device();
     let chunks: Vec<Vec<&[u32]>> = texts
         .chunks(chunk)
         .map(|c| c.iter().map(Vec::as_slice).collect())
         .collect();
-    if chunks.len() == 1 && replicas.len() == 1 {
-        let embeddings = embed_texts(main, &chunks[0], pad_id, pooling, &main_device);
+    if chunks.len() == 1 && size == 1 {
+        let embeddings = embed_texts(model, &chunks[0], pad_id, pooling, &device);
         let value = loss(embeddings)?;
         let loss_value = scalar(&value)?;
-        let grads = GradientsParams::from_grads(value.backward(), main);
+        let grads = GradientsParams::from_grads(value.backward(), model);
         return Ok(StepOutput {
             loss: loss_value,
             grads,
         });
     }
-    let n = replicas.len();
-    // Chunks of replica r, with their index: c = r, r + n, r + 2n, ...
-    let assigned = |r: usize| (r..chunks.len()).step_by(n);
-    // 1. Embeddings without a graph, every device at once; gathered on the main device.
-    let mut cached: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; chunks.len()];
-    std::thread::scope(|s| {
-        let jobs: Vec<_> = replicas
-            .iter()
-            .enumerate()
-            .map(|(r, replica)| {
-                let chunks = &chunks;
-                let main_device = &main_device;
-                s.spawn(move || {
-                    let frozen = replica.valid();
-                    let device = device_of(replica);
-                    assigned(r)
-                        .map(|c| {
-                            let e = embed_texts(&frozen, &chunks[c], pad_id, pooling, &device);
-                            (c, e.to_device(main_device))
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for job in jobs {
-            for (c, e) in job.join().expect("an embedding thread panicked") {
-                cached[c] = Some(e);
-            }
-        }
-    });
-    let cached: Vec<_> = cached
-        .into_iter()
-        .map(|e| e.expect("every chunk embedded"))
-        .collect();
-    // 2. Loss and its gradient with respect to the embeddings (main device).
-    let embeddings = Tensor::<B, 2>::from_inner(Tensor::cat(cached, 0)).require_grad();
-    let value = loss(embeddings.clone())?;
-    let loss_value = scalar(&value)?;
-    let embedding_grad = embeddings
-        .grad(&value.backward())
-        .ok_or_else(|| QzhouError::Backend("the loss does not depend on the embeddings".into()))?;
     let starts: Vec<usize> = chunks
         .iter()
         .scan(0, |at, c| {
@@ -165,60 +135,59 @@ where
             Some(start)
         })
         .collect();
-    // 3. Each device re-embeds its chunks with a graph and back-propagates its slices. The
-    //    gradients are summed on the main device in chunk order as they arrive, and a device
-    //    starts its next chunk only once its last one is summed, so the main device holds the
-    //    running sum plus at most one chunk's gradients per device (not every chunk's).
-    type Summed = std::sync::mpsc::SyncSender<()>;
-    type Chunk = (usize, std::thread::Result<GradientsParams>, Summed);
+    let mine: Vec<usize> = (rank..chunks.len()).step_by(size).collect();
+    // 1. Embeddings without a graph.
+    let frozen = model.valid();
+    let embedded = mine
+        .iter()
+        .map(|&c| embed_texts(&frozen, &chunks[c], pad_id, pooling, &device));
+    let all = if size == 1 {
+        Tensor::cat(embedded.collect(), 0)
+    } else {
+        // Gathered in f32 whatever the compute dtype, so every peer sends the same type.
+        let hidden = model.embed_tokens.hidden_size();
+        let mut rows = Tensor::<B::InnerBackend, 2>::zeros([texts.len(), hidden], &device);
+        for (&c, e) in mine.iter().zip(embedded) {
+            let range = [starts[c]..starts[c] + chunks[c].len(), 0..hidden];
+            rows = rows.slice_assign(range, e.cast(FloatDType::F32));
+        }
+        peers.all_reduce_sum(rows)?
+    };
+    // 2. Loss and its gradient with respect to the embeddings.
+    let embeddings = Tensor::<B, 2>::from_inner(all).require_grad();
+    let value = loss(embeddings.clone())?;
+    let loss_value = scalar(&value)?;
+    let embedding_grad = embeddings
+        .grad(&value.backward())
+        .ok_or_else(|| QzhouError::Backend("the loss does not depend on the embeddings".into()))?;
+    // 3. This peer's chunks with a graph, each back-propagating its rows of the gradient;
+    //    summed in chunk order, one chunk's graph alive at a time.
     let mut accumulator = GradientsAccumulator::<QwenEncoder<B>>::new();
-    std::thread::scope(|s| {
-        let (results, arrivals) = std::sync::mpsc::channel::<Chunk>();
-        for (r, replica) in replicas.iter().enumerate() {
-            let results = results.clone();
-            let (chunks, starts, embedding_grad) = (&chunks, &starts, &embedding_grad);
-            let main_device = &main_device;
-            s.spawn(move || {
-                let device = device_of(replica);
-                for c in assigned(r) {
-                    let grads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let rows = embedding_grad
-                            .clone()
-                            .narrow(0, starts[c], chunks[c].len())
-                            .to_device(&device);
-                        let e = embed_texts(replica, &chunks[c], pad_id, pooling, &device);
-                        let surrogate = (e * Tensor::from_inner(rows)).sum();
-                        GradientsParams::from_grads(surrogate.backward(), replica)
-                            .to_device(main_device, replica)
-                    }));
-                    let failed = grads.is_err();
-                    let (summed, wait) = std::sync::mpsc::sync_channel(1);
-                    // Stop when this chunk failed or the main thread gave up (its end of
-                    // either channel is gone).
-                    if results.send((c, grads, summed)).is_err() || failed || wait.recv().is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(results);
-        let mut waiting = std::collections::BTreeMap::new();
-        let mut next = 0;
-        for (c, grads, summed) in arrivals {
-            let grads = grads.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            waiting.insert(c, (grads, summed));
-            while let Some((grads, summed)) = waiting.remove(&next) {
-                accumulator.accumulate(main, grads);
-                // The device may be gone already (its last chunk); nothing waits then.
-                let _ = summed.send(());
-                next += 1;
-            }
-        }
-        assert_eq!(next, chunks.len(), "every chunk back-propagated");
-    });
+    for &c in &mine {
+        let rows = embedding_grad.clone().narrow(0, starts[c], chunks[c].len());
+        let e = embed_texts(model, &chunks[c], pad_id, pooling, &device);
+        let rows = Tensor::<B, 2>::from_inner(rows);
+        let rows = if rows.dtype() == e.dtype() {
+            rows
+        } else {
+            rows.cast(e.dtype())
+        };
+        let surrogate = (e * rows).sum();
+        accumulator.accumulate(
+            model,
+            GradientsParams::from_grads(surrogate.backward(), model),
+        );
+    }
+    let grads = accumulator.grads();
+    // 4. The global gradient on every peer.
+    let grads = if size == 1 {
+        grads
+    } else {
+        all_reduce_gradients(model, grads, peers)?
+    };
     Ok(StepOutput {
         loss: loss_value,
-        grads: accumulator.grads(),
+        grads,
     })
 }
 

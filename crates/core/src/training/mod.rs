@@ -5,13 +5,15 @@
 mod clip;
 mod grad_cache;
 pub mod memory_plan;
+mod peers;
 mod precision;
 mod precision_optimizer;
 mod schedule;
 
 pub use clip::{clip_grad_norm, grad_norm};
-pub use grad_cache::{data_parallel_step, embed_texts, grad_cache_step, StepOutput};
+pub use grad_cache::{embed_texts, grad_cache_step, peer_step, StepOutput};
 pub use memory_plan::{MemoryPlan, PlanInput};
+pub use peers::{all_reduce_gradients, copy_trainable_from_first_peer, PeerGroup, Solo};
 pub use precision::Precision;
 pub use precision_optimizer::{cast_params, PrecisionAdamW};
 pub use schedule::{Decay, LrSchedule};

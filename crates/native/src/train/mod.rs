@@ -2,12 +2,13 @@
 //! any backend with autodiff — CPU, wgpu, CUDA (f32 or bf16).
 //!
 //! Each step draws one single-dataset batch ([`BatchSampler`]), embeds its texts with
-//! GradCache in chunks of `grad_cache_chunk` (spread over `--devices` when several), applies the dataset's loss (retrieval InfoNCE,
+//! GradCache in chunks of `grad_cache_chunk` (spread over the peers of `--devices` and `--nodes`, see `collective`), applies the dataset's loss (retrieval InfoNCE,
 //! CoSENT or classification InfoNCE), clips the global gradient norm and takes an Adam/AdamW
 //! step at the scheduled learning rate. Checkpoints every `checkpoint.every` steps, at the end
 //! and on Ctrl-C; `--resume` continues bit for bit (weights, optimizer moments, data order).
 
 pub(crate) mod checkpoint;
+mod collective;
 pub mod config;
 mod curves;
 mod data;
@@ -33,13 +34,15 @@ use qzhou_core::fs::{open_checkpoint, read_required};
 use qzhou_core::losses::{classification_infonce, cosent, retrieval_infonce};
 use qzhou_core::model::{DeviceStorage, QwenEncoder, RandomInit};
 use qzhou_core::training::{
-    clip_grad_norm, data_parallel_step, grad_norm, Precision, PrecisionAdamW,
+    clip_grad_norm, copy_trainable_from_first_peer, grad_norm, peer_step, PeerGroup, Precision,
+    PrecisionAdamW, Solo,
 };
 use qzhou_core::weights::TensorSource;
 use qzhou_core::{AttentionMode, KernelBackend, Pooling, QwenConfig, TextTokenizer, Truncation};
 
 use crate::backend::{dispatch_autodiff, AutodiffJob, BackendKind, DTypeArg, FusionArg};
 use checkpoint::{TrainState, MODEL_FILE, OPTIMIZER_FILE};
+use collective::{CollectivePeer, GroupSpec, Watchdog};
 use config::{Init, RunConfig};
 use data::{batch_texts, BatchTexts, Dataset, LossInput};
 
@@ -66,10 +69,31 @@ pub struct TrainArgs {
     /// Burn 0.21's fused backward is wrong for some shapes, README "Backends").
     #[arg(long, value_enum)]
     pub fusion: Option<FusionArg>,
-    /// GPU indices for wgpu/cuda, comma-separated: several = data parallel (each batch is
-    /// split over the devices in GradCache chunks; in-batch negatives span all of them).
+    /// GPU indices for wgpu/cuda, comma-separated: several = data parallel on burn-collective,
+    /// one peer per device (each batch's GradCache chunks are spread over every peer of every
+    /// node; in-batch negatives span all of them; gradients are summed). On the CPU backend
+    /// `0,1,..` runs that many peers sharing the cores (to try a multi-device run).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub devices: Vec<usize>,
+    /// Nodes (machines) in the run, one `qzhou train` per node with the same run file.
+    #[arg(long, env = "NNODES", default_value_t = 1)]
+    pub nodes: usize,
+    /// This node's index, 0..nodes; node 0 runs the coordinator and writes checkpoints.
+    #[arg(long, env = "NODE_RANK", default_value_t = 0)]
+    pub node_rank: usize,
+    /// HOST:PORT of the coordinator, reachable from every node (node 0 listens on the port);
+    /// default: $MASTER_ADDR:$MASTER_PORT.
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// HOST:PORT the other nodes reach this node at for tensor transfers (default: the
+    /// coordinator's host, port = coordinator port + 1 + node rank).
+    #[arg(long)]
+    pub node_address: Option<String>,
+    /// Seconds a peer may wait for the others in one collective call (joining included)
+    /// before the run stops with an error; evaluation on node 0 counts as waiting for the
+    /// other peers.
+    #[arg(long, default_value_t = 1800)]
+    pub peer_timeout: u64,
     /// Gradient checkpointing (Burn's balanced strategy): recompute memory-bound operations
     /// in the backward pass instead of keeping their outputs. Less activation memory, more
     /// compute; GradCache (`grad_cache_chunk`) is the bigger lever.
@@ -231,23 +255,51 @@ pub(crate) fn build_model<B: KernelBackend>(
     Ok(model)
 }
 
+/// How a peer's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Finished,
+    /// Ctrl-C: every peer stopped at the same step (node 0 saved it).
+    Interrupted,
+}
+
+impl TrainJob {
+    fn group_spec(&self, local: usize) -> Result<GroupSpec> {
+        let coordinator = self.args.coordinator.clone().or_else(|| {
+            match (std::env::var("MASTER_ADDR"), std::env::var("MASTER_PORT")) {
+                (Ok(addr), Ok(port)) => Some(format!("{addr}:{port}")),
+                _ => None,
+            }
+        });
+        GroupSpec {
+            local,
+            nodes: self.args.nodes,
+            node_rank: self.args.node_rank,
+            coordinator,
+            node_address: self.args.node_address.clone(),
+            timeout: std::time::Duration::from_secs(self.args.peer_timeout.max(1)),
+        }
+        .validate()
+    }
+}
+
 impl AutodiffJob for TrainJob {
     fn run<B>(self, devices: Vec<B::Device>) -> Result<()>
     where
         B: AutodiffBackend + KernelBackend,
         B::InnerBackend: KernelBackend,
     {
+        let spec = self.group_spec(devices.len())?;
         let run = &self.config;
-        let t = &run.train;
-        let run_dir = &run.checkpoint.dir;
         let folder = Folder::open(run)?;
+        // Every peer holds one replica and one chunk's activations: plan one device.
         let planned = plan::report::<B>(
             run,
             &folder.config,
             self.precision,
             self.args.grad_checkpointing,
             self.args.backend,
-            &devices,
+            &devices[..1],
         );
         match planned {
             Err(e) if self.args.ignore_memory_plan && !self.args.plan => {
@@ -284,20 +336,118 @@ impl AutodiffJob for TrainJob {
                 }
             );
         }
-        let specs = datasets.iter().map(Dataset::spec).collect();
-        let evaluator = match &run.eval {
-            Some(e) => Some(eval::Evaluator::load(e, &run.model.path)?),
-            None => None,
+        let interrupted = Arc::new(AtomicBool::new(false));
+        {
+            let flag = interrupted.clone();
+            // A second handler install (tests running several jobs in one process) is harmless.
+            let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+        }
+        let outcome = if spec.size() == 1 {
+            self.train_peer::<B, _>(&folder, &datasets, devices[0].clone(), &Solo, &interrupted)?
+        } else {
+            collective::quiet_transport_logs();
+            collective::start_coordinator(&spec)?;
+            eprintln!(
+                "data parallel on burn-collective: node {} of {}, {} device peer(s) here, {} in all",
+                spec.node_rank,
+                spec.nodes,
+                spec.local,
+                spec.size()
+            );
+            let watchdog = Watchdog::start(spec.local, spec.timeout);
+            let (done, results) = std::sync::mpsc::channel();
+            std::thread::scope(|s| {
+                for (local, device) in devices.iter().enumerate() {
+                    let (done, watchdog) = (done.clone(), watchdog.clone());
+                    let (job, spec, folder, datasets, interrupted) =
+                        (&self, &spec, &folder, &datasets, &interrupted);
+                    s.spawn(move || {
+                        let result = CollectivePeer::<B::InnerBackend>::register(
+                            spec,
+                            local,
+                            device.clone(),
+                            watchdog,
+                        )
+                        .and_then(|peer| {
+                            let out = job.train_peer::<B, _>(
+                                folder,
+                                datasets,
+                                device.clone(),
+                                &peer,
+                                interrupted,
+                            );
+                            if out.is_ok() {
+                                peer.finish();
+                            }
+                            out
+                        });
+                        let _ = done.send((spec.node_rank * spec.local + local, result));
+                    });
+                }
+                drop(done);
+                let mut outcome = Outcome::Finished;
+                for (rank, result) in results {
+                    match result {
+                        Ok(o) if o == Outcome::Interrupted => outcome = o,
+                        Ok(_) => {}
+                        Err(e) => {
+                            // The other peers may be blocked in a collective call: end the
+                            // process instead of waiting for them.
+                            eprintln!("error: peer {rank}: {e:#}");
+                            std::process::exit(1);
+                        }
+                    }
+                }
+                outcome
+            })
         };
+        if outcome == Outcome::Interrupted {
+            std::process::exit(130);
+        }
+        Ok(())
+    }
+}
 
-        let device = devices[0].clone();
-        B::seed(&device, t.seed);
+impl TrainJob {
+    /// One peer's whole run on `device`: every peer draws the same batches, embeds its share,
+    /// and takes the same optimizer step on the all-reduced gradient; peer 0 alone reports,
+    /// evaluates and writes metrics and checkpoints.
+    fn train_peer<B, P>(
+        &self,
+        folder: &Folder,
+        datasets: &[Dataset],
+        device: B::Device,
+        peers: &P,
+        interrupted: &AtomicBool,
+    ) -> Result<Outcome>
+    where
+        B: AutodiffBackend + KernelBackend,
+        B::InnerBackend: KernelBackend,
+        P: PeerGroup<B::InnerBackend>,
+    {
+        let run = &self.config;
+        let t = &run.train;
+        let run_dir = &run.checkpoint.dir;
+        let first = peers.rank() == 0;
+        let specs = datasets.iter().map(Dataset::spec).collect();
+        let evaluator = match (&run.eval, first) {
+            (Some(e), true) => Some(eval::Evaluator::load(e, &run.model.path)?),
+            _ => None,
+        };
         let resume_from = match &self.args.resume {
             None => None,
             Some(p) if p.is_empty() => Some(checkpoint::latest(run_dir)?),
             Some(p) => Some(PathBuf::from(p)),
         };
-        let mut model = build_model::<B>(run, &folder, &device, resume_from.is_none())?;
+        // Seeding and random adapter initialisation one peer at a time: the backend's random
+        // generator is shared by the peers of a process, and each must draw what a one-device
+        // run draws.
+        static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let mut model = {
+            let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+            B::seed(&device, t.seed);
+            build_model::<B>(run, folder, &device, resume_from.is_none())?
+        };
         let adam = AdamWConfig::new()
             .with_beta_1(t.betas[0] as f32)
             .with_beta_2(t.betas[1] as f32)
@@ -347,44 +497,52 @@ impl AutodiffJob for TrainJob {
             }
         };
         if state.finished || state.step >= t.steps {
-            eprintln!("the run is complete ({} steps)", state.step);
-            return Ok(());
+            if first {
+                eprintln!("the run is complete ({} steps)", state.step);
+            }
+            return Ok(Outcome::Finished);
+        }
+        if peers.size() > 1 {
+            // Random adapter weights are drawn per peer: start every replica from peer 0's.
+            model = copy_trainable_from_first_peer(model, peers)?;
         }
         // From here on the model computes at the run's precision (the f32 weights it was
         // built or resumed with become the masters under mixed precision).
         let mut model = optimizer.prepare(model);
         let trainable = count_trainable(&model);
-        eprintln!(
-            "training {} of {} parameters{} on {:?} for {} steps ({})",
-            trainable,
-            folder.config.num_parameters(),
-            if run.lora.is_some() { " (LoRA)" } else { "" },
-            devices,
-            t.steps,
-            match self.precision {
-                Precision::F32 => "f32",
-                Precision::MixedBf16 => "bf16 compute, f32 master weights and Adam moments",
-                Precision::PureBf16 => "pure bf16: weights and Adam moments in bf16",
-            }
-        );
-
-        std::fs::create_dir_all(run_dir)
-            .with_context(|| format!("cannot create {}", run_dir.display()))?;
-        let metrics_path = run_dir.join("metrics.jsonl");
-        truncate_metrics(&metrics_path, state.step)?;
-        let mut metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .with_context(|| format!("cannot open {}", metrics_path.display()))?;
-
-        let interrupted = Arc::new(AtomicBool::new(false));
-        {
-            let flag = interrupted.clone();
-            // A second handler install (tests running several jobs in one process) is harmless.
-            let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+        if first {
+            eprintln!(
+                "training {} of {} parameters{} on {:?} for {} steps ({})",
+                trainable,
+                folder.config.num_parameters(),
+                if run.lora.is_some() { " (LoRA)" } else { "" },
+                device,
+                t.steps,
+                match self.precision {
+                    Precision::F32 => "f32",
+                    Precision::MixedBf16 => "bf16 compute, f32 master weights and Adam moments",
+                    Precision::PureBf16 => "pure bf16: weights and Adam moments in bf16",
+                }
+            );
         }
-        let bar = if self.args.quiet {
+
+        // Peer 0 writes metrics; the others write into the void.
+        let mut metrics: Box<dyn Write> = if first {
+            std::fs::create_dir_all(run_dir)
+                .with_context(|| format!("cannot create {}", run_dir.display()))?;
+            let metrics_path = run_dir.join("metrics.jsonl");
+            truncate_metrics(&metrics_path, state.step)?;
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&metrics_path)
+                    .with_context(|| format!("cannot open {}", metrics_path.display()))?,
+            )
+        } else {
+            Box::new(std::io::sink())
+        };
+        let bar = if self.args.quiet || !first {
             ProgressBar::hidden()
         } else {
             ProgressBar::new(t.steps as u64).with_style(
@@ -417,7 +575,7 @@ impl AutodiffJob for TrainJob {
         if let (Some(ev), 0) = (&evaluator, state.step) {
             // The model as it computes (bf16 under mixed precision): `weights()` would mix f32
             // masters with bf16 frozen weights under LoRA.
-            let scores = ev.evaluate(&model.valid(), &folder, &device)?;
+            let scores = ev.evaluate(&model.valid(), folder, &device)?;
             writeln!(
                 metrics,
                 "{}",
@@ -440,20 +598,18 @@ impl AutodiffJob for TrainJob {
             }
             let batch = sampler.next_batch();
             let BatchTexts { texts, loss } =
-                batch_texts(&datasets, &batch, t.seed, state.step as u64);
+                batch_texts(datasets, &batch, t.seed, state.step as u64);
             let ids = folder.tokenize(&texts)?;
             let tokens: usize = ids.iter().map(Vec::len).sum();
             let tau = t.temperature;
             let cosent_tau = t.cosent_temperature.unwrap_or(tau);
-            let replicas: Vec<QwenEncoder<B>> = std::iter::once(model.clone())
-                .chain(devices[1..].iter().map(|d| model.clone().fork(d)))
-                .collect();
-            let out = data_parallel_step(
-                &replicas,
+            let out = peer_step(
+                &model,
                 &ids,
                 folder.query_tokenizer.pad_id(),
                 folder.pooling,
                 t.grad_cache_chunk,
+                peers,
                 |e: Tensor<B, 2>| {
                     let [_, d] = e.dims();
                     match &loss {
@@ -483,9 +639,6 @@ impl AutodiffJob for TrainJob {
                 },
             )
             .with_context(|| format!("step {}", state.step + 1))?;
-            // The replicas share the weights' buffers: drop them so the optimizer can update
-            // the weights in place instead of next to a second copy.
-            drop(replicas);
             let mut grads = out.grads;
             let norm = if t.max_grad_norm > 0.0 {
                 clip_grad_norm(&model, &mut grads, t.max_grad_norm)
@@ -525,7 +678,7 @@ impl AutodiffJob for TrainJob {
             }
             if let Some(ev) = &evaluator {
                 if state.step % ev.every == 0 || state.step == t.steps {
-                    let scores = ev.evaluate(&model.valid(), &folder, &device)?;
+                    let scores = ev.evaluate(&model.valid(), folder, &device)?;
                     writeln!(
                         metrics,
                         "{}",
@@ -537,7 +690,11 @@ impl AutodiffJob for TrainJob {
             bar.set_position(state.step as u64);
             bar.set_message(format!("loss {:.4} lr {lr:.2e}", out.loss));
             state.finished = state.step == t.steps;
-            let stop = interrupted.load(Ordering::SeqCst);
+            let stop = agree_to_stop::<B::InnerBackend, P>(
+                interrupted.load(Ordering::SeqCst),
+                peers,
+                &device,
+            )?;
             if stop && self.args.no_save {
                 bail!(
                     "interrupted at step {} (--no-save: nothing written)",
@@ -545,13 +702,16 @@ impl AutodiffJob for TrainJob {
                 );
             }
             let due = state.finished || stop || state.step % run.checkpoint.every == 0;
-            if due {
+            if due && first {
                 // Curves first: a run stopped at a checkpoint has its picture.
                 if let Err(e) = curves::write(run_dir) {
                     eprintln!("warning: curves.svg not drawn: {e:#}");
                 }
             }
-            if due && !self.args.no_save {
+            if stop && !first {
+                return Ok(Outcome::Interrupted);
+            }
+            if due && !self.args.no_save && first {
                 let dir = save(&model, &optimizer, &state)?;
                 if stop {
                     bar.abandon();
@@ -559,12 +719,15 @@ impl AutodiffJob for TrainJob {
                         "interrupted: saved {}; continue with --resume",
                         dir.display()
                     );
-                    std::process::exit(130);
+                    return Ok(Outcome::Interrupted);
                 }
             }
         }
         bar.finish();
-        metrics.sync_all()?;
+        metrics.flush()?;
+        if !first {
+            return Ok(Outcome::Finished);
+        }
         let saved = if self.args.no_save {
             "nothing saved (--no-save)".to_string()
         } else {
@@ -587,7 +750,7 @@ impl AutodiffJob for TrainJob {
                 );
             }
         }
-        Ok(())
+        Ok(Outcome::Finished)
     }
 }
 
@@ -608,6 +771,26 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<QwenEncoder<B>, B>>(
             .context("cannot save the optimizer state")?;
         Ok(())
     })
+}
+
+/// Whether any peer was interrupted (Ctrl-C reaches one node, or one process first): every
+/// peer stops at the same step, so node 0 saves a checkpoint all of them can resume from.
+fn agree_to_stop<B: Backend, P: PeerGroup<B>>(
+    interrupted: bool,
+    peers: &P,
+    device: &B::Device,
+) -> Result<bool> {
+    if peers.size() == 1 {
+        return Ok(interrupted);
+    }
+    // One value per peer: burn-collective's ring needs a dimension of at least the node count.
+    let flags = Tensor::<B, 1>::full([peers.size()], f32::from(u8::from(interrupted)), device);
+    let any = peers
+        .all_reduce_sum(flags)?
+        .sum()
+        .into_scalar()
+        .elem::<f32>();
+    Ok(any > 0.0)
 }
 
 /// Drop metric lines past `step` (a resumed run writes them again, identically).
