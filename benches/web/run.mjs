@@ -9,6 +9,7 @@
 // env: MAXLEN (128) tokens per text after truncation; ROWS (f32,f32-wgsl,q8,q4,tjs-fp32,tjs-q8,tjs-q4; also f16,
 // cpu-f32, cpu-q8, ...: qzhou on its CPU wasm backend; tjs-wasm-<dtype>: transformers.js on wasm);
 //      REPEATS (2) timed runs per row (the best is reported); PYTHON (/work/pyref/bin/python);
+//      ORT_LOG (e.g. verbose: onnxruntime-web's log, page console kept in WORKDIR/<row>.console.log);
 //      QZHOU_BIN (else <repo>/target or /work/target debug qzhou), CHROMIUM as in crates/web/tests/harness.mjs.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -115,22 +116,25 @@ try {
         // tjs-<dtype> on WebGPU, tjs-wasm-<dtype> on onnxruntime-web's wasm (CPU) backend
         const [device, dtype] = row.startsWith('tjs-wasm-') ? ['wasm', row.slice(9)] : ['webgpu', row.slice(4)];
         r.packBytes = statSync(join(MODEL, 'onnx', ONNX_FILE[dtype] || `model_${dtype}.onnx`)).size;
-        Object.assign(r, await evaluate(page, async ({ device, dtype, warm }) => {
+        Object.assign(r, await evaluate(page, async ({ device, dtype, warm, ortLog }) => {
           const T = await import('/tjs/transformers.js');
           T.env.allowRemoteModels = false;
           T.env.allowLocalModels = true;
           T.env.localModelPath = '/hf/'; // a path: a full URL counts as remote
           T.env.useBrowserCache = false;
+          // ORT_LOG=verbose: onnxruntime-web's own log (node placement on execution providers)
+          if (ortLog) T.env.backends.onnx.logLevel = ortLog;
           T.env.backends.onnx.wasm.wasmPaths = {
             mjs: `${location.origin}/ort/ort-wasm-simd-threaded.asyncify.mjs`,
             wasm: `${location.origin}/ort/ort-wasm-simd-threaded.asyncify.wasm`,
           };
-          const ex = await T.pipeline('feature-extraction', 'model', { device, dtype });
+          const session_options = ortLog ? { logSeverityLevel: 0, logVerbosityLevel: 0 } : undefined;
+          const ex = await T.pipeline('feature-extraction', 'model', { device, dtype, session_options });
           window.ex = ex;
           await ex([warm], { pooling: 'mean', normalize: true });
           return { ttfeMs: performance.now(), version: T.env.version, ort: T.env.backends.onnx.versions?.web,
             maxLength: ex.tokenizer.model_max_length };
-        }, { device, dtype, warm: WARMUP }, LOAD_MS, logs));
+        }, { device, dtype, warm: WARMUP, ortLog: process.env.ORT_LOG }, LOAD_MS, logs));
         r.times = [];
         for (let k = 0; k < REPEATS; k++) {
           const t = await evaluate(page, async (texts) => {
@@ -167,6 +171,7 @@ try {
           r.times.push(t.ms); r.rows = t.rows;
         }
       }
+      if (process.env.ORT_LOG) writeFileSync(join(WORK, `${row}.console.log`), logs.join('\n'));
       r.ms = Math.min(...r.times);
       r.tokensPerS = (TEXTS.length * MAXLEN) / (r.ms / 1000);
       console.error(`${row}: ${r.times.map((t) => (t / 1000).toFixed(2)).join(', ')} s per run; ${r.tokensPerS.toFixed(1)} tok/s; ` +
