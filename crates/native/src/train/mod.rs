@@ -526,21 +526,21 @@ impl TrainJob {
             );
         }
 
-        // Peer 0 writes metrics; the others write into the void.
-        let mut metrics: Box<dyn Write> = if first {
+        // Peer 0 writes metrics; the others write none.
+        let mut metrics = if first {
             std::fs::create_dir_all(run_dir)
                 .with_context(|| format!("cannot create {}", run_dir.display()))?;
             let metrics_path = run_dir.join("metrics.jsonl");
             truncate_metrics(&metrics_path, state.step)?;
-            Box::new(
+            MetricsLog(Some(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&metrics_path)
                     .with_context(|| format!("cannot open {}", metrics_path.display()))?,
-            )
+            ))
         } else {
-            Box::new(std::io::sink())
+            MetricsLog(None)
         };
         let bar = if self.args.quiet || !first {
             ProgressBar::hidden()
@@ -724,7 +724,7 @@ impl TrainJob {
             }
         }
         bar.finish();
-        metrics.flush()?;
+        metrics.sync()?;
         if !first {
             return Ok(Outcome::Finished);
         }
@@ -771,6 +771,25 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<QwenEncoder<B>, B>>(
             .context("cannot save the optimizer state")?;
         Ok(())
     })
+}
+
+/// `metrics.jsonl` on peer 0; nothing on the other peers.
+struct MetricsLog(Option<std::fs::File>);
+
+impl MetricsLog {
+    /// Flush to disk (the end of a run).
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.0.as_mut().map_or(Ok(()), |f| f.sync_all())
+    }
+}
+
+impl Write for MetricsLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.as_mut().map_or(Ok(buf.len()), |f| f.write(buf))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.as_mut().map_or(Ok(()), |f| f.flush())
+    }
 }
 
 /// Whether any peer was interrupted (Ctrl-C reaches one node, or one process first): every
