@@ -18,11 +18,9 @@
 // element (a broadcast). Decoded, the words are Wᵀ as a row-major [k, n] matrix. The f16
 // parameters sit at half index b · n + col (q8 scale) or word b · n + col (q4 scale, min).
 //
-// One invocation computes 8 rows of one output column: each weight is decoded once and used
-// 8 times. Four decoded weights form a vec4 that is dotted with a vec4 load of each x row
-// (x is bound as vec4s; k is a multiple of 32). Accumulators are two vec4s with constant
-// lanes and there is no workgroup memory, no barrier and no dynamically indexed private
-// array — the things that make software rasterisers (SwiftShader, lavapipe) spill to memory.
+// One invocation computes 8 rows of one output column (the tile of row_tile.wgsl, which the
+// host prepends): each weight is decoded once and used 8 times; four decoded weights form a
+// vec4 dotted with a vec4 load of each x row (x is bound as vec4s; k is a multiple of 32).
 //
 // Bindings (order fixed by the host): x, words, params, row_scale, out, info. `k` must be a multiple of
 // 32 (the host checks). Every storage binding is declared read_write although inputs are only
@@ -30,15 +28,6 @@
 // ranges of one buffer, and WebGPU forbids one buffer as read-only and writable in the same
 // dispatch.
 
-struct Info {
-    m: u32,
-    n: u32,
-    k: u32,
-    _pad: u32,
-}
-
-const TILE_M: u32 = 8u;
-const TILE_N: u32 = 64u;
 const BLOCK: u32 = 32u;
 // Words per block: 32 values × BITS bits / 32 bits.
 const WORDS: u32 = BITS;
@@ -49,27 +38,6 @@ const WORDS: u32 = BITS;
 @group(0) @binding(3) var<storage, read_write> row_scale: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<uniform> info: Info;
-
-var<private> acc_a: vec4<f32>; // rows 0..3
-var<private> acc_b: vec4<f32>; // rows 4..7
-var<private> rows_a: vec4<u32>; // vec4 index of the start of rows 0..3 of x
-var<private> rows_b: vec4<u32>; // rows 4..7
-
-/// Add x[row, 4c4 .. 4c4 + 4] · w to each of the eight rows' accumulators.
-fn accumulate(c4: u32, w: vec4<f32>) {
-    acc_a = acc_a + vec4<f32>(
-        dot(x[rows_a.x + c4], w),
-        dot(x[rows_a.y + c4], w),
-        dot(x[rows_a.z + c4], w),
-        dot(x[rows_a.w + c4], w),
-    );
-    acc_b = acc_b + vec4<f32>(
-        dot(x[rows_b.x + c4], w),
-        dot(x[rows_b.y + c4], w),
-        dot(x[rows_b.z + c4], w),
-        dot(x[rows_b.w + c4], w),
-    );
-}
 
 /// The four signed bytes of a q8 word, in order.
 fn bytes_of(word: u32) -> vec4<f32> {
@@ -103,14 +71,7 @@ fn main(
         return;
     }
     let n = info.n;
-    let k4 = info.k / 4u;
-    let row0 = workgroup.y * TILE_M;
-    // Rows past the end re-read the last row; their results are not written.
-    let last = info.m - 1u;
-    rows_a = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last)) * k4;
-    rows_b = min(vec4<u32>(row0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(last)) * k4;
-    acc_a = vec4<f32>(0.0);
-    acc_b = vec4<f32>(0.0);
+    let row0 = begin_rows(workgroup.y);
 
     let blocks = info.k / BLOCK;
     for (var b = 0u; b < blocks; b = b + 1u) {
@@ -137,11 +98,5 @@ fn main(
     let factor = row_scale[col];
     acc_a = acc_a * factor;
     acc_b = acc_b * factor;
-    let out_rows = array<f32, 8>(acc_a.x, acc_a.y, acc_a.z, acc_a.w, acc_b.x, acc_b.y, acc_b.z, acc_b.w);
-    for (var r = 0u; r < TILE_M; r = r + 1u) {
-        let row = row0 + r;
-        if (row < info.m) {
-            out[row * n + col] = out_rows[r];
-        }
-    }
+    store_rows(col, row0);
 }

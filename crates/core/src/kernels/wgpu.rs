@@ -23,6 +23,8 @@ use burn_cubecl::ops::numeric::empty_device;
 
 use super::{KernelBackend, QuantizedMatrix, QuantizedRows};
 
+/// `shaders/row_tile.wgsl`: the 8-row tile both matmul kernels are built on (prepended).
+const ROW_TILE: &str = include_str!("../../../../shaders/row_tile.wgsl");
 /// `shaders/quantized_matmul.wgsl`.
 const QUANTIZED_MATMUL: &str = include_str!("../../../../shaders/quantized_matmul.wgsl");
 /// `shaders/quantized_gather.wgsl`.
@@ -49,13 +51,13 @@ impl Shader {
     fn source(self) -> String {
         match self {
             Self::QuantizedMatmul { bits } => {
-                format!("const BITS: u32 = {bits}u;\n{QUANTIZED_MATMUL}")
+                format!("const BITS: u32 = {bits}u;\n{ROW_TILE}\n{QUANTIZED_MATMUL}")
             }
             Self::QuantizedGather { bits } => {
                 format!("const BITS: u32 = {bits}u;\n{QUANTIZED_GATHER}")
             }
             Self::DenseMatmul { k_major } => {
-                format!("const K_MAJOR: bool = {k_major};\n{DENSE_MATMUL}")
+                format!("const K_MAJOR: bool = {k_major};\n{ROW_TILE}\n{DENSE_MATMUL}")
             }
             Self::MeanPoolL2 => MEAN_POOL_L2.to_string(),
         }

@@ -45,6 +45,11 @@ impl GroupSpec {
         self.local * self.nodes
     }
 
+    /// The run-wide rank of this node's device peer `local`.
+    pub fn rank(&self, local: usize) -> usize {
+        self.node_rank * self.local + local
+    }
+
     /// Check the node settings and work out the addresses.
     pub fn validate(mut self) -> Result<Self> {
         if self.nodes == 0 {
@@ -207,7 +212,7 @@ impl<B: Backend> CollectivePeer<B> {
         device: B::Device,
         watchdog: Arc<Watchdog>,
     ) -> Result<Self> {
-        let rank = spec.node_rank * spec.local + local;
+        let rank = spec.rank(local);
         let config = spec.config()?;
         watchdog
             .watch(local, "joining the group", || {

@@ -381,7 +381,7 @@ impl AutodiffJob for TrainJob {
                             }
                             out
                         });
-                        let _ = done.send((spec.node_rank * spec.local + local, result));
+                        let _ = done.send((spec.rank(local), result));
                     });
                 }
                 drop(done);
