@@ -21,6 +21,8 @@ pub mod error;
 #[cfg(feature = "fs")]
 pub mod fs;
 pub mod gguf;
+#[cfg(not(target_family = "wasm"))]
+pub mod gptq;
 pub mod host_memory;
 pub mod kernels;
 pub mod losses;

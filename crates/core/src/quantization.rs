@@ -179,7 +179,7 @@ pub fn quantize(values: &[f32], scheme: Quantization) -> Result<Vec<u8>> {
 }
 
 /// The q4 level of `v` on the grid `min + q · scale`.
-fn q4_level(v: f32, min: f32, scale: f32) -> f32 {
+pub(crate) fn q4_level(v: f32, min: f32, scale: f32) -> f32 {
     let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
     ((v - min) * inv).round().clamp(0.0, 15.0)
 }
@@ -205,7 +205,7 @@ const Q4_SEARCH_STEPS: usize = 20;
 /// `x ≈ min + q · scale` to the levels that scale rounds to (llama.cpp's `make_qkx2_quants`
 /// idea). Never worse than min/max; on the real Qwen2.5-0.5B it takes the worst embedding's
 /// cosine to f32 from 0.924 to 0.966 at the same 5 bits per weight (benches/quant).
-fn q4_block_grid(block: &[f32]) -> (f16, f16) {
+pub(crate) fn q4_block_grid(block: &[f32]) -> (f16, f16) {
     let lo = block.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = block.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let min = f16::from_f32(lo);
@@ -295,6 +295,52 @@ pub fn dequantize_scaled(
         out.iter_mut().for_each(|v| *v *= factor);
     }
     Ok(out)
+}
+
+/// A q4 tensor whose levels and grids were chosen elsewhere (GPTQ, `gptq.rs`) rather than by
+/// [`quantize`]'s per-block rounding: `[rows, cols]` levels in `0..=15` on the grid
+/// `(min + q · scale) · 2^exponent`, one `(scale, min)` pair per block of [`BLOCK_SIZE`].
+/// [`crate::weight_pack::write_pack`] stores it as it is, in any row ranges its parts need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundedQ4 {
+    /// Rows (output features).
+    pub rows: usize,
+    /// Columns (input features), a multiple of [`BLOCK_SIZE`].
+    pub cols: usize,
+    /// The power of two the stored parameters are scaled by (see [`scale_exponent`]).
+    pub exponent: i32,
+    /// Row-major levels, two per byte, low nibble first (`rows · cols / 2` bytes).
+    pub nibbles: Vec<u8>,
+    /// Per block, row-major: `scale · 2^−exponent`.
+    pub scales: Vec<f16>,
+    /// Per block, row-major: `min · 2^−exponent`.
+    pub mins: Vec<f16>,
+}
+
+impl RoundedQ4 {
+    /// Rows `start..end` in [`quantize`]'s q4 byte layout (nibbles, then scales, then mins), to be
+    /// read back with [`dequantize_scaled`] and [`Self::exponent`].
+    pub fn part_bytes(&self, start: usize, end: usize) -> Vec<u8> {
+        let (bytes_per_row, blocks_per_row) = (self.cols / 2, self.cols / BLOCK_SIZE);
+        let blocks = start * blocks_per_row..end * blocks_per_row;
+        let mut out = Vec::with_capacity(Quantization::Q4.stored_bytes((end - start) * self.cols));
+        out.extend_from_slice(&self.nibbles[start * bytes_per_row..end * bytes_per_row]);
+        for v in self.scales[blocks.clone()].iter().chain(&self.mins[blocks]) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// The values as stored, `[rows, cols]` row-major, in true units.
+    pub fn to_f32(&self) -> Vec<f32> {
+        dequantize_scaled(
+            &self.part_bytes(0, self.rows),
+            self.rows * self.cols,
+            Quantization::Q4,
+            self.exponent,
+        )
+        .expect("a RoundedQ4's own bytes decode")
+    }
 }
 
 /// Block-quantised values laid out for a GPU kernel: what a fused dequantise-matmul reads.

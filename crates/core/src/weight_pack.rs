@@ -13,6 +13,7 @@
 //! blocks run along the last dimension, so a row split never cuts a block. `lm_head.*` and
 //! rotary buffers are left out (an embedding model never uses them).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -20,8 +21,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{QzhouError, Result};
 use crate::quantization::{
-    dequantize_scaled, quantize_scaled, scale_exponent, PackedBlocks, Quantization, BLOCK_SIZE,
-    MAX_SCALE_EXPONENT,
+    dequantize_scaled, quantize_scaled, scale_exponent, PackedBlocks, Quantization, RoundedQ4,
+    BLOCK_SIZE, MAX_SCALE_EXPONENT,
 };
 use crate::weights::{ByteSource, MemorySource, StoredDtype, TensorMeta, TensorSource};
 
@@ -160,6 +161,9 @@ pub struct PackOptions {
     /// In a q4 pack, tensors whose name contains any of these are stored as q8 (mixed
     /// precision, as llama.cpp's Q4_K_M keeps some tensors at Q6_K). Empty: every block tensor q4.
     pub q4_keep_q8: Vec<String>,
+    /// Tensors already rounded to q4 (GPTQ, [`crate::gptq`]), by checkpoint name: stored as they
+    /// are wherever the pack stores that tensor as q4, instead of rounding it block by block.
+    pub q4_rounded: BTreeMap<String, RoundedQ4>,
 }
 
 impl Default for PackOptions {
@@ -167,6 +171,7 @@ impl Default for PackOptions {
         Self {
             limits: PackLimits::default(),
             q4_keep_q8: DEFAULT_Q4_KEEP_Q8.iter().map(|s| s.to_string()).collect(),
+            q4_rounded: BTreeMap::new(),
         }
     }
 }
@@ -259,15 +264,37 @@ pub fn write_pack(
         } else {
             rows_per_part * row_len
         };
+        let rounded = match options.q4_rounded.get(&name) {
+            Some(r) if dtype == Quantization::Q4 => {
+                if shape != [r.rows, r.cols] {
+                    return Err(QzhouError::InvalidOption(format!(
+                        "tensor `{name}` is {shape:?} but was rounded as [{}, {}]",
+                        r.rows, r.cols
+                    )));
+                }
+                Some(r)
+            }
+            _ => None,
+        };
         let mut parts = Vec::new();
-        for chunk in values.chunks(chunk_len.max(1)) {
-            let scale_exp = if dtype.is_block() {
-                scale_exponent(chunk)
-            } else {
-                0
+        for (index, chunk) in values.chunks(chunk_len.max(1)).enumerate() {
+            let (scale_exp, bytes) = match rounded {
+                Some(r) => {
+                    let start = index * rows_per_part;
+                    let end = start + chunk.len() / row_len;
+                    (r.exponent, r.part_bytes(start, end))
+                }
+                None => {
+                    let scale_exp = if dtype.is_block() {
+                        scale_exponent(chunk)
+                    } else {
+                        0
+                    };
+                    let bytes = quantize_scaled(chunk, dtype, scale_exp)
+                        .map_err(|e| QzhouError::InvalidOption(format!("tensor `{name}`: {e}")))?;
+                    (scale_exp, bytes)
+                }
             };
-            let bytes = quantize_scaled(chunk, dtype, scale_exp)
-                .map_err(|e| QzhouError::InvalidOption(format!("tensor `{name}`: {e}")))?;
             if !current.is_empty() && current.len() + bytes.len() > limits.max_file_bytes {
                 flush(&mut current, &mut files)?;
             }
@@ -691,6 +718,7 @@ mod tests {
         let options = PackOptions {
             limits,
             q4_keep_q8: vec![],
+            q4_rounded: BTreeMap::new(),
         };
         let m = write_pack(&ck, scheme, &options, &mut |_, b| {
             files.push(b.into());
@@ -866,6 +894,7 @@ mod tests {
         );
         let plain = PackOptions {
             q4_keep_q8: vec![],
+            q4_rounded: BTreeMap::new(),
             ..PackOptions::default()
         };
         assert_eq!(

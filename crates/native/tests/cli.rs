@@ -423,3 +423,85 @@ fn web_pack_manifests_load_natively_and_verify_their_files() {
         "fails its checksum",
     );
 }
+
+/// `export-web --calibration`: a q4 pack rounded by GPTQ on the tiny model embeds like the f32
+/// folder within q4's accuracy; a calibration file without a q4 pack, or one that does not
+/// exist, is a clear error and writes nothing.
+#[test]
+fn export_web_gptq_calibration() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-qwen2");
+    let calibration = dir.path().join("calibration.txt");
+    std::fs::write(
+        &calibration,
+        "A first calibration sentence.\n第二个校准句子。\n",
+    )
+    .unwrap();
+    let web = dir.path().join("web");
+    let out = qzhou(
+        &[
+            "export-web",
+            "-m",
+            model.to_str().unwrap(),
+            "--out",
+            web.to_str().unwrap(),
+            "--quant",
+            "q4",
+            "--calibration",
+            calibration.to_str().unwrap(),
+        ],
+        &[],
+    );
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("GPTQ over 73 calibration texts"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let texts = texts();
+    let embed = |m: &std::path::Path| -> Vec<Vec<f32>> {
+        let mut args = vec!["embed", "-m", m.to_str().unwrap(), "--document"];
+        args.extend(texts.iter().map(String::as_str));
+        rows(&ok(&qzhou(&args, &[])))
+            .into_iter()
+            .map(|r| r.1)
+            .collect()
+    };
+    for (q, d) in embed(&web.join("manifest-q4.json"))
+        .iter()
+        .zip(&embed(&model))
+    {
+        let c = cosine(q, d);
+        assert!(
+            (0.98..1.0 - 1e-9).contains(&c),
+            "GPTQ q4 pack vs f32: cos {c}"
+        );
+    }
+    for (args, needle) in [
+        (
+            vec![
+                "--quant",
+                "q8",
+                "--calibration",
+                calibration.to_str().unwrap(),
+            ],
+            "--quant has no q4",
+        ),
+        (
+            vec!["--quant", "q4", "--calibration", "/nonexistent/cal.txt"],
+            "/nonexistent/cal.txt",
+        ),
+    ] {
+        let out_dir = dir.path().join("refused");
+        let mut all = vec![
+            "export-web",
+            "-m",
+            model.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ];
+        all.extend(args);
+        fails_with(&qzhou(&all, &[]), needle);
+        assert!(!out_dir.exists(), "nothing is written");
+    }
+}

@@ -36,6 +36,109 @@ fn read_npy(path: &Path) -> Vec<Vec<f32>> {
     flat.chunks(dim).map(<[f32]>::to_vec).collect()
 }
 
+/// GPTQ calibration, disjoint from the scored texts and as varied as they are (the recipe of
+/// benches/quant/gptq_real.sh): 64 distinct English (STS-B train) and 64 Chinese (Chinese STS-B
+/// train) sentences from `../shared/data`; 48 runs of 1–5 lines of this repository's
+/// `crates/core/src/quantization.rs`; 24 strings of random emoji, 8 of random flags, 16 indented
+/// code fragments and 16 lists of random numbers (a fixed-seed generator).
+fn calibration_texts() -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let data = root().join("../shared/data");
+    let gz = std::fs::File::open(data.join("sts-b-en/stsbenchmark.tsv.gz")).unwrap();
+    let mut en: Vec<String> = Vec::new();
+    for line in BufReader::new(flate2::read::GzDecoder::new(gz))
+        .lines()
+        .skip(1)
+    {
+        let line = line.unwrap();
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols[0] == "train" && !en.iter().any(|t| t == cols[6]) {
+            en.push(cols[6].to_string());
+        }
+        if en.len() == 64 {
+            break;
+        }
+    }
+    let mut texts = en;
+    let mut zh: Vec<String> = Vec::new();
+    for line in std::fs::read_to_string(data.join("sts-b-zh/STS-B.train.data"))
+        .unwrap()
+        .lines()
+    {
+        let first = line.split('\t').next().unwrap();
+        if !zh.iter().any(|t| t == first) {
+            zh.push(first.to_string());
+        }
+        if zh.len() == 64 {
+            break;
+        }
+    }
+    texts.extend(zh);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = |n: usize| -> usize {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 33) % n as u64) as usize
+    };
+    let code = std::fs::read_to_string(root().join("crates/core/src/quantization.rs")).unwrap();
+    let lines: Vec<&str> = code.lines().collect();
+    for _ in 0..48 {
+        let start = next(lines.len() - 6);
+        let run = lines[start..start + 1 + next(5)].join("\n");
+        if !run.trim().is_empty() {
+            texts.push(run);
+        }
+    }
+    let emoji = |i: usize| {
+        char::from_u32(if i < 0x350 {
+            0x1F300 + i as u32
+        } else {
+            0x1F900 + (i - 0x350) as u32
+        })
+        .unwrap()
+    };
+    for _ in 0..24 {
+        let n = 1 + next(8);
+        texts.push((0..n).map(|_| emoji(next(0x350 + 0xFF))).collect());
+    }
+    for _ in 0..8 {
+        let n = 1 + next(5);
+        texts.push(
+            (0..n)
+                .flat_map(|_| [0, 1].map(|_| char::from_u32(0x1F1E6 + next(26) as u32).unwrap()))
+                .collect(),
+        );
+    }
+    let fragments = [
+        "return",
+        "x = 1",
+        "# note",
+        "}",
+        "let y = f(x);",
+        "print(a, b)",
+        "SELECT * FROM t;",
+    ];
+    for _ in 0..16 {
+        texts.push(format!(
+            "{}{}",
+            " ".repeat(1 + next(8)),
+            fragments[next(fragments.len())]
+        ));
+    }
+    for _ in 0..16 {
+        let n = 1 + next(6);
+        let numbers: Vec<String> = (0..n)
+            .map(|_| {
+                let digits = 1 + next(6) as u32;
+                next(10usize.pow(digits)).to_string()
+            })
+            .collect();
+        texts.push(numbers.join(" "));
+    }
+    texts
+}
+
 /// Write `texts` as `{"text": …}` JSONL, `qzhou embed`'s input.
 fn write_texts<T: AsRef<str>>(path: &Path, texts: &[T]) {
     let lines: Vec<String> = texts
@@ -148,13 +251,16 @@ fn imported_gguf_matches_transformers_in_both_forms() {
     web_packs_keep_the_real_models_embeddings(&model, &texts, dir.path());
 }
 
-/// `qzhou export-web` q8 and (mixed) q4 packs of the real model, loaded natively (dequantised
-/// on the CPU, the path the WGSL kernels are parity-tested against), against the f32 folder's
-/// own vectors on every other sentence of the multilingual set (English, Chinese, code,
-/// emoji): q8 ≥ 0.9995 on every sentence (issue 17's goal, met); q4 at ≤ 5.5 bits per weight
-/// with mean ≥ 0.985 — issue 17's goal of ≥ 0.98 on *every* sentence is not met yet (measured
-/// 2026-12-02: min 0.861 on "一个人拿着枪。", mean 0.9858 at 5.18 bits), so the per-sentence
-/// floor here guards the current state (0.85) until a better q4 lands.
+/// `qzhou export-web` q8 and (mixed, GPTQ-rounded) q4 packs of the real model, loaded natively
+/// (dequantised on the CPU, the path the WGSL kernels are parity-tested against), against the
+/// f32 folder's own vectors on every other sentence of the multilingual set (English, Chinese,
+/// code, emoji): q8 ≥ 0.9995 on every sentence (issue 17's goal, met); q4 at ≤ 5.5 bits per
+/// weight, GPTQ-calibrated on [`calibration_texts`] (plus the built-in set), none of them scored
+/// here. Issue 17's "every sentence ≥ 0.98" is not met by this recipe (measured 2026-12-03:
+/// min 0.897 on "一个人拿着枪。", mean 0.9881; a similar mix with Python standard-library code
+/// instead of this repository's reached 0.985 / 0.9917 — GPTQ on a few thousand tokens swings
+/// with the calibration mix), so the floors here guard the current state (plain per-block q4 at
+/// the same 5.18 bits: min 0.861, mean 0.9858).
 fn web_packs_keep_the_real_models_embeddings(model: &Path, corpus: &[String], scratch: &Path) {
     // Every other sentence of the corpus (numbers and special tokens left out): ~90 texts keep
     // the three passes of the 0.5B model to a few minutes on 2 cores.
@@ -171,6 +277,8 @@ fn web_packs_keep_the_real_models_embeddings(model: &Path, corpus: &[String], sc
         embed(m, ("bidirectional", "mean"), &input, &npy)
     };
     let web = scratch.join("web");
+    let calibration = scratch.join("calibration.jsonl");
+    write_texts(&calibration, &calibration_texts());
     let out = ok(&qzhou(&[
         "export-web",
         "-m",
@@ -179,12 +287,14 @@ fn web_packs_keep_the_real_models_embeddings(model: &Path, corpus: &[String], sc
         web.to_str().unwrap(),
         "--quant",
         "q8,q4",
+        "--calibration",
+        calibration.to_str().unwrap(),
     ]));
     eprintln!("{out}");
     let reference = embed_qzhou_form(model, "pack-f32");
     let mut failures = Vec::new();
     for (scheme, bound, mean_bound, max_bits) in
-        [("q8", 0.9995, 0.9998, 8.5), ("q4", 0.85, 0.985, 5.5)]
+        [("q8", 0.9995, 0.9998, 8.5), ("q4", 0.88, 0.987, 5.5)]
     {
         let manifest = web.join(format!("manifest-{scheme}.json"));
         let bits = qzhou_core::PackManifest::from_json(&std::fs::read(&manifest).unwrap(), scheme)

@@ -44,13 +44,26 @@ impl<B: KernelBackend> SelfAttention<B> {
 
     /// `x`: `[batch, seq, hidden]`; `cos`/`sin`: `[seq, head_dim]`; `mask`: `[batch, kv_heads,
     /// groups·seq, seq]` from [`super::QwenEncoder::attention_mask`], `true` where a query must
-    /// not see a key (`None`: every query sees every key). Returns `[batch, seq, hidden]`.
+    /// not see a key (`None`: every query sees every key). Returns `[batch, seq, hidden]`:
+    /// `o_proj` of [`Self::attend`].
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 2>,
+        sin: &Tensor<B, 2>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 3> {
+        self.o_proj.forward(self.attend(x, cos, sin, mask))
+    }
+
+    /// The heads' outputs before `o_proj`, `[batch, seq, heads·head_dim]` (what `o_proj` reads;
+    /// GPTQ's calibration records it). Arguments as [`Self::forward`].
     ///
     /// Grouped-query attention without repeating keys and values: the `groups = heads /
     /// kv_heads` query heads that share key/value head `j` (heads `j·groups ..`, transformers'
     /// `repeat_kv` order) are stacked along the query axis, so attention runs over `kv_heads`
     /// heads of `groups·seq` queries against `seq` keys — the same scores, softmaxes and sums.
-    pub fn forward(
+    pub fn attend(
         &self,
         x: Tensor<B, 3>,
         cos: &Tensor<B, 2>,
@@ -76,10 +89,8 @@ impl<B: KernelBackend> SelfAttention<B> {
         let v = v.swap_dims(1, 2);
         let out = attention(q, k, v, mask, None, AttentionModuleOptions::default());
         // [b, kv, groups·s, d] -> [b, kv, groups, s, d] -> [b, s, kv, groups, d] -> [b, s, hidden]
-        let out = out
-            .reshape([b, kv, groups, s, d])
+        out.reshape([b, kv, groups, s, d])
             .permute([0, 3, 1, 2, 4])
-            .reshape([b, s, self.num_heads * d]);
-        self.o_proj.forward(out)
+            .reshape([b, s, self.num_heads * d])
     }
 }

@@ -19,7 +19,11 @@ pub struct SwiGluMlp<B: Backend> {
 impl<B: KernelBackend> SwiGluMlp<B> {
     /// `x`: `[batch, seq, hidden]` -> `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gated = B::silu_mul(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
-        self.down_proj.forward(gated)
+        self.down_proj.forward(self.gated(x))
+    }
+
+    /// `silu(gate(x)) * up(x)`, `[batch, seq, intermediate]`: what `down_proj` reads.
+    pub fn gated(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        B::silu_mul(self.gate_proj.forward(x.clone()), self.up_proj.forward(x))
     }
 }

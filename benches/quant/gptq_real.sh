@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# q4 on the real Qwen2.5-Coder-0.5B-Instruct (issue 17, item 0): plain per-block q4 vs GPTQ
+# (`qzhou export-web --calibration`), both at the default mixed layout (k/v/o at q8, 5.18
+# bits/weight), scored against the f32 folder in QZhou form (bidirectional + mean) on two sets:
+#   ci   every other sentence of tests/fixtures/multilingual.jsonl (numbers and special tokens
+#        left out: English, Chinese, code, emoji — the set crates/native/tests/real_weights.rs
+#        scores), 91 texts;
+#   sts  120 STS-B test / Chinese STS-B test sentences (60 + 60).
+# Calibration (+ the built-in 71), none scored: 64 STS-B train + 64 Chinese STS-B train
+# sentences, runs of this repository's Rust source, random emoji/flags, indented fragments and
+# numbers (the recipe of crates/native/tests/real_weights.rs). Prints min / mean cosine and the count below 0.98 per pack and set.
+# usage: benches/quant/gptq_real.sh [WORKDIR]   (needs python3, ~15 min on 2 cores)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=${1:-${TMPDIR:-/tmp}/qzhou-gptq-real}
+DATA=$ROOT/../shared/data
+mkdir -p "$WORK"
+cd "$WORK"
+Q=${QZHOU:-$ROOT/target/release/qzhou}
+[ -x "$Q" ] || (cd "$ROOT" && cargo build --release -p qzhou-cli) >&2
+GGUF=$(python3 "$ROOT/scripts/fetch-real-gguf.py")
+[ -f model/config.json ] || "$Q" import-gguf "$GGUF" -o model
+python3 - "$ROOT" "$DATA" <<'PY'
+import gzip, json, sys
+root, data = sys.argv[1], sys.argv[2]
+def dump(path, texts):
+    with open(path, "w", encoding="utf-8") as f:
+        for t in texts:
+            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+corpus = [json.loads(l)["text"] for l in open(f"{root}/tests/fixtures/multilingual.jsonl", encoding="utf-8")]
+def number(t):
+    try:
+        float(t); return True
+    except ValueError:
+        return False
+dump("ci.jsonl", [t for t in corpus if not number(t) and "<|" not in t][::2])
+def sts(split, n):
+    en, zh = [], []
+    with gzip.open(f"{data}/sts-b-en/stsbenchmark.tsv.gz", "rt", encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            c = line.rstrip("\n").split("\t")
+            for t in (c[6:8] if split == "test" else c[6:7]):
+                if c[0] == split and t not in en and len(en) < n:
+                    en.append(t)
+    for line in open(f"{data}/sts-b-zh/STS-B.{split}.data", encoding="utf-8"):
+        c = line.rstrip("\n").split("\t")
+        for t in (c[:2] if split == "test" else c[:1]):
+            if t not in zh and len(zh) < n:
+                zh.append(t)
+    return en + zh
+dump("sts.jsonl", sts("test", 60))
+# The calibration recipe of crates/native/tests/real_weights.rs (its own generator): sentences
+# alone (128 + 128) left a text of line breaks at 0.976 — variety matters more than volume.
+import random
+rng = random.Random(0)
+cal = sts("train", 64)
+lines = open(f"{root}/crates/core/src/quantization.rs", encoding="utf-8").read().split("\n")
+for _ in range(48):
+    i = rng.randrange(len(lines) - 6)
+    run = "\n".join(lines[i:i + rng.randint(1, 5)])
+    if run.strip():
+        cal.append(run)
+emoji = [chr(c) for c in list(range(0x1F300, 0x1F650)) + list(range(0x1F900, 0x1F9FF))]
+cal += ["".join(rng.choice(emoji) for _ in range(rng.randint(1, 8))) for _ in range(24)]
+cal += ["".join(chr(0x1F1E6 + rng.randrange(26)) + chr(0x1F1E6 + rng.randrange(26)) for _ in range(rng.randint(1, 5))) for _ in range(8)]
+frags = ["return", "x = 1", "# note", "}", "let y = f(x);", "print(a, b)", "SELECT * FROM t;"]
+cal += [" " * rng.randint(1, 8) + rng.choice(frags) for _ in range(16)]
+cal += [" ".join(str(rng.randrange(10 ** rng.randint(1, 6))) for _ in range(rng.randint(1, 6))) for _ in range(16)]
+dump("calibration.jsonl", cal)
+PY
+"$Q" export-web -m model --out web-plain --quant q4 >&2
+"$Q" export-web -m model --out web-gptq --quant q4 --calibration calibration.jsonl >&2
+for m in model web-plain/manifest-q4.json web-gptq/manifest-q4.json; do
+  tag=$(echo "$m" | cut -d/ -f1)
+  for s in ci sts; do
+    "$Q" embed -m "$m" --attention bidirectional --pooling mean -i $s.jsonl --output-format jsonl -o "$s-$tag.jsonl" >/dev/null 2>&1
+  done
+done
+python3 - <<'PY'
+import json, math
+def load(p):
+    return [json.loads(l)["embedding"] for l in open(p)]
+print("| pack | set | texts | min cos | mean cos | < 0.98 |")
+print("|---|---|---|---|---|---|")
+for tag in ["web-plain", "web-gptq"]:
+    for s in ["ci", "sts"]:
+        ref, got = load(f"{s}-model.jsonl"), load(f"{s}-{tag}.jsonl")
+        cos = [sum(a * b for a, b in zip(g, r)) / math.sqrt(sum(a * a for a in g) * sum(b * b for b in r)) for g, r in zip(got, ref)]
+        print(f"| {tag[4:]} | {s} | {len(cos)} | {min(cos):.5f} | {sum(cos) / len(cos):.5f} | {sum(c < 0.98 for c in cos)} |")
+PY

@@ -1,0 +1,107 @@
+//! Run calibration texts through an encoder layer by layer and collect, per layer, the second
+//! moments of what each projection reads.
+
+use burn::prelude::*;
+
+use super::InputMoments;
+use crate::kernels::KernelBackend;
+use crate::model::{rope_tables, QwenEncoder};
+
+/// The inputs of one decoder layer's seven projections (four distinct vectors).
+#[derive(Debug)]
+pub struct LayerInputs {
+    /// `input_layernorm(x)`: read by `q_proj`, `k_proj`, `v_proj`.
+    pub attention: InputMoments,
+    /// The heads' outputs: read by `o_proj`.
+    pub attention_output: InputMoments,
+    /// `post_attention_layernorm(h)`: read by `gate_proj`, `up_proj`.
+    pub mlp: InputMoments,
+    /// `silu(gate) * up`: read by `down_proj`.
+    pub mlp_gated: InputMoments,
+}
+
+impl LayerInputs {
+    /// The moments that projection `name` (`q_proj`, …, `down_proj`) reads.
+    pub fn for_projection(&mut self, name: &str) -> Option<&mut InputMoments> {
+        match name {
+            "q_proj" | "k_proj" | "v_proj" => Some(&mut self.attention),
+            "o_proj" => Some(&mut self.attention_output),
+            "gate_proj" | "up_proj" => Some(&mut self.mlp),
+            "down_proj" => Some(&mut self.mlp_gated),
+            _ => None,
+        }
+    }
+}
+
+/// Add `x` (`[1, seq, dim]`) to `slot`, created `dim` wide on first use.
+fn add<B: Backend>(slot: &mut Option<InputMoments>, x: Tensor<B, 3>) {
+    let dim = x.dims()[2];
+    let rows = x
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 data after convert");
+    slot.get_or_insert_with(|| InputMoments::new(dim))
+        .add_rows(&rows);
+}
+
+/// Run every token sequence (`sequences[i]`: token ids, one text, no padding) through `encoder`
+/// in its attention mode, one layer at a time for all sequences, calling `on_layer(index,
+/// inputs)` after each layer. Only one layer's moments and every sequence's hidden states
+/// (`tokens · hidden` floats) are held at a time. The encoder runs unchanged (f32 weights):
+/// the moments are those of the full-precision model (GPTQ without sequential re-quantisation).
+pub fn calibrate<B: KernelBackend>(
+    encoder: &QwenEncoder<B>,
+    sequences: &[Vec<u32>],
+    device: &B::Device,
+    on_layer: &mut dyn FnMut(usize, LayerInputs) -> crate::Result<()>,
+) -> crate::Result<()> {
+    if sequences.iter().all(|ids| ids.is_empty()) {
+        return Err(crate::QzhouError::InvalidOption(
+            "GPTQ calibration needs at least one non-empty text".into(),
+        ));
+    }
+    let mut hidden: Vec<Tensor<B, 3>> = sequences
+        .iter()
+        .filter(|ids| !ids.is_empty())
+        .map(|ids| {
+            let ids: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+            let n = ids.len();
+            encoder
+                .embed_tokens
+                .forward(Tensor::<B, 1, Int>::from_ints(ids.as_slice(), device).reshape([1, n]))
+        })
+        .collect();
+    for (index, layer) in encoder.layers.iter().enumerate() {
+        let attn = &layer.self_attn;
+        let mut slots: [Option<InputMoments>; 4] = Default::default();
+        for x in hidden.iter_mut() {
+            let [_, s, _] = x.dims();
+            let (cos, sin) = rope_tables::<B>(encoder.rope_theta, encoder.head_dim, s, device);
+            let mask = encoder.attention_mask(Tensor::<B, 2, Int>::ones([1, s], device));
+            let normed = layer.input_layernorm.forward(x.clone());
+            add(&mut slots[0], normed.clone());
+            let heads = attn.attend(normed, &cos, &sin, mask);
+            add(&mut slots[1], heads.clone());
+            let h = x.clone() + attn.o_proj.forward(heads);
+            let normed = layer.post_attention_layernorm.forward(h.clone());
+            add(&mut slots[2], normed.clone());
+            let gated = layer.mlp.gated(normed);
+            add(&mut slots[3], gated.clone());
+            *x = h + layer.mlp.down_proj.forward(gated);
+        }
+        let [Some(attention), Some(attention_output), Some(mlp), Some(mlp_gated)] = slots else {
+            unreachable!("at least one non-empty sequence ran through the layer")
+        };
+        on_layer(
+            index,
+            LayerInputs {
+                attention,
+                attention_output,
+                mlp,
+                mlp_gated,
+            },
+        )?;
+    }
+    Ok(())
+}
