@@ -13,7 +13,7 @@ use qzhou_core::gptq::{gptq_projections, gptq_q4, InputMoments};
 use qzhou_core::model::{DeviceStorage, QwenEncoder, RandomInit};
 use qzhou_core::quantization::{dequantize_scaled, quantize_scaled, scale_exponent};
 use qzhou_core::weight_pack::{PackLimits, PackOptions};
-use qzhou_core::{AttentionMode, Quantization, QwenConfig, TensorSource, WeightPack};
+use qzhou_core::{AttentionMode, Quantization, TensorSource, WeightPack};
 
 /// Deterministic N(0, 1) draws (splitmix64 + Box–Muller): no test depends on a generator crate.
 struct Normal(u64);
@@ -146,26 +146,12 @@ fn bad_inputs_are_clear_errors() {
     assert_eq!(zero.to_f32(), plain_q4(&w));
 }
 
-fn deep_config() -> QwenConfig {
-    QwenConfig::from_json(
-        serde_json::json!({
-            "model_type": "qwen2", "hidden_size": 256, "intermediate_size": 704,
-            "num_hidden_layers": 6, "num_attention_heads": 8, "num_key_value_heads": 2,
-            "vocab_size": 4096, "max_position_embeddings": 512, "rms_norm_eps": 1e-6,
-            "rope_theta": 1000000.0, "tie_word_embeddings": false
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .unwrap()
-}
-
 /// The 6 × 256 random Qwen2 of `web_pack.rs`: GPTQ (calibrated on 200 random sequences, scored
 /// on 24 others) keeps every pooled embedding ≥ 0.98 of f32, no worse than plain q4 on average; the
 /// pack stores the GPTQ rounding exactly, including a projection cut into several parts.
 #[test]
 fn a_q4_pack_stores_gptq_rounding_and_stays_close_to_f32() {
-    let config = deep_config();
+    let config = common::deep_qwen2_config();
     let source = RandomInit::new(&config, 11, 0.02).unwrap();
     let device = FlexDevice;
     let storage = DeviceStorage::for_backend::<Flex>(&device);

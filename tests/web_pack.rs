@@ -112,19 +112,9 @@ fn packs_of_a_deeper_random_model_stay_close_to_f32() {
     use burn::prelude::*;
     use qzhou_core::model::{DeviceStorage, QwenEncoder, RandomInit};
     use qzhou_core::weight_pack::PackOptions;
-    use qzhou_core::{AttentionMode, QwenConfig, WeightPack};
+    use qzhou_core::{AttentionMode, WeightPack};
 
-    let config = QwenConfig::from_json(
-        serde_json::json!({
-            "model_type": "qwen2", "hidden_size": 256, "intermediate_size": 704,
-            "num_hidden_layers": 6, "num_attention_heads": 8, "num_key_value_heads": 2,
-            "vocab_size": 4096, "max_position_embeddings": 512, "rms_norm_eps": 1e-6,
-            "rope_theta": 1000000.0, "tie_word_embeddings": false
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .unwrap();
+    let config = common::deep_qwen2_config();
     let source = RandomInit::new(&config, 11, 0.02).unwrap();
     let device = FlexDevice;
     let storage = DeviceStorage::for_backend::<Flex>(&device);

@@ -267,3 +267,19 @@ pub fn json_rows(v: &Value) -> Vec<Vec<f32>> {
         .map(|r| json_floats(r).into_iter().map(|x| x as f32).collect())
         .collect()
 }
+
+/// A Qwen2 of 6 layers × 256 wide (MLP 704, 8 heads, 2 key/value heads, vocabulary 4,096): the
+/// deeper random model the q8/q4 accuracy tests use instead of the 2-layer fixture.
+pub fn deep_qwen2_config() -> qzhou_core::QwenConfig {
+    qzhou_core::QwenConfig::from_json(
+        serde_json::json!({
+            "model_type": "qwen2", "hidden_size": 256, "intermediate_size": 704,
+            "num_hidden_layers": 6, "num_attention_heads": 8, "num_key_value_heads": 2,
+            "vocab_size": 4096, "max_position_embeddings": 512, "rms_norm_eps": 1e-6,
+            "rope_theta": 1000000.0, "tie_word_embeddings": false
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}

@@ -19,7 +19,8 @@ use qzhou_core::weight_pack::{
     DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PART_BYTES, DEFAULT_Q4_KEEP_Q8,
 };
 use qzhou_core::{
-    EmbedOptions, Embedder, LoadOptions, Quantization, QwenConfig, TextTokenizer, Truncation,
+    EmbedOptions, Embedder, LoadOptions, Quantization, QwenConfig, TensorSource, TextTokenizer,
+    Truncation,
 };
 
 use crate::hub::ModelArgs;
@@ -110,7 +111,7 @@ pub fn run(args: ExportWebArgs) -> Result<()> {
         if !schemes.contains(&Quantization::Q4) {
             bail!("--calibration is for the q4 pack's GPTQ rounding, but --quant has no q4");
         }
-        options.q4_rounded = gptq_round(&dir, &config, &options, calibration)?;
+        options.q4_rounded = gptq_round(&dir, &checkpoint, &config, &options, calibration)?;
     }
 
     fs::create_dir_all(&args.out)
@@ -150,6 +151,7 @@ pub fn run(args: ExportWebArgs) -> Result<()> {
 /// attention mode and tokenizer; progress on stderr.
 fn gptq_round(
     dir: &Path,
+    checkpoint: &dyn TensorSource,
     config: &QwenConfig,
     options: &PackOptions,
     calibration: &str,
@@ -192,11 +194,10 @@ fn gptq_round(
         texts.len(),
         embedder.model().layers.len()
     );
-    let checkpoint = open_checkpoint(dir)?;
     let started = Instant::now();
     let rounded = gptq_projections(
         embedder.model(),
-        &checkpoint,
+        checkpoint,
         &ids,
         &device,
         &|name, shape| options.scheme_for(Quantization::Q4, name, shape) == Quantization::Q4,

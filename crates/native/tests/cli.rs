@@ -90,6 +90,17 @@ fn assert_matches_reference(got: &[Vec<f32>], model: &str, run: &str) {
     }
 }
 
+/// `qzhou embed -m model --document` of [`texts`], the vectors in order.
+fn embed_documents(model: &std::path::Path) -> Vec<Vec<f32>> {
+    let texts = texts();
+    let mut args = vec!["embed", "-m", model.to_str().unwrap(), "--document"];
+    args.extend(texts.iter().map(String::as_str));
+    rows(&ok(&qzhou(&args, &[])))
+        .into_iter()
+        .map(|r| r.1)
+        .collect()
+}
+
 fn texts() -> Vec<String> {
     expected()["texts"]
         .as_array()
@@ -379,23 +390,14 @@ fn web_pack_manifests_load_natively_and_verify_their_files() {
         ],
         &[],
     ));
-    let texts = texts();
-    let embed = |m: &std::path::Path| -> Vec<Vec<f32>> {
-        let mut args = vec!["embed", "-m", m.to_str().unwrap(), "--document"];
-        args.extend(texts.iter().map(String::as_str));
-        rows(&ok(&qzhou(&args, &[])))
-            .into_iter()
-            .map(|r| r.1)
-            .collect()
-    };
     // f32 pack = the folder, bit for bit (after JSON round trip): transformers' numbers.
     assert_matches_reference(
-        &embed(&web.join("manifest-f32.json")),
+        &embed_documents(&web.join("manifest-f32.json")),
         "tiny-qwen2",
         "bidirectional-mean",
     );
-    let direct = embed(&model);
-    let q8 = embed(&web.join("manifest-q8.json"));
+    let direct = embed_documents(&model);
+    let q8 = embed_documents(&web.join("manifest-q8.json"));
     for (q, d) in q8.iter().zip(&direct) {
         let c = cosine(q, d);
         assert!(
@@ -458,18 +460,9 @@ fn export_web_gptq_calibration() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let texts = texts();
-    let embed = |m: &std::path::Path| -> Vec<Vec<f32>> {
-        let mut args = vec!["embed", "-m", m.to_str().unwrap(), "--document"];
-        args.extend(texts.iter().map(String::as_str));
-        rows(&ok(&qzhou(&args, &[])))
-            .into_iter()
-            .map(|r| r.1)
-            .collect()
-    };
-    for (q, d) in embed(&web.join("manifest-q4.json"))
+    for (q, d) in embed_documents(&web.join("manifest-q4.json"))
         .iter()
-        .zip(&embed(&model))
+        .zip(&embed_documents(&model))
     {
         let c = cosine(q, d);
         assert!(

@@ -72,16 +72,23 @@ pub fn calibrate<B: KernelBackend>(
                 .forward(Tensor::<B, 1, Int>::from_ints(ids.as_slice(), device).reshape([1, n]))
         })
         .collect();
+    // Per sequence, the same for every layer: RoPE tables and the attention mask.
+    let positions: Vec<_> = hidden
+        .iter()
+        .map(|x| {
+            let s = x.dims()[1];
+            let (cos, sin) = rope_tables::<B>(encoder.rope_theta, encoder.head_dim, s, device);
+            let mask = encoder.attention_mask(Tensor::<B, 2, Int>::ones([1, s], device));
+            (cos, sin, mask)
+        })
+        .collect();
     for (index, layer) in encoder.layers.iter().enumerate() {
         let attn = &layer.self_attn;
         let mut slots: [Option<InputMoments>; 4] = Default::default();
-        for x in hidden.iter_mut() {
-            let [_, s, _] = x.dims();
-            let (cos, sin) = rope_tables::<B>(encoder.rope_theta, encoder.head_dim, s, device);
-            let mask = encoder.attention_mask(Tensor::<B, 2, Int>::ones([1, s], device));
+        for (x, (cos, sin, mask)) in hidden.iter_mut().zip(&positions) {
             let normed = layer.input_layernorm.forward(x.clone());
             add(&mut slots[0], normed.clone());
-            let heads = attn.attend(normed, &cos, &sin, mask);
+            let heads = attn.attend(normed, cos, sin, mask.clone());
             add(&mut slots[1], heads.clone());
             let h = x.clone() + attn.o_proj.forward(heads);
             let normed = layer.post_attention_layernorm.forward(h.clone());

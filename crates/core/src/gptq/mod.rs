@@ -74,10 +74,13 @@ pub fn gptq_projections<B: KernelBackend>(
             let Some(name) = weight_name(&names, layer, block, projection) else {
                 continue;
             };
-            let (values, shape) = source.read_f32(&name)?;
-            if shape.len() != 2 || !wanted(&name, &shape) {
+            let Some(meta) = source.meta(&name) else {
+                continue;
+            };
+            if meta.shape.len() != 2 || !wanted(&name, &meta.shape) {
                 continue;
             }
+            let (values, shape) = source.read_f32(&name)?;
             let input = match projection {
                 "q_proj" | "k_proj" | "v_proj" => "attention",
                 "gate_proj" | "up_proj" => "mlp",
