@@ -179,14 +179,32 @@ fn quantized_gather_kernel_matches_plain_burn_ops_and_host_math() {
     let (start, rows) = (100usize, 300usize);
     let short: Vec<i32> = vec![0, 99, 100, 101, 250, 250, 399, 400, 5_000, 100];
     let long: Vec<i32> = (0..70_000).map(|i| (i * 7919 % 500) as i32).collect();
-    for cols in [96, 32] {
+    // q4k needs rows of whole 128-value super-blocks; a scale exponent (as packs store) on
+    // the wider q4k table checks that the device parameters are multiplied back exactly.
+    let cases = [
+        (96, Quantization::Q8),
+        (96, Quantization::Q4),
+        (32, Quantization::Q8),
+        (32, Quantization::Q4),
+        (128, Quantization::Q4K),
+        (384, Quantization::Q4K),
+    ];
+    for (cols, scheme) in cases {
         let w = values(rows * cols, 3 + cols as u64, 0.3);
-        for scheme in [Quantization::Q8, Quantization::Q4] {
+        {
+            let exponent = if cols == 384 { scale_exponent(&w) } else { 0 };
+            let bytes = quantize_scaled(&w, scheme, exponent).unwrap();
             let mut packed = PackedBlocks::new(scheme).unwrap();
             packed
-                .extend_from_stored(&quantize(&w, scheme).unwrap(), rows * cols)
+                .extend_from_stored_scaled(&bytes, rows * cols, exponent)
                 .unwrap();
             let table = packed.to_f32();
+            if scheme == Quantization::Q4K {
+                let e = QuantizedMatrix::<Flex>::from_packed(&packed, rows, cols, &FlexDevice)
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains("no fused matmul"), "{e}");
+            }
             let gpu =
                 QuantizedRows::<Wgpu>::from_packed(&packed, start, rows, cols, &device).unwrap();
             let cpu = QuantizedRows::<Flex>::from_packed(&packed, start, rows, cols, &FlexDevice)

@@ -103,7 +103,8 @@ fn weight_packs_load_into_the_same_model_within_each_schemes_accuracy() {
 
 /// Quantisation error grows with depth and width, which the 2 × 32 fixture hides: a random
 /// Qwen2 of 6 layers × 256 wide (transformers' initialisation, σ 0.02) through q8 and q4 packs
-/// (default options: q4 keeps k/v/o projections at q8) against its own f32 weights, on 24
+/// (default options: q4 keeps k/v/o projections at q8 and stores the 256-wide table as q4k)
+/// against its own f32 weights, on 24
 /// random token sequences. Random Gaussian weights have no outliers for q4 to waste levels on
 /// but spread the error over every tensor class evenly, unlike real models (the real 0.5B is
 /// measured in crates/native/tests/real_weights.rs).
@@ -141,6 +142,16 @@ fn packs_of_a_deeper_random_model_stay_close_to_f32() {
     let reference = embed(&source);
     for (scheme, bound) in [(Quantization::Q8, 0.9995), (Quantization::Q4, 0.98)] {
         let (manifest, files) = pack_in_memory(&source, scheme, &PackOptions::default());
+        let table = manifest
+            .tensors
+            .iter()
+            .find(|t| t.name.contains("embed_tokens"));
+        let want = if scheme == Quantization::Q4 {
+            "q4k"
+        } else {
+            "q8"
+        };
+        assert_eq!(table.unwrap().dtype, want, "{scheme}: table format");
         let files = files.into_iter().map(Into::into).collect();
         let pack = WeightPack::new(manifest.clone(), files).unwrap();
         let got = embed(&pack);
@@ -304,7 +315,7 @@ mod hostile {
             (any::<Index>(), any::<Index>()).prop_map(|(a, b)| Mutation::CopyName(a, b)),
             (
                 any::<Index>(),
-                prop::sample::select(vec!["f32", "f16", "q8", "q4", "q3", ""])
+                prop::sample::select(vec!["f32", "f16", "q8", "q4", "q4k", "q3", ""])
             )
                 .prop_map(|(i, d)| Mutation::SetDtype(i, d)),
             (any::<Index>(), any::<Index>(), 0u8..8, any::<bool>())

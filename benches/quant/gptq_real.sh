@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# q4 on the real Qwen2.5-Coder-0.5B-Instruct (issue 17, item 0): plain per-block q4 vs GPTQ
-# (`qzhou export-web --calibration`), both at the default mixed layout (k/v/o at q8, 5.18
-# bits/weight), scored against the f32 folder in QZhou form (bidirectional + mean) on two sets:
+# q4 on the real Qwen2.5-Coder-0.5B-Instruct (issue 17, item 0): the embedding table in q4
+# (`--q4-as-q4k none`) or q4k (the default), projections per-block q4 or GPTQ
+# (`qzhou export-web --calibration`), all at the default mixed layout (k/v/o at q8; 5.18 bits
+# per weight with a q4 table, 5.24 with q4k), scored against the f32 folder in QZhou form
+# (bidirectional + mean), each text embedded as a document (no prefix: what "every sentence"
+# means in issue 17 and what crates/native/tests/real_weights.rs scores) and as a query (the
+# default instruction prefix, shared by every text, so its ~20 tokens weigh on all of them
+# alike), on two sets:
 #   ci   every other sentence of tests/fixtures/multilingual.jsonl (numbers and special tokens
 #        left out: English, Chinese, code, emoji — the set crates/native/tests/real_weights.rs
 #        scores), 91 texts;
 #   sts  120 STS-B test / Chinese STS-B test sentences (60 + 60).
 # Calibration (+ the built-in 71), none scored: 64 STS-B train + 64 Chinese STS-B train
 # sentences, runs of this repository's Rust source, random emoji/flags, indented fragments and
-# numbers (the recipe of crates/native/tests/real_weights.rs). Prints min / mean cosine and the count below 0.98 per pack and set.
-# usage: benches/quant/gptq_real.sh [WORKDIR]   (needs python3, ~15 min on 2 cores)
+# numbers (the recipe of crates/native/tests/real_weights.rs). Prints min / mean cosine and the count below 0.98 per pack, set and form.
+# usage: benches/quant/gptq_real.sh [WORKDIR]   (needs python3, ~30 min on 2 cores)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${1:-${TMPDIR:-/tmp}/qzhou-gptq-real}
@@ -69,23 +74,28 @@ cal += [" " * rng.randint(1, 8) + rng.choice(frags) for _ in range(16)]
 cal += [" ".join(str(rng.randrange(10 ** rng.randint(1, 6))) for _ in range(rng.randint(1, 6))) for _ in range(16)]
 dump("calibration.jsonl", cal)
 PY
-"$Q" export-web -m model --out web-plain --quant q4 >&2
-"$Q" export-web -m model --out web-gptq --quant q4 --calibration calibration.jsonl >&2
-for m in model web-plain/manifest-q4.json web-gptq/manifest-q4.json; do
+[ -f web-q4table/manifest-q4.json ] || "$Q" export-web -m model --out web-q4table --quant q4 --q4-as-q4k none >&2
+[ -f web-plain/manifest-q4.json ] || "$Q" export-web -m model --out web-plain --quant q4 >&2
+[ -f web-gptq/manifest-q4.json ] || "$Q" export-web -m model --out web-gptq --quant q4 --calibration calibration.jsonl >&2
+for m in model web-q4table/manifest-q4.json web-plain/manifest-q4.json web-gptq/manifest-q4.json; do
   tag=$(echo "$m" | cut -d/ -f1)
   for s in ci sts; do
-    "$Q" embed -m "$m" --attention bidirectional --pooling mean -i $s.jsonl --output-format jsonl -o "$s-$tag.jsonl" >/dev/null 2>&1
+    for form in document query; do
+      "$Q" embed -m "$m" --$form --attention bidirectional --pooling mean -i $s.jsonl --output-format jsonl -o "$form-$s-$tag.jsonl" >/dev/null 2>&1
+    done
   done
 done
 python3 - <<'PY'
 import json, math
 def load(p):
     return [json.loads(l)["embedding"] for l in open(p)]
-print("| pack | set | texts | min cos | mean cos | < 0.98 |")
-print("|---|---|---|---|---|---|")
-for tag in ["web-plain", "web-gptq"]:
-    for s in ["ci", "sts"]:
-        ref, got = load(f"{s}-model.jsonl"), load(f"{s}-{tag}.jsonl")
-        cos = [sum(a * b for a, b in zip(g, r)) / math.sqrt(sum(a * a for a in g) * sum(b * b for b in r)) for g, r in zip(got, ref)]
-        print(f"| {tag[4:]} | {s} | {len(cos)} | {min(cos):.5f} | {sum(cos) / len(cos):.5f} | {sum(c < 0.98 for c in cos)} |")
+names = {"web-q4table": "per block, table q4", "web-plain": "per block, table q4k", "web-gptq": "GPTQ, table q4k"}
+print("| projections, table | form | set | texts | min cos | mean cos | < 0.98 |")
+print("|---|---|---|---|---|---|---|")
+for tag, name in names.items():
+    for form in ["document", "query"]:
+        for s in ["ci", "sts"]:
+            ref, got = load(f"{form}-{s}-model.jsonl"), load(f"{form}-{s}-{tag}.jsonl")
+            cos = [sum(a * b for a, b in zip(g, r)) / math.sqrt(sum(a * a for a in g) * sum(b * b for b in r)) for g, r in zip(got, ref)]
+            print(f"| {name} | {form} | {s} | {len(cos)} | {min(cos):.5f} | {sum(cos) / len(cos):.5f} | {sum(c < 0.98 for c in cos)} |")
 PY

@@ -174,6 +174,9 @@ pub enum StoredDtype {
     Q8,
     /// Block-quantised 4-bit (web weight packs, see [`crate::quantization`]).
     Q4,
+    /// Block-quantised 4-bit with 16-value sub-blocks and coded parameters (web weight packs'
+    /// embedding tables, see [`crate::quantization`]).
+    Q4K,
 }
 
 /// Named tensors that the model loader reads one at a time as `f32`: a safetensors

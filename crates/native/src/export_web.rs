@@ -16,7 +16,7 @@ use qzhou_core::quantization::RoundedQ4;
 use qzhou_core::sentence_transformers::SentenceTransformersFiles;
 use qzhou_core::weight_pack::{
     manifest_name, sha256_hex, write_pack, PackFile, PackLimits, PackOptions,
-    DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PART_BYTES, DEFAULT_Q4_KEEP_Q8,
+    DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PART_BYTES, DEFAULT_Q4_AS_Q4K, DEFAULT_Q4_KEEP_Q8,
 };
 use qzhou_core::{
     EmbedOptions, Embedder, LoadOptions, Quantization, QwenConfig, TensorSource, TextTokenizer,
@@ -49,6 +49,12 @@ pub struct ExportWebArgs {
     /// README "Web packs"); `none` stores every block tensor as q4.
     #[arg(long, value_delimiter = ',', value_name = "NAME_PARTS")]
     pub q4_keep_q8: Option<Vec<String>>,
+    /// In the q4 pack, store tensors whose name contains any of these (comma-separated) as q4k:
+    /// 16-value sub-blocks with 8-bit coded scales, 5.25 bits per weight, where the last
+    /// dimension is a multiple of 128. Default: the token-embedding table (see README "Web
+    /// packs"); `none` stores it as q4.
+    #[arg(long, value_delimiter = ',', value_name = "NAME_PARTS")]
+    pub q4_as_q4k: Option<Vec<String>>,
     /// Round the q4 pack's projections by GPTQ against calibration texts: one per line, or JSONL
     /// with a `text` field; a built-in set of 71 short texts (other languages, code, markup,
     /// numbers, emoji) is added to them. GPTQ moves each column's rounding error onto the columns
@@ -72,20 +78,28 @@ pub fn run(args: ExportWebArgs) -> Result<()> {
     if schemes.is_empty() {
         bail!("--quant names no scheme");
     }
+    if schemes.contains(&Quantization::Q4K) {
+        bail!(
+            "--quant q4k: q4k is the tensor format q4 packs store the embedding table in \
+             (--q4-as-q4k), not a pack of its own; ask for q4"
+        );
+    }
+    let name_parts = |arg: &Option<Vec<String>>, default: &[&str]| match arg {
+        None => default.iter().map(|s| s.to_string()).collect(),
+        Some(list) if list.iter().any(|s| s.trim() == "none") => Vec::new(),
+        Some(list) => list
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    };
     let mut options = PackOptions {
         limits: PackLimits {
             max_part_bytes: args.max_part_mib << 20,
             max_file_bytes: args.max_file_mib << 20,
         },
-        q4_keep_q8: match &args.q4_keep_q8 {
-            None => DEFAULT_Q4_KEEP_Q8.iter().map(|s| s.to_string()).collect(),
-            Some(list) if list.iter().any(|s| s.trim() == "none") => Vec::new(),
-            Some(list) => list
-                .iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-        },
+        q4_keep_q8: name_parts(&args.q4_keep_q8, DEFAULT_Q4_KEEP_Q8),
+        q4_as_q4k: name_parts(&args.q4_as_q4k, DEFAULT_Q4_AS_Q4K),
         q4_rounded: Default::default(),
     };
     let dir = args.source.resolve()?;

@@ -99,6 +99,9 @@ export interface EmbedderInfo {
     embeddingBuffers: number;
     /** 32 (f32), or 8 / 4 when the table stays quantised on the GPU. */
     embeddingBits: number;
+    /** How the table sits on the GPU: 'f32', 'q8', 'q4' or 'q4k' (q4 packs' tables of a width
+     *  that is a multiple of 128: 16-value sub-blocks, 5.25 bits per weight). */
+    embeddingFormat: 'f32' | 'q8' | 'q4' | 'q4k';
     /** GPU bytes of the embedding table (values plus block scales). */
     embeddingBytes: number;
   };

@@ -14,6 +14,7 @@ before(async () => {
     '/model/': `${env.dir}/model/`,
     '/truncated/': `${env.dir}/truncated/`,
     '/corrupt/': `${env.dir}/corrupt/`,
+    '/wide/': `${env.dir}/wide/`,
   });
   browser = await launch({ webgpu: true });
   await browser.page.goto(`${http.url}/crates/web/tests/page.html`);
@@ -24,18 +25,18 @@ after(async () => {
   if (http) http.server.close();
 });
 
-/** Load `quantization` from /model/ on WebGPU and embed the fixture texts as documents. */
-function embedInPage(quantization, extra = {}) {
-  return evaluate(browser.page, async ({ q, texts, extra }) => {
+/** Load `quantization` from `base` on WebGPU and embed the fixture texts as documents. */
+function embedInPage(quantization, extra = {}, base = '/model/') {
+  return evaluate(browser.page, async ({ q, texts, extra, base }) => {
     const t0 = performance.now();
-    const e = await window.qz.Embedder.load('/model/', { quantization: q, backend: 'webgpu', ...extra });
+    const e = await window.qz.Embedder.load(base, { quantization: q, backend: 'webgpu', ...extra });
     const t1 = performance.now();
     const rows = (await e.embed(texts, { kind: 'document' })).map((r) => Array.from(r));
     const t2 = performance.now();
     const info = e.info();
     e.dispose();
     return { rows, info, loadMs: t1 - t0, embedMs: t2 - t1 };
-  }, { q: quantization, texts: TEXTS, extra }, 240_000, browser.logs);
+  }, { q: quantization, texts: TEXTS, extra, base }, 240_000, browser.logs);
 }
 
 // Minimum cosine vs the transformers f32 reference (and vs native f32 of the same weights).
@@ -76,7 +77,9 @@ test('webgpu keeps a q8/q4 embedding table quantised: same vectors as the f32 ta
     const packed = await embedInPage(q);
     const dense = await embedInPage(q, { quantizedEmbedding: false });
     assert.equal(packed.info.deviceWeights.embeddingBits, bits);
+    assert.equal(packed.info.deviceWeights.embeddingFormat, q);
     assert.equal(dense.info.deviceWeights.embeddingBits, 32);
+    assert.equal(dense.info.deviceWeights.embeddingFormat, 'f32');
     // 151 936 rows of 32 values: the words, one f16 scale (q8) or scale and min (q4) per block
     // of 32, and a 4-byte power of two per row.
     assert.equal(packed.info.deviceWeights.embeddingBytes, 151_936 * (32 * bits / 8 + (bits === 8 ? 2 : 4) + 4));
@@ -87,6 +90,23 @@ test('webgpu keeps a q8/q4 embedding table quantised: same vectors as the f32 ta
       `table ${packed.info.deviceWeights.embeddingBytes} vs ${dense.info.deviceWeights.embeddingBytes} bytes`);
     assert.ok(worst <= 1e-5, `${q}: max |diff| ${worst}`);
   }
+});
+
+test('webgpu keeps a q4k embedding table (128-wide model) quantised: same vectors as the f32 table', { timeout: 300_000 }, async () => {
+  const packed = await embedInPage('q4', {}, '/wide/');
+  const dense = await embedInPage('q4', { quantizedEmbedding: false }, '/wide/');
+  assert.equal(packed.info.deviceWeights.embeddingFormat, 'q4k');
+  assert.equal(packed.info.deviceWeights.embeddingBits, 4);
+  assert.equal(dense.info.deviceWeights.embeddingFormat, 'f32');
+  // 151 936 rows of 128 values: 64 bytes of nibbles, 16 of scale/min codes, one f16 (d, dmin)
+  // pair per 128 values and a 4-byte power of two per row.
+  assert.equal(packed.info.deviceWeights.embeddingBytes, 151_936 * (64 + 16 + 4 + 4));
+  assert.equal(dense.info.deviceWeights.embeddingBytes, 151_936 * 128 * 4);
+  let worst = 0;
+  packed.rows.forEach((row, i) => row.forEach((v, j) => { worst = Math.max(worst, Math.abs(v - dense.rows[i][j])); }));
+  console.log(`webgpu q4k table: quantised vs f32 max|Δ| ${worst.toExponential(2)}; ` +
+    `table ${packed.info.deviceWeights.embeddingBytes} vs ${dense.info.deviceWeights.embeddingBytes} bytes`);
+  assert.ok(worst <= 1e-5, `q4k: max |diff| ${worst}`);
 });
 
 test('dispose gives the weights\' GPU memory back', { timeout: 300_000 }, async () => {

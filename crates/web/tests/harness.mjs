@@ -3,7 +3,7 @@
 // repository over HTTP on 127.0.0.1, and launch Debian's Chromium through playwright-core.
 import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync, statSync, truncateSync, existsSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync, statSync, truncateSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, extname, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,7 +43,61 @@ export function prepare() {
   execFileSync(QZHOU, ['embed', '--backend', 'cpu', '--model', join(FIXTURES, 'tiny-qwen2'), '--document',
     '--input', input, '--output', native], { stdio: 'pipe' });
   const nativeRows = readFileSync(native, 'utf8').trim().split('\n').map((l) => JSON.parse(l).embedding);
+  // A 128-wide model: its q4 pack stores the embedding table as q4k.
+  writeWideModel(join(dir, 'wide-model'));
+  execFileSync(QZHOU, ['export-web', '--model', join(dir, 'wide-model'), '--out', join(dir, 'wide'), '--quant', 'q4'],
+    { stdio: 'pipe' });
   return { dir, nativeRows };
+}
+
+/**
+ * A random 1-layer Qwen2 of width 128 (4 heads of 32, 2 key/value heads, MLP 256; weights
+ * N(0, 0.02²) from a fixed seed, norms 1) with the fixture's tokenizer and vocabulary, written
+ * as a model folder: wide enough for a q4 pack to store the embedding table as q4k (rows of
+ * whole 128-value super-blocks), which the 32-wide fixture is not.
+ */
+export function writeWideModel(dir) {
+  mkdirSync(dir, { recursive: true });
+  const config = JSON.parse(readFileSync(join(FIXTURES, 'tiny-qwen2', 'config.json'), 'utf8'));
+  Object.assign(config, { hidden_size: 128, intermediate_size: 256, num_hidden_layers: 1,
+    layer_types: ['full_attention'], num_attention_heads: 4, num_key_value_heads: 2 });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) cpSync(join(FIXTURES, 'tiny-qwen2', f), join(dir, f));
+  const [h, m, kv] = [128, 256, 64];
+  const shapes = {
+    'embed_tokens.weight': [config.vocab_size, h],
+    'layers.0.input_layernorm.weight': [h], 'layers.0.post_attention_layernorm.weight': [h], 'norm.weight': [h],
+    'layers.0.self_attn.q_proj.weight': [h, h], 'layers.0.self_attn.q_proj.bias': [h],
+    'layers.0.self_attn.k_proj.weight': [kv, h], 'layers.0.self_attn.k_proj.bias': [kv],
+    'layers.0.self_attn.v_proj.weight': [kv, h], 'layers.0.self_attn.v_proj.bias': [kv],
+    'layers.0.self_attn.o_proj.weight': [h, h],
+    'layers.0.mlp.gate_proj.weight': [m, h], 'layers.0.mlp.up_proj.weight': [m, h], 'layers.0.mlp.down_proj.weight': [h, m],
+  };
+  // xorshift64 uniforms, Box–Muller normals.
+  let state = 0x9e3779b97f4a7c15n;
+  const uniform = () => {
+    state ^= (state << 13n) & 0xffffffffffffffffn;
+    state ^= state >> 7n;
+    state ^= (state << 17n) & 0xffffffffffffffffn;
+    return (Number(state >> 11n) + 0.5) / 2 ** 53;
+  };
+  const header = {};
+  const blobs = [];
+  let offset = 0;
+  for (const [name, shape] of Object.entries(shapes)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const values = new Float32Array(n);
+    if (name.endsWith('norm.weight')) values.fill(1);
+    else for (let i = 0; i < n; i++) values[i] = 0.02 * Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+    header[name] = { dtype: 'F32', shape, data_offsets: [offset, offset + n * 4] };
+    blobs.push(Buffer.from(values.buffer));
+    offset += n * 4;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(join(dir, 'model.safetensors'), Buffer.concat([length, Buffer.from(json), ...blobs]));
 }
 
 const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.json': 'application/json',

@@ -174,6 +174,11 @@ impl<B: Backend> QuantizedMatrix<B> {
         cols: usize,
         device: &B::Device,
     ) -> Result<Self> {
+        if packed.scheme == Quantization::Q4K {
+            return Err(QzhouError::InvalidOption(
+                "q4k has no fused matmul kernel (only the embedding gather reads it)".into(),
+            ));
+        }
         let bits = block_bits(packed, rows, cols)?;
         let row_words = cols * bits / 32;
         let mut words = vec![0i32; rows * row_words];
@@ -231,17 +236,18 @@ impl<B: Backend> QuantizedMatrix<B> {
 fn block_bits(packed: &PackedBlocks, rows: usize, cols: usize) -> Result<usize> {
     let bits = match packed.scheme {
         Quantization::Q8 => 8,
-        Quantization::Q4 => 4,
+        Quantization::Q4 | Quantization::Q4K => 4,
         other => {
             return Err(QzhouError::InvalidOption(format!(
                 "{other} is not a block scheme"
             )))
         }
     };
-    if rows == 0 || cols == 0 || cols % BLOCK_SIZE != 0 || packed.numel() != rows * cols {
+    let block = packed.scheme.block_size();
+    if rows == 0 || cols == 0 || cols % block != 0 || packed.numel() != rows * cols {
         return Err(QzhouError::InvalidOption(format!(
             "{} blocks of {} values cannot form a [{rows}, {cols}] matrix (cols must be a \
-             positive multiple of {BLOCK_SIZE})",
+             positive multiple of {block})",
             packed.scheme,
             packed.numel()
         )));

@@ -1,7 +1,7 @@
-//! A token-embedding table kept block-quantised (q8/q4) on the device: a lookup gathers the
-//! rows of the requested ids and dequantises only those ([`KernelBackend::quantized_gather`]),
-//! so Qwen2.5-7B's `151 936 × 3 584` table takes 0.34 GB of GPU memory at q4 instead of
-//! 2.2 GB as f32.
+//! A token-embedding table kept block-quantised (q8/q4/q4k) on the device: a lookup gathers
+//! the rows of the requested ids and dequantises only those
+//! ([`KernelBackend::quantized_gather`]), so Qwen2.5-7B's `151 936 × 3 584` table takes
+//! 0.34 GB of GPU memory at q4 (0.37 GB at q4k) instead of 2.2 GB as f32.
 //!
 //! [`KernelBackend::quantized_gather`]: super::KernelBackend::quantized_gather
 
@@ -9,14 +9,17 @@ use burn::prelude::*;
 
 use super::{block_bits, half_params, params_per_block, unpack_words};
 use crate::error::Result;
-use crate::quantization::{PackedBlocks, BLOCK_SIZE};
+use crate::quantization::{PackedBlocks, Quantization, BLOCK_SIZE, Q4K_SUB_BLOCK, Q4K_SUPER_BLOCK};
 
 /// Rows `start .. start + rows` of a `[vocab, cols]` table, block-quantised **row-major**, as
 /// the pack stores them: word `w` of row `r` is `words[r · row_words + w]` (`row_words =
 /// cols · bits / 32`) and the parameters of its block `b` are f16 value `r · blocks + b` (q8
 /// scale) or `2 (r · blocks + b) + {0, 1}` (q4 scale, min) of `params`, two per word, times
-/// `row_scale[r]` (see `half_params.rs`), `blocks = cols / 32`. A lookup reads one row's words
-/// contiguously. `words` and `params` hold `u32` words bit-cast to the backend's int type.
+/// `row_scale[r]` (see `half_params.rs`), `blocks = cols / 32`. q4k: the parameters are one
+/// `(d, dmin)` pair per 128 values (f16 `2 (r · supers + b) + {0, 1}`) and `codes` holds each
+/// 16-value sub-block's scale and min codes, `cols / 32` words per row (layout of
+/// [`PackedBlocks::codes`]). A lookup reads one row's words contiguously. `words`, `params`
+/// and `codes` hold `u32` words bit-cast to the backend's int type.
 #[derive(Module, Debug)]
 pub struct QuantizedRows<B: Backend> {
     /// Quantised values, one 32-bit word per 4 (q8) or 8 (q4) of them, row-major.
@@ -25,6 +28,8 @@ pub struct QuantizedRows<B: Backend> {
     pub params: Tensor<B, 1, Int>,
     /// The power of two each row's parameters are multiplied by, `[rows]`.
     pub row_scale: Tensor<B, 1>,
+    /// q4k: sub-block scale/min codes, four bytes per word, row-major; one unused word for q8/q4.
+    pub codes: Tensor<B, 1, Int>,
     /// Vocabulary index of the first row held.
     pub start: usize,
     /// Rows held.
@@ -33,6 +38,8 @@ pub struct QuantizedRows<B: Backend> {
     pub cols: usize,
     /// Bits per value: 8 or 4.
     pub bits: usize,
+    /// Whether the table is q4k (16-value sub-blocks with coded parameters) rather than q8/q4.
+    pub q4k: bool,
 }
 
 impl<B: Backend> QuantizedRows<B> {
@@ -47,23 +54,32 @@ impl<B: Backend> QuantizedRows<B> {
     ) -> Result<Self> {
         let bits = block_bits(packed, rows, cols)?;
         let words: Vec<i32> = packed.words.iter().map(|&w| w as i32).collect();
-        let per_row = cols / BLOCK_SIZE * packed.params_per_block();
+        let q4k = packed.scheme == Quantization::Q4K;
+        let per_row = cols / packed.scheme.block_size() * packed.params_per_block();
         let params = half_params::encode(&packed.params, rows, per_row, |r, j| r * per_row + j);
-        let (n_words, n_params) = (words.len(), params.words.len());
+        let codes: Vec<i32> = if q4k {
+            packed.codes.iter().map(|&w| w as i32).collect()
+        } else {
+            vec![0]
+        };
+        let (n_words, n_params, n_codes) = (words.len(), params.words.len(), codes.len());
         Ok(Self {
             words: Tensor::from_data(TensorData::new(words, [n_words]), device),
             params: Tensor::from_data(TensorData::new(params.words, [n_params]), device),
             row_scale: Tensor::from_data(TensorData::new(params.row_scale, [rows]), device),
+            codes: Tensor::from_data(TensorData::new(codes, [n_codes]), device),
             start,
             rows,
             cols,
             bits,
+            q4k,
         })
     }
 
-    /// Device bytes of the words, parameters and row factors.
+    /// Device bytes of the words, parameters, codes (q4k) and row factors.
     pub fn device_bytes(&self) -> usize {
-        (self.words.dims()[0] + self.params.dims()[0] + self.rows) * 4
+        let codes = if self.q4k { self.codes.dims()[0] } else { 0 };
+        (self.words.dims()[0] + self.params.dims()[0] + codes + self.rows) * 4
     }
 
     /// Parameters per block: 1 (q8 scale) or 2 (q4 scale, min).
@@ -95,6 +111,10 @@ pub fn reference_quantized_gather<B: Backend>(
         .clone()
         .reshape([rows, row_words])
         .select(0, local.clone());
+    if table.q4k {
+        let w = q4k_rows(words, local, table);
+        return w.reshape([n, cols]) * inside.float().unsqueeze_dim(1);
+    }
     // [n, row_words, per_word] → [n, blocks, 32]: value j of word w is column w · per_word + j.
     let q = unpack_words(words, bits, 2).reshape([n, blocks, BLOCK_SIZE]);
     let params = (half_params::decode(table.params.clone(), rows * blocks * per_block)
@@ -110,4 +130,43 @@ pub fn reference_quantized_gather<B: Backend>(
         q * scale + min
     };
     w.reshape([n, cols]) * inside.float().unsqueeze_dim(1)
+}
+
+/// The q4k rows `words` `[n, cols / 8]` (rows `local` of `table`) dequantised, `[n, cols / 16,
+/// 16]`: `q · (d · sc) − dmin · mc` per sub-block, in the order of operations of the host
+/// decoder and the WGSL kernel.
+fn q4k_rows<B: Backend>(
+    words: Tensor<B, 2, Int>,
+    local: Tensor<B, 1, Int>,
+    table: &QuantizedRows<B>,
+) -> Tensor<B, 3> {
+    let (n, rows, cols) = (words.dims()[0], table.rows, table.cols);
+    let (supers, subs) = (cols / Q4K_SUPER_BLOCK, cols / Q4K_SUB_BLOCK);
+    let q = unpack_words(words, 4, 2).reshape([n, subs, Q4K_SUB_BLOCK]);
+    // (d, dmin) per super-block, repeated over its 8 sub-blocks: [n, subs, 2].
+    let d = (half_params::decode(table.params.clone(), rows * supers * 2)
+        .reshape([rows, supers * 2])
+        * table.row_scale.clone().reshape([rows, 1]))
+    .select(0, local.clone())
+    .reshape([n, supers, 1, 2])
+    .repeat_dim(2, Q4K_SUPER_BLOCK / Q4K_SUB_BLOCK)
+    .reshape([n, subs, 2]);
+    // Codes: bytes sc, mc per sub-block, 4 bytes per word: [n, subs, 2].
+    let code_words = table
+        .codes
+        .clone()
+        .reshape([rows, cols / 32])
+        .select(0, local);
+    let bytes: Vec<Tensor<B, 2, Int>> = (0..4)
+        .map(|j| {
+            code_words
+                .clone()
+                .bitwise_right_shift_scalar(((8 * j) as i64).elem())
+                .bitwise_and_scalar(255i64.elem())
+        })
+        .collect();
+    let codes = Tensor::stack::<3>(bytes, 2).float().reshape([n, subs, 2]);
+    let scale = d.clone().narrow(2, 0, 1) * codes.clone().narrow(2, 0, 1);
+    let min = (d.narrow(2, 1, 1) * codes.narrow(2, 1, 1)).neg();
+    q * scale + min
 }

@@ -29,6 +29,8 @@ const ROW_TILE: &str = include_str!("../../../../shaders/row_tile.wgsl");
 const QUANTIZED_MATMUL: &str = include_str!("../../../../shaders/quantized_matmul.wgsl");
 /// `shaders/quantized_gather.wgsl`.
 const QUANTIZED_GATHER: &str = include_str!("../../../../shaders/quantized_gather.wgsl");
+/// `shaders/q4k_gather.wgsl`.
+const Q4K_GATHER: &str = include_str!("../../../../shaders/q4k_gather.wgsl");
 /// `shaders/dense_matmul.wgsl`.
 const DENSE_MATMUL: &str = include_str!("../../../../shaders/dense_matmul.wgsl");
 /// `shaders/mean_pool_l2.wgsl`.
@@ -41,6 +43,8 @@ enum Shader {
     QuantizedMatmul { bits: u32 },
     /// Row gather + dequantise from a `bits`-bit table.
     QuantizedGather { bits: u32 },
+    /// Row gather + dequantise from a q4k table.
+    Q4kGather,
     /// f32 matmul, the weight `[k, n]` stored k-major or as the transposed view of `[n, k]`.
     DenseMatmul { k_major: bool },
     /// Masked mean pooling + optional L2 normalisation.
@@ -56,6 +60,7 @@ impl Shader {
             Self::QuantizedGather { bits } => {
                 format!("const BITS: u32 = {bits}u;\n{QUANTIZED_GATHER}")
             }
+            Self::Q4kGather => Q4K_GATHER.to_string(),
             Self::DenseMatmul { k_major } => {
                 format!("const K_MAJOR: bool = {k_major};\n{ROW_TILE}\n{DENSE_MATMUL}")
             }
@@ -67,6 +72,7 @@ impl Shader {
         match self {
             Self::QuantizedMatmul { .. }
             | Self::QuantizedGather { .. }
+            | Self::Q4kGather
             | Self::DenseMatmul { .. } => CubeDim::new_1d(64),
             Self::MeanPoolL2 => CubeDim::new_1d(256),
         }
@@ -89,6 +95,7 @@ impl<C: Compiler> CubeTask<C> for WgslTask {
             debug_name: Some(match self.0 {
                 Shader::QuantizedMatmul { .. } => "qzhou::quantized_matmul",
                 Shader::QuantizedGather { .. } => "qzhou::quantized_gather",
+                Shader::Q4kGather => "qzhou::q4k_gather",
                 Shader::DenseMatmul { .. } => "qzhou::dense_matmul",
                 Shader::MeanPoolL2 => "qzhou::mean_pool_l2",
             }),
@@ -280,6 +287,12 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
             to_u32(table.start, "first row"),
             to_u32(table.rows, "rows"),
         ];
+        if table.q4k {
+            let codes: CubeTensor<WgpuRuntime> =
+                into_contiguous(table.codes.clone().into_primitive());
+            let inputs = [&ids, &words, &params, &row_scale, &codes];
+            return launch(Shader::Q4kGather, &inputs, [n, cols], info, groups);
+        }
         let shader = Shader::QuantizedGather {
             bits: table.bits as u32,
         };

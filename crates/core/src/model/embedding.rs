@@ -52,6 +52,16 @@ impl<B: Backend> TokenEmbedding<B> {
         }
     }
 
+    /// How the table is held: `f32`, `q8`, `q4` or `q4k` (see [`crate::quantization`]).
+    pub fn format(&self) -> &'static str {
+        match self {
+            Self::Dense(_) => "f32",
+            Self::Quantized(parts) if parts[0].q4k => "q4k",
+            Self::Quantized(parts) if parts[0].bits == 8 => "q8",
+            Self::Quantized(_) => "q4",
+        }
+    }
+
     /// Device bytes of the table (values plus block parameters).
     pub fn device_bytes(&self) -> usize {
         match self {

@@ -15,8 +15,8 @@ use super::rope::rope_tables;
 use crate::config::{AttentionMode, QwenConfig};
 use crate::error::{QzhouError, Result, ShapeMismatch};
 use crate::kernels::{KernelBackend, QuantizedMatrix, QuantizedRows};
-use crate::quantization::{PackedBlocks, BLOCK_SIZE};
-use crate::weights::TensorSource;
+use crate::quantization::{PackedBlocks, Quantization};
+use crate::weights::{StoredDtype, TensorSource};
 
 /// Counts of how a loaded encoder's weights are stored on the device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -35,6 +35,8 @@ pub struct StorageSummary {
     /// Bits per stored value of the embedding table: 32 (f32), or 8 / 4 when it is kept
     /// block-quantised and rows are dequantised as they are looked up.
     pub embedding_bits: usize,
+    /// How the embedding table is held on the device: `f32`, `q8`, `q4` or `q4k`.
+    pub embedding_format: &'static str,
     /// Device bytes of the embedding table (values plus block parameters).
     pub embedding_bytes: usize,
 }
@@ -163,6 +165,7 @@ impl<B: Backend> QwenEncoder<B> {
         let mut s = StorageSummary {
             embedding_buffers: self.embed_tokens.buffers(),
             embedding_bits: self.embed_tokens.bits(),
+            embedding_format: self.embed_tokens.format(),
             embedding_bytes: self.embed_tokens.device_bytes(),
             ..StorageSummary::default()
         };
@@ -460,20 +463,32 @@ impl<B: Backend> Loader<'_, B> {
     /// The 2-D matrix `name` as stored block-quantised, cut into row groups of at most the
     /// buffer limit (sized by the words, the larger of a group's two buffers), each handed to
     /// `upload(first row, rows, cols, blocks)` as it is cut. `None` when `name` is not stored
-    /// block-quantised or not 2-D (such tensors are dequantised instead).
+    /// block-quantised in one of `schemes` or not 2-D (such tensors are dequantised instead).
     fn packed_row_groups<T>(
         &self,
         name: &str,
+        schemes: &[Quantization],
         mut upload: impl FnMut(usize, usize, usize, &PackedBlocks) -> Result<T>,
     ) -> Result<Option<Vec<T>>> {
         let full = format!("{}{name}", self.plan.prefix);
+        let stored = self.checkpoint.meta(&full).and_then(|m| m.dtype.ok());
+        let wanted = |s: Quantization| schemes.contains(&s);
+        let readable = match stored {
+            Some(StoredDtype::Q8) => wanted(Quantization::Q8),
+            Some(StoredDtype::Q4) => wanted(Quantization::Q4),
+            Some(StoredDtype::Q4K) => wanted(Quantization::Q4K),
+            _ => false,
+        };
+        if !readable {
+            return Ok(None);
+        }
         let Some((packed, shape)) = self.checkpoint.read_packed(&full)? else {
             return Ok(None);
         };
         let [rows, cols] = shape[..] else {
             return Ok(None);
         };
-        let row_bytes = cols / BLOCK_SIZE * packed.words_per_block() * 4;
+        let row_bytes = cols / packed.scheme.block_size() * packed.words_per_block() * 4;
         let step = self.storage.rows_per_buffer(rows, row_bytes);
         (0..rows)
             .step_by(step)
@@ -497,7 +512,8 @@ impl<B: Backend> Loader<'_, B> {
             let upload = |start, rows, cols, part: &PackedBlocks| {
                 QuantizedRows::from_packed(part, start, rows, cols, self.device)
             };
-            if let Some(parts) = self.packed_row_groups(name, upload)? {
+            let schemes = [Quantization::Q8, Quantization::Q4, Quantization::Q4K];
+            if let Some(parts) = self.packed_row_groups(name, &schemes, upload)? {
                 return Ok(TokenEmbedding::Quantized(parts));
             }
         }
@@ -525,7 +541,9 @@ impl<B: Backend> Loader<'_, B> {
             let upload = |_, rows, cols, part: &PackedBlocks| {
                 QuantizedMatrix::from_packed(part, rows, cols, self.device)
             };
-            if let Some(parts) = self.packed_row_groups(&weight_name, upload)? {
+            // q4k has no fused matmul: such a projection is dequantised like f16.
+            let schemes = [Quantization::Q8, Quantization::Q4];
+            if let Some(parts) = self.packed_row_groups(&weight_name, &schemes, upload)? {
                 return Ok(Projection::Quantized(QuantizedLinear {
                     parts,
                     bias: bias.map(Param::from_tensor),
