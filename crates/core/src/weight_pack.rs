@@ -157,10 +157,11 @@ pub const DEFAULT_Q4_KEEP_Q8: &[&str] = &[
 /// Tensors a q4 pack stores as q4k (16-value sub-blocks, [`crate::quantization`]) unless told
 /// otherwise: the token-embedding table. A token's embedding row enters the residual stream
 /// unmixed, so its rounding error reaches short texts' mean-pooled embeddings almost whole:
-/// on the real Qwen2.5-0.5B (GPTQ projections, k/v/o at q8) the table in q4k instead of q4
-/// takes the worst of 91 multilingual sentences from 0.904 to 0.974 cosine to f32 and of 120
-/// STS sentences from 0.940 to 0.988, for +0.07 bits per weight on average (the table is 28 %
-/// of that model; 7 % of a 7B). The gather kernel reads q4k on the device.
+/// on the real Qwen2.5-0.5B (per-block q4 projections, k/v/o at q8; documents) the table in
+/// q4k instead of q4 takes the worst of 91 multilingual sentences from 0.861 to 0.944 cosine
+/// to f32 and the held-out STS sentences below 0.98 from 15 of 120 to 3, for +0.06 bits per
+/// weight on average (the table is 28 % of that model; 7 % of a 7B; benches/quant/gptq_real.sh).
+/// The gather kernel reads q4k on the device.
 pub const DEFAULT_Q4_AS_Q4K: &[&str] = &["embed_tokens."];
 
 /// How [`write_pack`] cuts and stores tensors.
