@@ -261,7 +261,8 @@ fn imported_gguf_matches_transformers_in_both_forms() {
 /// of emoji, mean 0.99325; with a q4 table it was 0.897 / 0.9881; GPTQ on a few thousand tokens
 /// moves its worst sentence with the calibration mix: benches/quant/gptq_real.sh's Python-made
 /// mix of the same recipe leaves "    leading spaces" at 0.889), so the floors guard the current
-/// state (per-block q4 projections with a q4 table: min 0.861, mean 0.9858).
+/// state, not the goal (for comparison, per-block q4 projections with a q4 table: min 0.861,
+/// mean 0.9858).
 fn web_packs_keep_the_real_models_embeddings(model: &Path, corpus: &[String], scratch: &Path) {
     // Every other sentence of the corpus (numbers and special tokens left out): ~90 texts keep
     // the three passes of the 0.5B model to a few minutes on 2 cores.
