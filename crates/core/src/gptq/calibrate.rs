@@ -45,11 +45,83 @@ fn add<B: Backend>(slot: &mut Option<InputMoments>, x: Tensor<B, 3>) {
         .add_rows(&rows);
 }
 
+/// Tokens run through the layers together: calibration texts are packed side by side into rows
+/// of up to this many tokens (a longer text gets a row of its own). A short text alone makes
+/// each projection a product of a few rows with the whole weight, which on the CPU costs about
+/// as much to lay out as to compute; the extra attention over a packed row is under a tenth of
+/// its projections' work at this length.
+pub const PACKED_TOKENS: usize = 512;
+
+/// One packed row: its hidden states `[1, tokens, hidden]`, RoPE tables restarting at every
+/// text, and the mask that keeps the texts apart.
+struct PackedRow<B: Backend> {
+    hidden: Tensor<B, 3>,
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+    mask: Option<Tensor<B, 4, Bool>>,
+}
+
+/// Group the non-empty `sequences`, in order, into rows of at most [`PACKED_TOKENS`] tokens.
+fn pack_rows<B: KernelBackend>(
+    encoder: &QwenEncoder<B>,
+    sequences: &[Vec<u32>],
+    device: &B::Device,
+) -> Vec<PackedRow<B>> {
+    let mut groups: Vec<Vec<&[u32]>> = Vec::new();
+    let mut filled = 0;
+    for ids in sequences.iter().filter(|ids| !ids.is_empty()) {
+        match groups.last_mut() {
+            Some(group) if filled + ids.len() <= PACKED_TOKENS => group.push(ids),
+            _ => {
+                groups.push(vec![ids]);
+                filled = 0;
+            }
+        }
+        filled += ids.len();
+    }
+    let longest = sequences.iter().map(Vec::len).max().unwrap_or(0);
+    let (cos, sin) = rope_tables::<B>(encoder.rope_theta, encoder.head_dim, longest, device);
+    groups
+        .into_iter()
+        .map(|group| {
+            let lengths: Vec<usize> = group.iter().map(|ids| ids.len()).collect();
+            let ids: Vec<i64> = group
+                .iter()
+                .flat_map(|ids| ids.iter())
+                .map(|&t| t as i64)
+                .collect();
+            let s = ids.len();
+            let hidden = encoder
+                .embed_tokens
+                .forward(Tensor::<B, 1, Int>::from_ints(ids.as_slice(), device).reshape([1, s]));
+            let table = |t: &Tensor<B, 2>| {
+                Tensor::cat(
+                    lengths.iter().map(|&n| t.clone().narrow(0, 0, n)).collect(),
+                    0,
+                )
+            };
+            let mask = if group.len() == 1 {
+                encoder.attention_mask(Tensor::<B, 2, Int>::ones([1, s], device))
+            } else {
+                Some(encoder.packed_attention_mask(&lengths, device))
+            };
+            PackedRow {
+                hidden,
+                cos: table(&cos),
+                sin: table(&sin),
+                mask,
+            }
+        })
+        .collect()
+}
+
 /// Run every token sequence (`sequences[i]`: token ids, one text, no padding) through `encoder`
 /// in its attention mode, one layer at a time for all sequences, calling `on_layer(index,
-/// inputs)` after each layer. Only one layer's moments and every sequence's hidden states
-/// (`tokens · hidden` floats) are held at a time. The encoder runs unchanged (f32 weights):
-/// the moments are those of the full-precision model (GPTQ without sequential re-quantisation).
+/// inputs)` after each layer. Texts run packed into rows of up to [`PACKED_TOKENS`] tokens, each
+/// attending only to itself, so the moments are those of every text run alone. Only one layer's
+/// moments and every sequence's hidden states (`tokens · hidden` floats) are held at a time. The
+/// encoder runs unchanged (f32 weights): the moments are those of the full-precision model
+/// (GPTQ without sequential re-quantisation).
 pub fn calibrate<B: KernelBackend>(
     encoder: &QwenEncoder<B>,
     sequences: &[Vec<u32>],
@@ -61,41 +133,22 @@ pub fn calibrate<B: KernelBackend>(
             "GPTQ calibration needs at least one non-empty text".into(),
         ));
     }
-    let mut hidden: Vec<Tensor<B, 3>> = sequences
-        .iter()
-        .filter(|ids| !ids.is_empty())
-        .map(|ids| {
-            let ids: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-            let n = ids.len();
-            encoder
-                .embed_tokens
-                .forward(Tensor::<B, 1, Int>::from_ints(ids.as_slice(), device).reshape([1, n]))
-        })
-        .collect();
-    // Per sequence, the same for every layer: RoPE tables and the attention mask.
-    let positions: Vec<_> = hidden
-        .iter()
-        .map(|x| {
-            let s = x.dims()[1];
-            let (cos, sin) = rope_tables::<B>(encoder.rope_theta, encoder.head_dim, s, device);
-            let mask = encoder.attention_mask(Tensor::<B, 2, Int>::ones([1, s], device));
-            (cos, sin, mask)
-        })
-        .collect();
+    let mut rows = pack_rows(encoder, sequences, device);
     for (index, layer) in encoder.layers.iter().enumerate() {
         let attn = &layer.self_attn;
         let mut slots: [Option<InputMoments>; 4] = Default::default();
-        for (x, (cos, sin, mask)) in hidden.iter_mut().zip(&positions) {
+        for row in &mut rows {
+            let x = row.hidden.clone();
             let normed = layer.input_layernorm.forward(x.clone());
             add(&mut slots[0], normed.clone());
-            let heads = attn.attend(normed, cos, sin, mask.clone());
+            let heads = attn.attend(normed, &row.cos, &row.sin, row.mask.clone());
             add(&mut slots[1], heads.clone());
-            let h = x.clone() + attn.o_proj.forward(heads);
+            let h = x + attn.o_proj.forward(heads);
             let normed = layer.post_attention_layernorm.forward(h.clone());
             add(&mut slots[2], normed.clone());
             let gated = layer.mlp.gated(normed);
             add(&mut slots[3], gated.clone());
-            *x = h + layer.mlp.down_proj.forward(gated);
+            row.hidden = h + layer.mlp.down_proj.forward(gated);
         }
         let [Some(attention), Some(attention_output), Some(mlp), Some(mlp_gated)] = slots else {
             unreachable!("at least one non-empty sequence ran through the layer")

@@ -16,7 +16,7 @@ mod round;
 
 use std::collections::BTreeMap;
 
-pub use calibrate::{calibrate, LayerInputs};
+pub use calibrate::{calibrate, LayerInputs, PACKED_TOKENS};
 pub use moments::InputMoments;
 pub use round::gptq_q4;
 

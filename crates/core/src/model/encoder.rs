@@ -209,6 +209,52 @@ impl<B: KernelBackend> QwenEncoder<B> {
         }
         let [b, s] = attention_mask.dims();
         let device = attention_mask.device();
+        let padding = attention_mask
+            .equal_elem(0)
+            .reshape([b, 1, s])
+            .expand([b, s, s]);
+        let mask = if self.causal {
+            let future = Tensor::<B, 2, Bool>::tril_mask([s, s], 0, &device)
+                .reshape([1, s, s])
+                .expand([b, s, s]);
+            padding.bool_or(future)
+        } else {
+            padding
+        };
+        Some(self.grouped_mask(mask))
+    }
+
+    /// The mask for texts packed side by side in one row (`lengths[i]` tokens each, `Σ lengths`
+    /// = `seq`, each with its own positions from 0): `[1, kv_heads, groups·seq, seq]` in the
+    /// layout of [`Self::attention_mask`], `true` where a query and a key belong to different
+    /// texts (and, when causal, where the key comes later). Running the row through the layers
+    /// with this mask and RoPE tables restarting at every text gives each text's hidden states
+    /// as if it ran alone, while every projection sees all texts' tokens in one matrix product.
+    pub fn packed_attention_mask(
+        &self,
+        lengths: &[usize],
+        device: &B::Device,
+    ) -> Tensor<B, 4, Bool> {
+        let text: Vec<usize> = lengths
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &n)| std::iter::repeat_n(i, n))
+            .collect();
+        let s = text.len();
+        let blocked: Vec<bool> = (0..s * s)
+            .map(|k| {
+                let (query, key) = (k / s, k % s);
+                text[query] != text[key] || (self.causal && key > query)
+            })
+            .collect();
+        let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(blocked, [s, s]), device);
+        self.grouped_mask(mask.reshape([1, s, s]))
+    }
+
+    /// `[batch, seq, seq]` (query, key) → `[batch, kv_heads, groups·seq, seq]`: the same mask for
+    /// every query head sharing a key/value head.
+    fn grouped_mask(&self, mask: Tensor<B, 3, Bool>) -> Tensor<B, 4, Bool> {
+        let [b, s, _] = mask.dims();
         let (kv, groups) = match self.layers.first() {
             Some(l) => (
                 l.self_attn.num_kv_heads,
@@ -216,19 +262,9 @@ impl<B: KernelBackend> QwenEncoder<B> {
             ),
             None => (1, self.num_heads),
         };
-        let padding = attention_mask
-            .equal_elem(0)
-            .reshape([b, 1, 1, 1, s])
-            .expand([b, kv, groups, s, s]);
-        let mask = if self.causal {
-            let future = Tensor::<B, 2, Bool>::tril_mask([s, s], 0, &device)
-                .reshape([1, 1, 1, s, s])
-                .expand([b, kv, groups, s, s]);
-            padding.bool_or(future)
-        } else {
-            padding
-        };
-        Some(mask.reshape([b, kv, groups * s, s]))
+        mask.reshape([b, 1, 1, s, s])
+            .expand([b, kv, groups, s, s])
+            .reshape([b, kv, groups * s, s])
     }
 
     /// `input_ids`: `[batch, seq]` token ids, right-padded; `attention_mask`: `[batch, seq]`,
