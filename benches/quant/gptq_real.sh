@@ -13,7 +13,10 @@
 #   sts  120 STS-B test / Chinese STS-B test sentences (60 + 60).
 # Calibration (+ the built-in 71), none scored: 64 STS-B train + 64 Chinese STS-B train
 # sentences, runs of this repository's Rust source, random emoji/flags, indented fragments and
-# numbers (the recipe of crates/native/tests/real_weights.rs). Prints min / mean cosine and the count below 0.98 per pack, set and form.
+# numbers (the recipe of crates/native/tests/real_weights.rs). The packs are exported in QZhou
+# form (`--attention bidirectional`), so GPTQ calibrates on the activations they will see (before
+# 2026-12-03 it calibrated the folder's causal form and was scored bidirectional). Prints min /
+# mean cosine and the count below 0.98 per pack, set and form.
 # usage: benches/quant/gptq_real.sh [WORKDIR]   (needs python3, ~30 min on 2 cores)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -74,9 +77,9 @@ cal += [" " * rng.randint(1, 8) + rng.choice(frags) for _ in range(16)]
 cal += [" ".join(str(rng.randrange(10 ** rng.randint(1, 6))) for _ in range(rng.randint(1, 6))) for _ in range(16)]
 dump("calibration.jsonl", cal)
 PY
-[ -f web-q4table/manifest-q4.json ] || "$Q" export-web -m model --out web-q4table --quant q4 --q4-as-q4k none >&2
-[ -f web-plain/manifest-q4.json ] || "$Q" export-web -m model --out web-plain --quant q4 >&2
-[ -f web-gptq/manifest-q4.json ] || "$Q" export-web -m model --out web-gptq --quant q4 --calibration calibration.jsonl >&2
+[ -f web-q4table/manifest-q4.json ] || "$Q" export-web -m model --attention bidirectional --out web-q4table --quant q4 --q4-as-q4k none >&2
+[ -f web-plain/manifest-q4.json ] || "$Q" export-web -m model --attention bidirectional --out web-plain --quant q4 >&2
+[ -f web-gptq/manifest-q4.json ] || "$Q" export-web -m model --attention bidirectional --out web-gptq --quant q4 --calibration calibration.jsonl >&2
 for m in model web-q4table/manifest-q4.json web-plain/manifest-q4.json web-gptq/manifest-q4.json; do
   tag=$(echo "$m" | cut -d/ -f1)
   for s in ci sts; do

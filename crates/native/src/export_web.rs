@@ -19,8 +19,8 @@ use qzhou_core::weight_pack::{
     DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PART_BYTES, DEFAULT_Q4_AS_Q4K, DEFAULT_Q4_KEEP_Q8,
 };
 use qzhou_core::{
-    EmbedOptions, Embedder, LoadOptions, Quantization, QwenConfig, TensorSource, TextTokenizer,
-    Truncation,
+    AttentionMode, EmbedOptions, Embedder, LoadOptions, Quantization, QwenConfig, TensorSource,
+    TextTokenizer, Truncation,
 };
 
 use crate::hub::ModelArgs;
@@ -64,6 +64,14 @@ pub struct ExportWebArgs {
     /// calibration set instead of the model. Without it, each q4 block is rounded on its own.
     #[arg(long, value_name = "FILE")]
     pub calibration: Option<String>,
+    /// Attention the packs run with, and GPTQ calibrates in: bidirectional or causal (default:
+    /// from config.json — `QZhouModel` is bidirectional, a stock Qwen decoder causal). The
+    /// packs' config.json records it in `architectures` (`QZhouModel` for bidirectional), so
+    /// `bidirectional` exports a stock Qwen2 folder in QZhou form for the browser; pooling
+    /// follows the folder's Pooling module, else mean when bidirectional and last token when
+    /// causal.
+    #[arg(long, value_parser = ["bidirectional", "causal"])]
+    pub attention: Option<String>,
 }
 
 /// Longest calibration text, in tokens.
@@ -108,6 +116,9 @@ pub fn run(args: ExportWebArgs) -> Result<()> {
     let mut assets: Vec<(String, Vec<u8>)> = Vec::new();
     for name in ["config.json", "tokenizer.json"] {
         assets.push((name.to_string(), read_required(&dir, name)?));
+    }
+    if let Some(mode) = &args.attention {
+        assets[0].1 = config_with_attention(&assets[0].1, mode.parse()?)?;
     }
     let config = QwenConfig::from_json(&assets[0].1)?;
     TextTokenizer::from_json(&assets[1].1, 8, Truncation::Truncate)?;
@@ -161,8 +172,26 @@ pub fn run(args: ExportWebArgs) -> Result<()> {
     Ok(())
 }
 
-/// GPTQ-round the projections the q4 pack stores as q4 (on the CPU, f32), with the model's own
-/// attention mode and tokenizer; progress on stderr.
+/// `config.json` with `architectures` naming attention `mode` the way [`QwenConfig::native_attention`]
+/// reads it: `QZhouModel` when bidirectional, else the stock `Qwen2Model`/`Qwen3Model`; every
+/// other key kept.
+fn config_with_attention(bytes: &[u8], mode: AttentionMode) -> Result<Vec<u8>> {
+    let mut config: serde_json::Value =
+        serde_json::from_slice(bytes).context("config.json is not JSON")?;
+    let fields = config
+        .as_object_mut()
+        .context("config.json is not a JSON object")?;
+    let name = match (mode, fields.get("model_type").and_then(|t| t.as_str())) {
+        (AttentionMode::Bidirectional, _) => "QZhouModel",
+        (AttentionMode::Causal, Some("qwen3")) => "Qwen3Model",
+        (AttentionMode::Causal, _) => "Qwen2Model",
+    };
+    fields.insert("architectures".into(), serde_json::json!([name]));
+    Ok(serde_json::to_vec_pretty(&config)?)
+}
+
+/// GPTQ-round the projections the q4 pack stores as q4 (on the CPU, f32), in the attention mode
+/// `config` names (the packs' form) with the model's tokenizer; progress on stderr.
 fn gptq_round(
     dir: &Path,
     checkpoint: &dyn TensorSource,
@@ -185,6 +214,7 @@ fn gptq_round(
     }
     let device = Default::default();
     let load = LoadOptions {
+        attention: Some(config.native_attention()),
         max_length: Some(CALIBRATION_MAX_TOKENS),
         truncation: Truncation::Truncate,
         ..LoadOptions::default()

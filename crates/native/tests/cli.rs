@@ -426,6 +426,69 @@ fn web_pack_manifests_load_natively_and_verify_their_files() {
     );
 }
 
+/// `export-web --attention`: a causal Qwen3 folder exported bidirectional gives a pack whose
+/// config.json names `QZhouModel` (every other key kept) and that embeds, with no attention
+/// override, as transformers runs the folder bidirectionally; `causal` turns a QZhou folder back
+/// into a stock one.
+#[test]
+fn export_web_attention_sets_the_packs_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = |model: &str, attention: &str| -> PathBuf {
+        let web = dir.path().join(format!("{model}-{attention}"));
+        ok(&qzhou(
+            &[
+                "export-web",
+                "-m",
+                fixture(model).to_str().unwrap(),
+                "--out",
+                web.to_str().unwrap(),
+                "--quant",
+                "f32",
+                "--attention",
+                attention,
+            ],
+            &[],
+        ));
+        web
+    };
+    let config = |web: &std::path::Path| -> Value {
+        serde_json::from_slice(&std::fs::read(web.join("config.json")).unwrap()).unwrap()
+    };
+    let original: Value =
+        serde_json::from_slice(&std::fs::read(fixture("tiny-qwen3").join("config.json")).unwrap())
+            .unwrap();
+    let web = export("tiny-qwen3", "bidirectional");
+    let mut written = config(&web);
+    assert_eq!(written["architectures"], serde_json::json!(["QZhouModel"]));
+    written["architectures"] = original["architectures"].clone();
+    assert_eq!(written, original, "only `architectures` changes");
+
+    // The pack, with only a pooling override (its Pooling module says last token), embeds as
+    // transformers runs the folder bidirectionally with mean pooling.
+    let texts = texts();
+    let manifest = web.join("manifest-f32.json");
+    let mut args = vec![
+        "embed",
+        "-m",
+        manifest.to_str().unwrap(),
+        "--document",
+        "--pooling",
+        "mean",
+    ];
+    args.extend(texts.iter().map(String::as_str));
+    let got: Vec<Vec<f32>> = rows(&ok(&qzhou(&args, &[])))
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
+    assert_matches_reference(&got, "tiny-qwen3", "bidirectional-mean");
+
+    let web = export("tiny-qwen2", "causal");
+    assert_eq!(
+        config(&web)["architectures"],
+        serde_json::json!(["Qwen2Model"])
+    );
+}
+
 /// `export-web --calibration`: a q4 pack rounded by GPTQ on the tiny model embeds like the f32
 /// folder within q4's accuracy; a calibration file without a q4 pack, or one that does not
 /// exist, is a clear error and writes nothing.

@@ -291,6 +291,8 @@ fn web_packs_keep_the_real_models_embeddings(model: &Path, corpus: &[String], sc
         "q8,q4",
         "--calibration",
         calibration.to_str().unwrap(),
+        "--attention",
+        "bidirectional",
     ]));
     eprintln!("{out}");
     let reference = embed_qzhou_form(model, "pack-f32");
