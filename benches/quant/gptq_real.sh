@@ -17,7 +17,8 @@
 # form (`--attention bidirectional`), so GPTQ calibrates on the activations they will see (before
 # 2026-12-03 it calibrated the folder's causal form and was scored bidirectional). Prints min /
 # mean cosine and the count below 0.98 per pack, set and form.
-# usage: benches/quant/gptq_real.sh [WORKDIR]   (needs python3, ~30 min on 2 cores)
+# usage: [QZHOU_GPTQ_LARGE=1] benches/quant/gptq_real.sh [WORKDIR]   (needs python3, ~30 min on 2
+# cores; QZHOU_GPTQ_LARGE=1 adds a pack GPTQ-calibrated on a 14x larger set, ~35 min more)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${1:-${TMPDIR:-/tmp}/qzhou-gptq-real}
@@ -80,7 +81,59 @@ PY
 [ -f web-q4table/manifest-q4.json ] || "$Q" export-web -m model --attention bidirectional --out web-q4table --quant q4 --q4-as-q4k none >&2
 [ -f web-plain/manifest-q4.json ] || "$Q" export-web -m model --attention bidirectional --out web-plain --quant q4 >&2
 [ -f web-gptq/manifest-q4.json ] || "$Q" export-web -m model --attention bidirectional --out web-gptq --quant q4 --calibration calibration.jsonl >&2
-for m in model web-q4table/manifest-q4.json web-plain/manifest-q4.json web-gptq/manifest-q4.json; do
+PACKS="model web-q4table/manifest-q4.json web-plain/manifest-q4.json web-gptq/manifest-q4.json"
+if [ "${QZHOU_GPTQ_LARGE:-0}" = 1 ]; then
+  # A 14x larger calibration set (~62,000 tokens; ~35 more minutes on 2 cores): STS-B, MSRP
+  # and Chinese STS-B train sentences, Chinese retrieval queries and passages (first 300
+  # characters), runs of 1-12 lines of this repository's sources, emoji and numbers; none of
+  # the scored texts.
+  python3 - "$ROOT" "$DATA" <<'PY'
+import gzip, json, random, glob, sys
+root, data = sys.argv[1], sys.argv[2]
+rng = random.Random(1)
+en, zh = [], []
+with gzip.open(f"{data}/sts-b-en/stsbenchmark.tsv.gz", "rt", encoding="utf-8") as f:
+    next(f)
+    for line in f:
+        c = line.rstrip("\n").split("\t")
+        if c[0] == "train":
+            en += c[6:8]
+for line in open(f"{data}/msrp/msr-para-train.tsv", encoding="utf-8-sig"):
+    c = line.rstrip("\n").split("\t")
+    if len(c) >= 5 and c[0] in "01":
+        en += c[3:5]
+for line in open(f"{data}/sts-b-zh/STS-B.train.data", encoding="utf-8"):
+    zh += line.rstrip("\n").split("\t")[:2]
+for line in open(f"{data}/retrieval-zh/bge_finetune_data.jsonl", encoding="utf-8"):
+    v = json.loads(line)
+    zh.append(v["query"])
+    zh += v["pos"][:1]
+en, zh = sorted(set(en)), sorted(set(zh))
+rng.shuffle(en)
+rng.shuffle(zh)
+cal = en[:1100] + [t[:300] for t in zh[:900]]
+files = sorted(glob.glob(f"{root}/crates/**/*.rs", recursive=True) + glob.glob(f"{root}/shaders/*.wgsl")
+               + glob.glob(f"{root}/crates/web/**/*.js", recursive=True) + glob.glob(f"{root}/scripts/*.py"))
+for _ in range(300):
+    lines = open(rng.choice(files), encoding="utf-8").read().split("\n")
+    i = rng.randrange(max(1, len(lines) - 12))
+    run = "\n".join(lines[i:i + rng.randint(1, 12)])
+    if run.strip():
+        cal.append(run)
+emoji = [chr(c) for c in list(range(0x1F300, 0x1F650)) + list(range(0x1F900, 0x1F9FF))]
+cal += ["".join(rng.choice(emoji) for _ in range(rng.randint(1, 8))) for _ in range(60)]
+cal += [" ".join(str(rng.randrange(10 ** rng.randint(1, 6))) for _ in range(rng.randint(1, 6))) for _ in range(40)]
+held = {json.loads(l)["text"] for n in ("ci", "sts") for l in open(f"{n}.jsonl", encoding="utf-8")}
+cal = [t for t in cal if t not in held]
+rng.shuffle(cal)
+with open("calibration-large.jsonl", "w", encoding="utf-8") as f:
+    for t in cal:
+        f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+PY
+  [ -f web-gptq-large/manifest-q4.json ] || "$Q" export-web -m model --attention bidirectional --out web-gptq-large --quant q4 --calibration calibration-large.jsonl >&2
+  PACKS="$PACKS web-gptq-large/manifest-q4.json"
+fi
+for m in $PACKS; do
   tag=$(echo "$m" | cut -d/ -f1)
   for s in ci sts; do
     for form in document query; do
@@ -92,7 +145,10 @@ python3 - <<'PY'
 import json, math
 def load(p):
     return [json.loads(l)["embedding"] for l in open(p)]
+import os
 names = {"web-q4table": "per block, table q4", "web-plain": "per block, table q4k", "web-gptq": "GPTQ, table q4k"}
+if os.path.exists("web-gptq-large/manifest-q4.json"):
+    names["web-gptq-large"] = "GPTQ (62k tokens), table q4k"
 print("| projections, table | form | set | texts | min cos | mean cos | < 0.98 |")
 print("|---|---|---|---|---|---|---|")
 for tag, name in names.items():
