@@ -234,9 +234,11 @@ fn gptq_round(
         );
     }
     eprintln!(
-        "q4: GPTQ over {} calibration texts ({tokens} tokens), {} layers",
+        "q4: GPTQ over {} calibration texts ({tokens} tokens), {} layers, {} attention (the \
+         packs' form; --attention to choose)",
         texts.len(),
-        embedder.model().layers.len()
+        embedder.model().layers.len(),
+        embedder.attention()
     );
     let started = Instant::now();
     let rounded = gptq_projections(

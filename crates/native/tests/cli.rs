@@ -519,7 +519,8 @@ fn export_web_gptq_calibration() {
     );
     ok(&out);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("GPTQ over 73 calibration texts"),
+        String::from_utf8_lossy(&out.stderr).contains("GPTQ over 73 calibration texts")
+            && String::from_utf8_lossy(&out.stderr).contains("bidirectional attention"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
