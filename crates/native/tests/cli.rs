@@ -92,8 +92,14 @@ fn assert_matches_reference(got: &[Vec<f32>], model: &str, run: &str) {
 
 /// `qzhou embed -m model --document` of [`texts`], the vectors in order.
 fn embed_documents(model: &std::path::Path) -> Vec<Vec<f32>> {
+    embed_documents_with(model, &[])
+}
+
+/// [`embed_documents`] with `extra` flags (`--pooling mean`).
+fn embed_documents_with(model: &std::path::Path, extra: &[&str]) -> Vec<Vec<f32>> {
     let texts = texts();
     let mut args = vec!["embed", "-m", model.to_str().unwrap(), "--document"];
+    args.extend(extra);
     args.extend(texts.iter().map(String::as_str));
     rows(&ok(&qzhou(&args, &[])))
         .into_iter()
@@ -122,13 +128,7 @@ fn embeds_arguments_like_transformers() {
     let got: Vec<Vec<f32>> = out.into_iter().map(|r| r.1).collect();
     assert_matches_reference(&got, "tiny-qwen2", "bidirectional-mean");
     // Qwen3 fixture: its folder says causal + last token.
-    let model = fixture("tiny-qwen3");
-    let mut args = vec!["embed", "--model", model.to_str().unwrap(), "--document"];
-    args.extend(texts.iter().map(String::as_str));
-    let got: Vec<Vec<f32>> = rows(&ok(&qzhou(&args, &[])))
-        .into_iter()
-        .map(|r| r.1)
-        .collect();
+    let got = embed_documents(&fixture("tiny-qwen3"));
     assert_matches_reference(&got, "tiny-qwen3", "causal-lasttoken");
 }
 
@@ -465,21 +465,7 @@ fn export_web_attention_sets_the_packs_form() {
 
     // The pack, with only a pooling override (its Pooling module says last token), embeds as
     // transformers runs the folder bidirectionally with mean pooling.
-    let texts = texts();
-    let manifest = web.join("manifest-f32.json");
-    let mut args = vec![
-        "embed",
-        "-m",
-        manifest.to_str().unwrap(),
-        "--document",
-        "--pooling",
-        "mean",
-    ];
-    args.extend(texts.iter().map(String::as_str));
-    let got: Vec<Vec<f32>> = rows(&ok(&qzhou(&args, &[])))
-        .into_iter()
-        .map(|r| r.1)
-        .collect();
+    let got = embed_documents_with(&web.join("manifest-f32.json"), &["--pooling", "mean"]);
     assert_matches_reference(&got, "tiny-qwen3", "bidirectional-mean");
 
     let web = export("tiny-qwen2", "causal");
