@@ -66,10 +66,14 @@ fn quantized_matmul_kernel_matches_plain_burn_ops_and_host_math() {
         (1, 7, 32, 0.1),
         (64, 64, 256, 0.1),
         (9, 70, 64, 1e-5),
+        (37, 130, 384, 0.1),
+        (13, 70, 128, 1e-5),
     ] {
         let x = values(m * k, 1 + m as u64, 1.0);
         let w = values(n * k, 2 + n as u64, scale);
-        for scheme in [Quantization::Q8, Quantization::Q4] {
+        // q4k needs k a multiple of its 128-value super-block.
+        let schemes = [Quantization::Q8, Quantization::Q4, Quantization::Q4K];
+        for scheme in schemes.into_iter().filter(|s| s.for_shape(&[n, k]) == *s) {
             let mut packed = PackedBlocks::new(scheme).unwrap();
             let exponent = scale_exponent(&w);
             packed
@@ -199,12 +203,6 @@ fn quantized_gather_kernel_matches_plain_burn_ops_and_host_math() {
                 .extend_from_stored_scaled(&bytes, rows * cols, exponent)
                 .unwrap();
             let table = packed.to_f32();
-            if scheme == Quantization::Q4K {
-                let e = QuantizedMatrix::<Flex>::from_packed(&packed, rows, cols, &FlexDevice)
-                    .unwrap_err()
-                    .to_string();
-                assert!(e.contains("no fused matmul"), "{e}");
-            }
             let gpu =
                 QuantizedRows::<Wgpu>::from_packed(&packed, start, rows, cols, &device).unwrap();
             let cpu = QuantizedRows::<Flex>::from_packed(&packed, start, rows, cols, &FlexDevice)
@@ -487,4 +485,78 @@ fn split_and_quantized_projections_equal_their_single_buffer_forms() {
         "q8 vs f32: {}",
         max_rel(&one, &whole)
     );
+}
+
+/// A q4 pack whose projections are q4k (the deeper random model: 6 layers × 256, MLP 704) stays
+/// packed on wgpu — q/gate/up as q4k through `shaders/q4k_matmul.wgsl`, down_proj (input 704,
+/// not a multiple of 128) as q4, k/v/o as q8 — and gives the vectors of the same pack
+/// dequantised on the CPU.
+#[test]
+fn q4k_projections_stay_packed_on_wgpu_and_match_the_cpu_dequantised_model() {
+    use qzhou_core::model::{DeviceStorage, QwenEncoder, RandomInit};
+    use qzhou_core::weight_pack::PackOptions;
+    use qzhou_core::{AttentionMode, TensorSource, WeightPack};
+
+    let config = common::deep_qwen2_config();
+    let source = RandomInit::new(&config, 5, 0.02).unwrap();
+    let options = PackOptions {
+        q4_as_q4k: vec!["embed_tokens".into(), "_proj".into()],
+        ..PackOptions::default()
+    };
+    let (manifest, files) = common::pack_in_memory(&source, Quantization::Q4, &options);
+    let dtype = |name: &str| {
+        manifest
+            .tensors
+            .iter()
+            .find(|t| t.name.ends_with(name))
+            .map(|t| t.dtype.clone())
+            .unwrap()
+    };
+    assert_eq!(dtype("layers.3.self_attn.q_proj.weight"), "q4k");
+    assert_eq!(dtype("layers.3.mlp.up_proj.weight"), "q4k");
+    assert_eq!(dtype("layers.3.mlp.down_proj.weight"), "q4");
+    assert_eq!(dtype("layers.3.self_attn.o_proj.weight"), "q8");
+    let files: Vec<std::sync::Arc<[u8]>> = files.into_iter().map(Into::into).collect();
+    let pack = WeightPack::new(manifest, files).unwrap();
+
+    let (batch, seq) = (5usize, 19usize);
+    let ids: Vec<i64> = (0..batch * seq)
+        .map(|i| ((i as u64 * 2_654_435_761) % 4096) as i64)
+        .collect();
+    fn pooled<B: KernelBackend>(
+        config: &qzhou_core::QwenConfig,
+        pack: &dyn TensorSource,
+        ids: &[i64],
+        shape: [usize; 2],
+        device: &B::Device,
+    ) -> (Vec<f32>, QwenEncoder<B>) {
+        let storage = DeviceStorage::for_backend::<B>(device);
+        let model =
+            QwenEncoder::<B>::load(config, AttentionMode::Bidirectional, pack, device, &storage)
+                .unwrap();
+        let input = Tensor::<B, 1, Int>::from_data(ids, device).reshape(shape);
+        let mask = Tensor::<B, 2, Int>::ones(shape, device);
+        let out = model.forward(input, mask).mean_dim(1);
+        (host(out), model)
+    }
+    let device = WgpuDevice::DefaultDevice;
+    let (gpu, model) = pooled::<Wgpu>(&config, &pack, &ids, [batch, seq], &device);
+    let quantized = model
+        .projections()
+        .iter()
+        .filter(|p| matches!(p, Projection::Quantized(q) if q.parts[0].q4k))
+        .count();
+    assert_eq!(
+        quantized,
+        6 * 3,
+        "q, gate and up of 6 layers run as q4k on wgpu"
+    );
+    assert!(model
+        .projections()
+        .iter()
+        .all(|p| matches!(p, Projection::Quantized(_))));
+    let (cpu, _) = pooled::<Flex>(&config, &pack, &ids, [batch, seq], &FlexDevice);
+    let rel = max_rel(&gpu, &cpu);
+    eprintln!("q4k projections, wgpu kernel vs CPU dequantised: max rel diff {rel:.2e}");
+    assert!(rel < 1e-5, "wgpu q4k vs CPU: {rel}");
 }

@@ -19,7 +19,7 @@ use burn::tensor::ElementConversion;
 
 use crate::error::{QzhouError, Result};
 use crate::pooling::{l2_normalize, pool, Pooling};
-use crate::quantization::{PackedBlocks, Quantization, BLOCK_SIZE};
+use crate::quantization::{PackedBlocks, Quantization, BLOCK_SIZE, Q4K_SUB_BLOCK, Q4K_SUPER_BLOCK};
 
 mod flex;
 mod half_params;
@@ -146,24 +146,31 @@ pub trait KernelBackend: Backend {
 /// A `[rows, cols]` weight (HF `[out, in]`) stored block-quantised on the device, **k-major**:
 /// the blocks of [`PackedBlocks`] re-laid so that word `w` of block `b` of row `r` sits at
 /// `words[(b · words_per_block + w) · rows + r]` and its parameters are f16 value
-/// `b · rows + r` (q8 scale) or `2 (b · rows + r) + {0, 1}` (q4 scale, min) of `params`, two
-/// per word, times `row_scale[r]` (see `half_params.rs`). Neighbouring output columns read
-/// neighbouring words in the kernel, and decoding the words in order yields `Wᵀ` `[cols, rows]`
-/// row-major. `words` and `params` hold `u32` words bit-cast to the backend's int type.
+/// `b · rows + r` (q8 scale) or `2 (b · rows + r) + {0, 1}` (q4 scale, min; q4k `d`, `dmin` of
+/// super-block `b`) of `params`, two per word, times `row_scale[r]` (see `half_params.rs`);
+/// q4k's code word `c` of super-block `b` sits at `codes[(b · 4 + c) · rows + r]`. Neighbouring
+/// output columns read neighbouring words in the kernel, and decoding the words in order yields
+/// `Wᵀ` `[cols, rows]` row-major. `words`, `params` and `codes` hold `u32` words bit-cast to the
+/// backend's int type.
 #[derive(Module, Debug)]
 pub struct QuantizedMatrix<B: Backend> {
-    /// Quantised values, one 32-bit word per 4 (q8) or 8 (q4) of them, k-major.
+    /// Quantised values, one 32-bit word per 4 (q8) or 8 (q4, q4k) of them, k-major.
     pub words: Tensor<B, 1, Int>,
-    /// Per-block scales (q8) or scale/min pairs (q4) as f16, two per word, k-major.
+    /// Per-block scales (q8), scale/min pairs (q4) or per-super-block `d`/`dmin` pairs (q4k)
+    /// as f16, two per word, k-major.
     pub params: Tensor<B, 1, Int>,
+    /// q4k: sub-block scale/min codes, four bytes per word, k-major; one unused word for q8/q4.
+    pub codes: Tensor<B, 1, Int>,
     /// The power of two each row's parameters are multiplied by, `[rows]`.
     pub row_scale: Tensor<B, 1>,
     /// Output features (`n`).
     pub rows: usize,
-    /// Input features (`k`), a multiple of 32.
+    /// Input features (`k`), a multiple of 32 (of 128 for q4k).
     pub cols: usize,
     /// Bits per value: 8 or 4.
     pub bits: usize,
+    /// Whether the weight is q4k (16-value sub-blocks with coded parameters) rather than q8/q4.
+    pub q4k: bool,
 }
 
 impl<B: Backend> QuantizedMatrix<B> {
@@ -174,12 +181,8 @@ impl<B: Backend> QuantizedMatrix<B> {
         cols: usize,
         device: &B::Device,
     ) -> Result<Self> {
-        if packed.scheme == Quantization::Q4K {
-            return Err(QzhouError::InvalidOption(
-                "q4k has no fused matmul kernel (only the embedding gather reads it)".into(),
-            ));
-        }
         let bits = block_bits(packed, rows, cols)?;
+        let q4k = packed.scheme == Quantization::Q4K;
         let row_words = cols * bits / 32;
         let mut words = vec![0i32; rows * row_words];
         for r in 0..rows {
@@ -191,20 +194,36 @@ impl<B: Backend> QuantizedMatrix<B> {
             }
         }
         let per_block = packed.params_per_block();
-        let per_row = cols / BLOCK_SIZE * per_block;
+        let per_row = cols / packed.scheme.block_size() * per_block;
         // Row r's parameter j = (block b, slot p) goes to k-major position (b · rows + r) · per_block + p.
         let params = half_params::encode(&packed.params, rows, per_row, |r, j| {
             (j / per_block * rows + r) * per_block + j % per_block
         });
-        let n_words = words.len();
-        let n_params = params.words.len();
+        let codes = if q4k {
+            let row_codes = cols / 32;
+            let mut codes = vec![0i32; rows * row_codes];
+            for r in 0..rows {
+                for (i, &c) in packed.codes[r * row_codes..(r + 1) * row_codes]
+                    .iter()
+                    .enumerate()
+                {
+                    codes[i * rows + r] = c as i32;
+                }
+            }
+            codes
+        } else {
+            vec![0]
+        };
+        let (n_words, n_params, n_codes) = (words.len(), params.words.len(), codes.len());
         Ok(Self {
             words: Tensor::from_data(TensorData::new(words, [n_words]), device),
             params: Tensor::from_data(TensorData::new(params.words, [n_params]), device),
+            codes: Tensor::from_data(TensorData::new(codes, [n_codes]), device),
             row_scale: Tensor::from_data(TensorData::new(params.row_scale, [rows]), device),
             rows,
             cols,
             bits,
+            q4k,
         })
     }
 
@@ -213,6 +232,9 @@ impl<B: Backend> QuantizedMatrix<B> {
         let (n, k) = (self.rows, self.cols);
         let per_word = 32 / self.bits;
         let words = self.words.clone().reshape([k / per_word, n]);
+        if self.q4k {
+            return self.dequantize_q4k_transposed(words);
+        }
         // [word_rows, per_word, n] -> [k, n]: row index = word_row · per_word + j = k index.
         let q = unpack_words(words, self.bits, 1).reshape([k / BLOCK_SIZE, BLOCK_SIZE, n]);
         let blocks = k / BLOCK_SIZE;
@@ -228,6 +250,37 @@ impl<B: Backend> QuantizedMatrix<B> {
             q * scale + min
         };
         w.reshape([k, n])
+    }
+
+    /// [`Self::dequantize_transposed`] of a q4k weight whose k-major `words` are `[k / 8, n]`:
+    /// `q · (d · sc) − dmin · mc` per sub-block, in the order of operations of the host decoder.
+    fn dequantize_q4k_transposed(&self, words: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        let (n, k) = (self.rows, self.cols);
+        let (supers, subs) = (k / Q4K_SUPER_BLOCK, k / Q4K_SUB_BLOCK);
+        let q = unpack_words(words, 4, 1).reshape([subs, Q4K_SUB_BLOCK, n]);
+        // (d, dmin) per super-block, repeated over its 8 sub-blocks: [subs, 2, n].
+        let units = (half_params::decode(self.params.clone(), supers * n * 2)
+            .reshape([supers, n, 2])
+            * self.row_scale.clone().reshape([1, n, 1]))
+        .swap_dims(1, 2)
+        .reshape([supers, 1, 2, n])
+        .repeat_dim(1, Q4K_SUPER_BLOCK / Q4K_SUB_BLOCK)
+        .reshape([subs, 2, n]);
+        // Code word c of a super-block holds sub-blocks 2c, 2c + 1 as bytes sc, mc, sc, mc:
+        // [supers · 4, 4, n] → [subs, 2, n].
+        let code_words = self.codes.clone().reshape([k / 32, n]);
+        let bytes: Vec<Tensor<B, 2, Int>> = (0..4)
+            .map(|j| {
+                code_words
+                    .clone()
+                    .bitwise_right_shift_scalar(((8 * j) as i64).elem())
+                    .bitwise_and_scalar(255i64.elem())
+            })
+            .collect();
+        let codes = Tensor::stack::<3>(bytes, 1).float().reshape([subs, 2, n]);
+        let scale = units.clone().narrow(1, 0, 1) * codes.clone().narrow(1, 0, 1);
+        let min = (units.narrow(1, 1, 1) * codes.narrow(1, 1, 1)).neg();
+        (q * scale + min).reshape([k, n])
     }
 }
 

@@ -27,6 +27,8 @@ use super::{KernelBackend, QuantizedMatrix, QuantizedRows};
 const ROW_TILE: &str = include_str!("../../../../shaders/row_tile.wgsl");
 /// `shaders/quantized_matmul.wgsl`.
 const QUANTIZED_MATMUL: &str = include_str!("../../../../shaders/quantized_matmul.wgsl");
+/// `shaders/q4k_matmul.wgsl`.
+const Q4K_MATMUL: &str = include_str!("../../../../shaders/q4k_matmul.wgsl");
 /// `shaders/quantized_gather.wgsl`.
 const QUANTIZED_GATHER: &str = include_str!("../../../../shaders/quantized_gather.wgsl");
 /// `shaders/q4k_gather.wgsl`.
@@ -41,6 +43,8 @@ const MEAN_POOL_L2: &str = include_str!("../../../../shaders/mean_pool_l2.wgsl")
 enum Shader {
     /// Fused dequantise + matmul for `bits`-bit blocks.
     QuantizedMatmul { bits: u32 },
+    /// Fused dequantise + matmul for q4k.
+    Q4kMatmul,
     /// Row gather + dequantise from a `bits`-bit table.
     QuantizedGather { bits: u32 },
     /// Row gather + dequantise from a q4k table.
@@ -57,6 +61,7 @@ impl Shader {
             Self::QuantizedMatmul { bits } => {
                 format!("const BITS: u32 = {bits}u;\n{ROW_TILE}\n{QUANTIZED_MATMUL}")
             }
+            Self::Q4kMatmul => format!("{ROW_TILE}\n{Q4K_MATMUL}"),
             Self::QuantizedGather { bits } => {
                 format!("const BITS: u32 = {bits}u;\n{QUANTIZED_GATHER}")
             }
@@ -71,6 +76,7 @@ impl Shader {
     fn workgroup(self) -> CubeDim {
         match self {
             Self::QuantizedMatmul { .. }
+            | Self::Q4kMatmul
             | Self::QuantizedGather { .. }
             | Self::Q4kGather
             | Self::DenseMatmul { .. } => CubeDim::new_1d(64),
@@ -94,6 +100,7 @@ impl<C: Compiler> CubeTask<C> for WgslTask {
             entrypoint_name: "main".to_string(),
             debug_name: Some(match self.0 {
                 Shader::QuantizedMatmul { .. } => "qzhou::quantized_matmul",
+                Shader::Q4kMatmul => "qzhou::q4k_matmul",
                 Shader::QuantizedGather { .. } => "qzhou::quantized_gather",
                 Shader::Q4kGather => "qzhou::q4k_gather",
                 Shader::DenseMatmul { .. } => "qzhou::dense_matmul",
@@ -244,15 +251,26 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         let row_scale: CubeTensor<WgpuRuntime> =
             into_contiguous(float_primitive(weight.row_scale.clone()));
         let groups = CubeCount::Static(n.div_ceil(64) as u32, m.div_ceil(8) as u32, 1);
-        let shader = Shader::QuantizedMatmul {
-            bits: weight.bits as u32,
-        };
         let info = [
             to_u32(m, "rows"),
             to_u32(n, "columns"),
             to_u32(k, "depth"),
             0,
         ];
+        if weight.q4k {
+            let codes: CubeTensor<WgpuRuntime> =
+                into_contiguous(weight.codes.clone().into_primitive());
+            return launch(
+                Shader::Q4kMatmul,
+                &[&x, &words, &params, &row_scale, &codes],
+                [m, n],
+                info,
+                groups,
+            );
+        }
+        let shader = Shader::QuantizedMatmul {
+            bits: weight.bits as u32,
+        };
         launch(
             shader,
             &[&x, &words, &params, &row_scale],

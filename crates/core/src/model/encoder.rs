@@ -577,8 +577,7 @@ impl<B: Backend> Loader<'_, B> {
             let upload = |_, rows, cols, part: &PackedBlocks| {
                 QuantizedMatrix::from_packed(part, rows, cols, self.device)
             };
-            // q4k has no fused matmul: such a projection is dequantised like f16.
-            let schemes = [Quantization::Q8, Quantization::Q4];
+            let schemes = [Quantization::Q8, Quantization::Q4, Quantization::Q4K];
             if let Some(parts) = self.packed_row_groups(&weight_name, &schemes, upload)? {
                 return Ok(Projection::Quantized(QuantizedLinear {
                     parts,
