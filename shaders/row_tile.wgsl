@@ -1,10 +1,10 @@
-// The 8-row × 1-column tile shared by quantized_matmul.wgsl and dense_matmul.wgsl (the host
-// prepends this file to each). One invocation computes rows row0 .. row0 + 7 of one output
-// column: the kernel loads or decodes four weights of that column as a vec4 and hands them to
-// `accumulate`, which dots them with a vec4 load of each of the eight x rows. Two vec4
-// accumulators with constant lanes, no workgroup memory, no barrier, no dynamically indexed
-// private array inside the loop — what keeps software rasterisers (SwiftShader, lavapipe) from
-// spilling to memory.
+// The 8-row × 1-column tile shared by quantized_matmul.wgsl, q4k_matmul.wgsl and
+// dense_matmul.wgsl (the host prepends this file to each). One invocation computes rows
+// row0 .. row0 + 7 of one output column: the kernel loads or decodes four weights of that
+// column as a vec4 and hands them to `accumulate`, which dots them with a vec4 load of each of
+// the eight x rows. Two vec4 accumulators with constant lanes, no workgroup memory, no barrier,
+// no dynamically indexed private array inside the loop — what keeps software rasterisers
+// (SwiftShader, lavapipe) from spilling to memory.
 //
 // Uses the kernel's bindings `x` (array<vec4<f32>>, rows of k / 4 vec4s), `out` (array<f32>,
 // [m, n] row-major) and `info` (WGSL resolves module-scope names in any order).

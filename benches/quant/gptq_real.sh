@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# q4 on the real Qwen2.5-Coder-0.5B-Instruct (issue 17, item 0): the embedding table in q4
-# (`--q4-as-q4k none`) or q4k (the default), projections per-block q4 or GPTQ
-# (`qzhou export-web --calibration`), all at the default mixed layout (k/v/o at q8; 5.18 bits
-# per weight with a q4 table, 5.24 with q4k), scored against the f32 folder in QZhou form
+# q4 on the real Qwen2.5-Coder-0.5B-Instruct (issue 17, item 0): the embedding table and the
+# q/gate/up/down projections in q4 (`--q4-as-q4k none`, 5.18 bits per weight), the table alone
+# in q4k (`--q4-as-q4k embed_tokens.`, the default before 2026-12-03, 5.24) or both in q4k (the
+# default, 5.41), projections rounded per block or by GPTQ (`qzhou export-web --calibration`),
+# k/v/o at q8 throughout, scored against the f32 folder in QZhou form
 # (bidirectional + mean), each text embedded as a document (no prefix: what "every sentence"
 # means in issue 17 and what crates/native/tests/real_weights.rs scores) and as a query (the
 # default instruction prefix, shared by every text, so its ~20 tokens weigh on all of them
@@ -17,7 +18,7 @@
 # form (`--attention bidirectional`), so GPTQ calibrates on the activations they will see (before
 # 2026-12-03 it calibrated the folder's causal form and was scored bidirectional). Prints min /
 # mean cosine and the count below 0.98 per pack, set and form.
-# usage: [QZHOU_GPTQ_LARGE=1] benches/quant/gptq_real.sh [WORKDIR]   (needs python3, ~30 min on 2
+# usage: [QZHOU_GPTQ_LARGE=1] benches/quant/gptq_real.sh [WORKDIR]   (needs python3, ~45 min on 2
 # cores; QZHOU_GPTQ_LARGE=1 adds a pack GPTQ-calibrated on a 14x larger set, ~35 min more)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -79,9 +80,11 @@ cal += [" ".join(str(rng.randrange(10 ** rng.randint(1, 6))) for _ in range(rng.
 dump("calibration.jsonl", cal)
 PY
 [ -f web-q4table/manifest-q4.json ] || "$Q" export-web -m model --attention bidirectional --out web-q4table --quant q4 --q4-as-q4k none >&2
+[ -f web-q4proj/manifest-q4.json ] || "$Q" export-web -m model --attention bidirectional --out web-q4proj --quant q4 --q4-as-q4k embed_tokens. >&2
 [ -f web-plain/manifest-q4.json ] || "$Q" export-web -m model --attention bidirectional --out web-plain --quant q4 >&2
+[ -f web-gptq-q4proj/manifest-q4.json ] || "$Q" export-web -m model --attention bidirectional --out web-gptq-q4proj --quant q4 --q4-as-q4k embed_tokens. --calibration calibration.jsonl >&2
 [ -f web-gptq/manifest-q4.json ] || "$Q" export-web -m model --attention bidirectional --out web-gptq --quant q4 --calibration calibration.jsonl >&2
-PACKS="model web-q4table/manifest-q4.json web-plain/manifest-q4.json web-gptq/manifest-q4.json"
+PACKS="model web-q4table/manifest-q4.json web-q4proj/manifest-q4.json web-plain/manifest-q4.json web-gptq-q4proj/manifest-q4.json web-gptq/manifest-q4.json"
 if [ "${QZHOU_GPTQ_LARGE:-0}" = 1 ]; then
   # A 14x larger calibration set (~62,000 tokens; ~35 more minutes on 2 cores): STS-B, MSRP
   # and Chinese STS-B train sentences, Chinese retrieval queries and passages (first 300

@@ -17,8 +17,8 @@
 //!   5.25 bits per weight. Half the block of q4 for a quarter of a bit more: on the real
 //!   Qwen2.5-0.5B, the token-embedding table in q4k instead of q4 takes the worst sentence's
 //!   cosine to f32 from 0.90 to 0.97 (benches/quant). Needs a last dimension that is a multiple
-//!   of 128 ([`Quantization::for_shape`] falls back to q4 otherwise). Only the embedding
-//!   gather has a q4k kernel; q4k projections are dequantised on load.
+//!   of 128 ([`Quantization::for_shape`] falls back to q4 otherwise). The embedding gather and
+//!   the fused matmul have q4k kernels (`shaders/q4k_gather.wgsl`, `shaders/q4k_matmul.wgsl`).
 //! * **f16** — IEEE half, no blocks. **f32** — unchanged.
 //!
 //! Why 32: it is the block of GGML's Q8_0/Q4_1 and the smallest common group size of
@@ -38,7 +38,7 @@ pub const Q4K_SUPER_BLOCK: usize = 128;
 /// Values per q4k sub-block: one 8-bit scale code and one 8-bit min code.
 pub const Q4K_SUB_BLOCK: usize = 16;
 /// Sub-blocks per q4k super-block.
-const Q4K_SUBS: usize = Q4K_SUPER_BLOCK / Q4K_SUB_BLOCK;
+pub(crate) const Q4K_SUBS: usize = Q4K_SUPER_BLOCK / Q4K_SUB_BLOCK;
 
 /// Storage scheme of a weight pack (and of each tensor in it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -219,10 +219,8 @@ pub fn quantize(values: &[f32], scheme: Quantization) -> Result<Vec<u8>> {
 }
 
 /// q4k's encoding of `values` (a multiple of [`Q4K_SUPER_BLOCK`]) appended to `out`. Per
-/// super-block: each 16-value sub-block gets q4's searched grid `(scale_j, min_j)` (the min
-/// capped at 0, as codes are unsigned); `d = max scale_j / 255` and `dmin = max(−min_j) / 255`
-/// are rounded to f16; the codes are the nearest multiples; the levels are then rounded on
-/// the coded grids, so they fit what decoding sees.
+/// super-block: each 16-value sub-block gets q4's searched grid (see [`Q4kSuperGrid::fit`]); the
+/// levels are then rounded on the coded grids, so they fit what decoding sees.
 fn quantize_q4k(values: &[f32], out: &mut Vec<u8>) {
     let supers = values.len() / Q4K_SUPER_BLOCK;
     let subs = values.len() / Q4K_SUB_BLOCK;
@@ -232,13 +230,83 @@ fn quantize_q4k(values: &[f32], out: &mut Vec<u8>) {
         Vec::with_capacity(supers * 2),
     );
     for block in values.chunks_exact(Q4K_SUPER_BLOCK) {
+        let grid = Q4kSuperGrid::fit(block);
+        for (j, sub) in block.chunks_exact(Q4K_SUB_BLOCK).enumerate() {
+            let (s, m) = grid.sub_grid(j);
+            let q = |v: f32| q4_level(v, m, s) as u8;
+            out.extend(sub.chunks_exact(2).map(|p| q(p[0]) | (q(p[1]) << 4)));
+            scale_codes.push(grid.scale_codes[j]);
+            min_codes.push(grid.min_codes[j]);
+        }
+        ds.extend_from_slice(&grid.d.to_le_bytes());
+        dmins.extend_from_slice(&grid.dmin.to_le_bytes());
+    }
+    out.extend_from_slice(&scale_codes);
+    out.extend_from_slice(&min_codes);
+    out.extend_from_slice(&ds);
+    out.extend_from_slice(&dmins);
+}
+
+/// The parameters of one q4k super-block: `f16` units `(d, dmin)` and each sub-block's 8-bit
+/// scale and min codes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Q4kSuperGrid {
+    pub d: f16,
+    pub dmin: f16,
+    pub scale_codes: [u8; Q4K_SUBS],
+    pub min_codes: [u8; Q4K_SUBS],
+}
+
+impl Q4kSuperGrid {
+    /// The grid of a [`Q4K_SUPER_BLOCK`]-value `block`: each 16-value sub-block gets q4's
+    /// searched grid `(scale_j, min_j)` (the min capped at 0, as codes are unsigned);
+    /// `d = max scale_j / 255` and `dmin = max(−min_j) / 255` are rounded to f16 and the codes
+    /// are the nearest multiples.
+    pub fn fit(block: &[f32]) -> Self {
+        Self::fit_with_headroom(block, 1.0)
+    }
+
+    /// [`Self::fit`] with `d` and `dmin` `headroom` (≥ 1) times larger, so that sub-blocks
+    /// re-fitted later ([`Self::refit_sub`]) to values that have grown can still be coded.
+    pub fn fit_with_headroom(block: &[f32], headroom: f32) -> Self {
         let mut grids = [(0f32, 0f32); Q4K_SUBS];
         for (grid, sub) in grids.iter_mut().zip(block.chunks_exact(Q4K_SUB_BLOCK)) {
-            let (scale, min) = q4_block_grid(sub);
-            *grid = (scale.to_f32().max(0.0), min.to_f32().min(0.0));
+            *grid = q4k_sub_grid(sub);
         }
-        let d = f16::from_f32(grids.iter().fold(0f32, |m, g| m.max(g.0)) / 255.0);
-        let dmin = f16::from_f32(grids.iter().fold(0f32, |m, g| m.max(-g.1)) / 255.0);
+        let unit = |largest: f32| f16::from_f32(largest * headroom / 255.0);
+        let d = unit(grids.iter().fold(0f32, |m, g| m.max(g.0)));
+        let dmin = unit(grids.iter().fold(0f32, |m, g| m.max(-g.1)));
+        let mut fitted = Self {
+            d,
+            dmin,
+            scale_codes: [0; Q4K_SUBS],
+            min_codes: [0; Q4K_SUBS],
+        };
+        for (j, &(scale, min)) in grids.iter().enumerate() {
+            fitted.code(j, scale, min);
+        }
+        fitted
+    }
+
+    /// Re-fit sub-block `j` to `sub` (its 16 values) under this super-block's `(d, dmin)`:
+    /// the codes nearest q4's searched grid of `sub`, clamped to `0..=255` (GPTQ, which moves
+    /// values after `d` and `dmin` were chosen).
+    pub fn refit_sub(&mut self, j: usize, sub: &[f32]) {
+        let (scale, min) = q4k_sub_grid(sub);
+        self.code(j, scale, min);
+    }
+
+    /// Sub-block `j`'s decoded grid `(scale, min)`.
+    pub fn sub_grid(&self, j: usize) -> (f32, f32) {
+        q4k_grid(
+            self.d.to_f32(),
+            self.dmin.to_f32(),
+            self.scale_codes[j],
+            self.min_codes[j],
+        )
+    }
+
+    fn code(&mut self, j: usize, scale: f32, min: f32) {
         let code = |v: f32, unit: f16| {
             let u = unit.to_f32();
             if u > 0.0 {
@@ -247,21 +315,15 @@ fn quantize_q4k(values: &[f32], out: &mut Vec<u8>) {
                 0
             }
         };
-        for (&(scale, min), sub) in grids.iter().zip(block.chunks_exact(Q4K_SUB_BLOCK)) {
-            let (sc, mc) = (code(scale, d), code(-min, dmin));
-            let (s, m) = q4k_grid(d.to_f32(), dmin.to_f32(), sc, mc);
-            let q = |v: f32| q4_level(v, m, s) as u8;
-            out.extend(sub.chunks_exact(2).map(|p| q(p[0]) | (q(p[1]) << 4)));
-            scale_codes.push(sc);
-            min_codes.push(mc);
-        }
-        ds.extend_from_slice(&d.to_le_bytes());
-        dmins.extend_from_slice(&dmin.to_le_bytes());
+        self.scale_codes[j] = code(scale, self.d);
+        self.min_codes[j] = code(-min, self.dmin);
     }
-    out.extend_from_slice(&scale_codes);
-    out.extend_from_slice(&min_codes);
-    out.extend_from_slice(&ds);
-    out.extend_from_slice(&dmins);
+}
+
+/// q4's searched grid of one q4k sub-block as `(scale ≥ 0, min ≤ 0)`.
+fn q4k_sub_grid(sub: &[f32]) -> (f32, f32) {
+    let (scale, min) = q4_block_grid(sub);
+    (scale.to_f32().max(0.0), min.to_f32().min(0.0))
 }
 
 /// The `(scale, min)` of a q4k sub-block with codes `sc`, `mc` under `(d, dmin)`: the grid
@@ -389,36 +451,79 @@ pub fn dequantize_scaled(
     Ok(out)
 }
 
-/// A q4 tensor whose levels and grids were chosen elsewhere (GPTQ, `gptq.rs`) rather than by
-/// [`quantize`]'s per-block rounding: `[rows, cols]` levels in `0..=15` on the grid
-/// `(min + q · scale) · 2^exponent`, one `(scale, min)` pair per block of [`BLOCK_SIZE`].
-/// [`crate::weight_pack::write_pack`] stores it as it is, in any row ranges its parts need.
+/// A q4 or q4k tensor whose levels and grids were chosen elsewhere (GPTQ, `gptq.rs`) rather
+/// than by [`quantize`]'s per-block rounding: `[rows, cols]` levels in `0..=15` on the grids of
+/// [`RoundedGrids`], times `2^exponent`. [`crate::weight_pack::write_pack`] stores it as it is,
+/// in any row ranges its parts need.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoundedQ4 {
     /// Rows (output features).
     pub rows: usize,
-    /// Columns (input features), a multiple of [`BLOCK_SIZE`].
+    /// Columns (input features), a multiple of the scheme's block.
     pub cols: usize,
     /// The power of two the stored parameters are scaled by (see [`scale_exponent`]).
     pub exponent: i32,
     /// Row-major levels, two per byte, low nibble first (`rows · cols / 2` bytes).
     pub nibbles: Vec<u8>,
-    /// Per block, row-major: `scale · 2^−exponent`.
-    pub scales: Vec<f16>,
-    /// Per block, row-major: `min · 2^−exponent`.
-    pub mins: Vec<f16>,
+    /// The grids the levels sit on.
+    pub grids: RoundedGrids,
+}
+
+/// The block parameters of a [`RoundedQ4`], row-major, in stored (`2^−exponent`) units.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoundedGrids {
+    /// q4: one `(scale, min)` pair per block of [`BLOCK_SIZE`].
+    Q4 { scales: Vec<f16>, mins: Vec<f16> },
+    /// q4k: one scale and one min code per sub-block of [`Q4K_SUB_BLOCK`], one `(d, dmin)` pair
+    /// per super-block of [`Q4K_SUPER_BLOCK`].
+    Q4K {
+        scale_codes: Vec<u8>,
+        min_codes: Vec<u8>,
+        d: Vec<f16>,
+        dmin: Vec<f16>,
+    },
 }
 
 impl RoundedQ4 {
-    /// Rows `start..end` in [`quantize`]'s q4 byte layout (nibbles, then scales, then mins), to be
-    /// read back with [`dequantize_scaled`] and [`Self::exponent`].
+    /// `Q4` or `Q4K`.
+    pub fn scheme(&self) -> Quantization {
+        match self.grids {
+            RoundedGrids::Q4 { .. } => Quantization::Q4,
+            RoundedGrids::Q4K { .. } => Quantization::Q4K,
+        }
+    }
+
+    /// Rows `start..end` in [`quantize`]'s byte layout of [`Self::scheme`] (q4: nibbles, scales,
+    /// mins; q4k: nibbles, scale codes, min codes, `d`, `dmin`), to be read back with
+    /// [`dequantize_scaled`] and [`Self::exponent`].
     pub fn part_bytes(&self, start: usize, end: usize) -> Vec<u8> {
-        let (bytes_per_row, blocks_per_row) = (self.cols / 2, self.cols / BLOCK_SIZE);
-        let blocks = start * blocks_per_row..end * blocks_per_row;
-        let mut out = Vec::with_capacity(Quantization::Q4.stored_bytes((end - start) * self.cols));
+        let halves = |v: &[f16], per_row: usize| -> Vec<u8> {
+            v[start * per_row..end * per_row]
+                .iter()
+                .flat_map(|h| h.to_le_bytes())
+                .collect()
+        };
+        let bytes_per_row = self.cols / 2;
+        let mut out = Vec::with_capacity(self.scheme().stored_bytes((end - start) * self.cols));
         out.extend_from_slice(&self.nibbles[start * bytes_per_row..end * bytes_per_row]);
-        for v in self.scales[blocks.clone()].iter().chain(&self.mins[blocks]) {
-            out.extend_from_slice(&v.to_le_bytes());
+        match &self.grids {
+            RoundedGrids::Q4 { scales, mins } => {
+                let blocks = self.cols / BLOCK_SIZE;
+                out.extend(halves(scales, blocks));
+                out.extend(halves(mins, blocks));
+            }
+            RoundedGrids::Q4K {
+                scale_codes,
+                min_codes,
+                d,
+                dmin,
+            } => {
+                let (subs, supers) = (self.cols / Q4K_SUB_BLOCK, self.cols / Q4K_SUPER_BLOCK);
+                out.extend_from_slice(&scale_codes[start * subs..end * subs]);
+                out.extend_from_slice(&min_codes[start * subs..end * subs]);
+                out.extend(halves(d, supers));
+                out.extend(halves(dmin, supers));
+            }
         }
         out
     }
@@ -428,7 +533,7 @@ impl RoundedQ4 {
         dequantize_scaled(
             &self.part_bytes(0, self.rows),
             self.rows * self.cols,
-            Quantization::Q4,
+            self.scheme(),
             self.exponent,
         )
         .expect("a RoundedQ4's own bytes decode")

@@ -155,14 +155,19 @@ pub const DEFAULT_Q4_KEEP_Q8: &[&str] = &[
 ];
 
 /// Tensors a q4 pack stores as q4k (16-value sub-blocks, [`crate::quantization`]) unless told
-/// otherwise: the token-embedding table. A token's embedding row enters the residual stream
-/// unmixed, so its rounding error reaches short texts' mean-pooled embeddings almost whole:
-/// on the real Qwen2.5-0.5B (per-block q4 projections, k/v/o at q8; documents) the table in
-/// q4k instead of q4 takes the worst of 91 multilingual sentences from 0.861 to 0.944 cosine
-/// to f32 and the held-out STS sentences below 0.98 from 15 of 120 to 3, for +0.06 bits per
-/// weight on average (the table is 28 % of that model; 7 % of a 7B; benches/quant/gptq_real.sh).
-/// The gather kernel reads q4k on the device.
-pub const DEFAULT_Q4_AS_Q4K: &[&str] = &["embed_tokens."];
+/// otherwise: the token-embedding table and every projection (`*_proj`; those named in
+/// [`DEFAULT_Q4_KEEP_Q8`] stay q8). A token's embedding row enters the residual stream unmixed,
+/// so its rounding error reaches short texts' mean-pooled embeddings almost whole: on the real
+/// Qwen2.5-0.5B (per-block q4 projections, k/v/o at q8; documents) the table in q4k instead of
+/// q4 takes the worst of 91 multilingual sentences from 0.861 to 0.944 cosine to f32 and the
+/// held-out STS sentences below 0.98 from 15 of 120 to 3, for +0.06 bits per weight on average.
+/// The projections in q4k too (+0.17 bits, 5.41 in all) take the per-block figures from
+/// 0.944 / 0.9904 (worst / mean, 91 sentences) and 0.952 / 0.9913 (120 STS) to 0.944 / 0.9931
+/// and 0.980 / 0.9949, and with GPTQ from 0.953 / 0.9961 and 0.980 / 0.9977 to 0.947 / 0.9967
+/// and 0.985 / 0.9977 (benches/quant/gptq_real.sh; query-form figures in the README). The
+/// gather and the fused matmul read q4k on the device. A tensor whose last dimension is not a
+/// multiple of 128 falls back to q4 (every Qwen2.5 hidden and MLP width is one).
+pub const DEFAULT_Q4_AS_Q4K: &[&str] = &["embed_tokens.", "_proj."];
 
 /// How [`write_pack`] cuts and stores tensors.
 #[derive(Debug, Clone)]
@@ -173,11 +178,11 @@ pub struct PackOptions {
     /// precision, as llama.cpp's Q4_K_M keeps some tensors at Q6_K). Empty: every block tensor q4.
     pub q4_keep_q8: Vec<String>,
     /// In a q4 pack, tensors whose name contains any of these (and not one of `q4_keep_q8`) are
-    /// stored as q4k where their last dimension is a multiple of 128 (q4 elsewhere). Only
-    /// the embedding gather reads q4k on the device; q4k projections are dequantised on load.
+    /// stored as q4k where their last dimension is a multiple of 128 (q4 elsewhere).
     pub q4_as_q4k: Vec<String>,
-    /// Tensors already rounded to q4 (GPTQ, [`crate::gptq`]), by checkpoint name: stored as they
-    /// are wherever the pack stores that tensor as q4, instead of rounding it block by block.
+    /// Tensors already rounded to q4 or q4k (GPTQ, [`crate::gptq`]), by checkpoint name: stored
+    /// as they are wherever the pack stores that tensor in that scheme, instead of rounding it
+    /// block by block.
     pub q4_rounded: BTreeMap<String, RoundedQ4>,
 }
 
@@ -284,7 +289,7 @@ pub fn write_pack(
             rows_per_part * row_len
         };
         let rounded = match options.q4_rounded.get(&name) {
-            Some(r) if dtype == Quantization::Q4 => {
+            Some(r) if dtype == r.scheme() => {
                 if shape != [r.rows, r.cols] {
                     return Err(QzhouError::InvalidOption(format!(
                         "tensor `{name}` is {shape:?} but was rounded as [{}, {}]",

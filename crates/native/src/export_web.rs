@@ -51,8 +51,9 @@ pub struct ExportWebArgs {
     pub q4_keep_q8: Option<Vec<String>>,
     /// In the q4 pack, store tensors whose name contains any of these (comma-separated) as q4k:
     /// 16-value sub-blocks with 8-bit coded scales, 5.25 bits per weight, where the last
-    /// dimension is a multiple of 128. Default: the token-embedding table (see README "Web
-    /// packs"); `none` stores it as q4.
+    /// dimension is a multiple of 128 (q4's blocks of 32 elsewhere). Default: the
+    /// token-embedding table and the projections not kept at q8 (see README "Web packs");
+    /// `none` stores them as q4.
     #[arg(long, value_delimiter = ',', value_name = "NAME_PARTS")]
     pub q4_as_q4k: Option<Vec<String>>,
     /// Round the q4 pack's projections by GPTQ against calibration texts: one per line, or JSONL
@@ -190,7 +191,7 @@ fn config_with_attention(bytes: &[u8], mode: AttentionMode) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec_pretty(&config)?)
 }
 
-/// GPTQ-round the projections the q4 pack stores as q4 (on the CPU, f32), in the attention mode
+/// GPTQ-round the projections the q4 pack stores as q4 or q4k (on the CPU, f32), in the attention mode
 /// `config` names (the packs' form) with the model's tokenizer; progress on stderr.
 fn gptq_round(
     dir: &Path,
@@ -246,7 +247,10 @@ fn gptq_round(
         checkpoint,
         &ids,
         &device,
-        &|name, shape| options.scheme_for(Quantization::Q4, name, shape) == Quantization::Q4,
+        &|name, shape| match options.scheme_for(Quantization::Q4, name, shape) {
+            q @ (Quantization::Q4 | Quantization::Q4K) => Some(q),
+            _ => None,
+        },
         &mut |layer, layers| {
             eprint!(
                 "\rq4: GPTQ layer {layer}/{layers} ({:.0} s)",

@@ -92,10 +92,17 @@ test('webgpu keeps a q8/q4 embedding table quantised: same vectors as the f32 ta
   }
 });
 
-test('webgpu keeps a q4k embedding table (128-wide model) quantised: same vectors as the f32 table', { timeout: 300_000 }, async () => {
+test('webgpu keeps a q4k embedding table and q4k projections (128-wide model) quantised: same vectors as the f32 table and native', { timeout: 300_000 }, async () => {
   const packed = await embedInPage('q4', {}, '/wide/');
   const dense = await embedInPage('q4', { quantizedEmbedding: false }, '/wide/');
   assert.equal(packed.info.deviceWeights.embeddingFormat, 'q4k');
+  // q/gate/up/down as q4k through q4k_matmul.wgsl, k/v/o as q8: all 7 stay packed.
+  assert.equal(packed.info.deviceWeights.quantizedProjections, 7);
+  assert.equal(packed.info.deviceWeights.denseProjections, 0);
+  const native = compare(packed.rows, env.wideNativeRows);
+  console.log(`webgpu q4k projections vs native CPU (dequantised) of the same pack: worst cos ` +
+    `${native.worstCos.toFixed(7)} max|Δ| ${native.worstDiff.toExponential(2)}`);
+  assert.ok(native.worstDiff <= 1e-5, `q4k pack: browser vs native max |diff| ${native.worstDiff}`);
   assert.equal(packed.info.deviceWeights.embeddingBits, 4);
   assert.equal(dense.info.deviceWeights.embeddingFormat, 'f32');
   // 151 936 rows of 128 values: 64 bytes of nibbles, 16 of scale/min codes, one f16 (d, dmin)

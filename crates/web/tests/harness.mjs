@@ -43,18 +43,23 @@ export function prepare() {
   execFileSync(QZHOU, ['embed', '--backend', 'cpu', '--model', join(FIXTURES, 'tiny-qwen2'), '--document',
     '--input', input, '--output', native], { stdio: 'pipe' });
   const nativeRows = readFileSync(native, 'utf8').trim().split('\n').map((l) => JSON.parse(l).embedding);
-  // A 128-wide model: its q4 pack stores the embedding table as q4k.
+  // A 128-wide model: its q4 pack stores the embedding table and the q/gate/up/down projections
+  // as q4k. Native CPU embeddings of that pack (dequantised on load) are the browser's reference.
   writeWideModel(join(dir, 'wide-model'));
   execFileSync(QZHOU, ['export-web', '--model', join(dir, 'wide-model'), '--out', join(dir, 'wide'), '--quant', 'q4'],
     { stdio: 'pipe' });
-  return { dir, nativeRows };
+  const wideNative = join(dir, 'wide-native.jsonl');
+  execFileSync(QZHOU, ['embed', '--backend', 'cpu', '--model', join(dir, 'wide', 'manifest-q4.json'), '--document',
+    '--input', input, '--output', wideNative], { stdio: 'pipe' });
+  const wideNativeRows = readFileSync(wideNative, 'utf8').trim().split('\n').map((l) => JSON.parse(l).embedding);
+  return { dir, nativeRows, wideNativeRows };
 }
 
 /**
  * A random 1-layer Qwen2 of width 128 (4 heads of 32, 2 key/value heads, MLP 256; weights
  * N(0, 0.02²) from a fixed seed, norms 1) with the fixture's tokenizer and vocabulary, written
- * as a model folder: wide enough for a q4 pack to store the embedding table as q4k (rows of
- * whole 128-value super-blocks), which the 32-wide fixture is not.
+ * as a model folder: wide enough for a q4 pack to store the embedding table and projections as
+ * q4k (rows of whole 128-value super-blocks), which the 32-wide fixture is not.
  */
 export function writeWideModel(dir) {
   mkdirSync(dir, { recursive: true });

@@ -1,5 +1,6 @@
-//! GPTQ for q4 packs (`qzhou export-web --calibration FILE`): calibration moments, the rounding, and the
-//! loop that rounds every q4 projection of a model layer by layer.
+//! GPTQ for q4 packs (`qzhou export-web --calibration FILE`): calibration moments, the rounding
+//! (into q4k's sub-blocks or q4's blocks, as the pack stores each projection), and the loop that
+//! rounds every such projection of a model layer by layer.
 //!
 //! Measured on the real Qwen2.5-0.5B in QZhou form (README "Web packs",
 //! benches/quant/gptq_real.sh, documents): with a q4k embedding table (5.24 bits/weight),
@@ -8,7 +9,9 @@
 //! tokens, calibrated in the form the pack runs, cuts the mean error by 60 % (0.9904 → 0.9961;
 //! STS-B 0.9913 → 0.9977, every sentence ≥ 0.980) and leaves two of the 91 below 0.98 (a run of
 //! emoji, 0.953). Calibrating in another attention mode than the pack runs costs most of that
-//! gain (causal calibration scored bidirectionally: 0.9920 / 0.9952).
+//! gain (causal calibration scored bidirectionally: 0.9920 / 0.9952). With q4k projections
+//! (5.41 bits/weight, the default since 2026-12-03): 0.9967 and 0.9977 (worst held-out 0.985),
+//! one of the 91 below 0.98 (the emoji run, 0.947).
 //!
 //! Native only: it needs the full-precision model and `O(n³)` factorisations.
 
@@ -25,7 +28,7 @@ pub use round::gptq_q4;
 use crate::error::{QzhouError, Result};
 use crate::kernels::KernelBackend;
 use crate::model::QwenEncoder;
-use crate::quantization::RoundedQ4;
+use crate::quantization::{Quantization, RoundedQ4};
 use crate::weights::TensorSource;
 
 /// Calibration texts `qzhou export-web --calibration` adds to the user's: JSONL, one
@@ -55,8 +58,8 @@ fn weight_name(names: &[String], layer: usize, block: &str, projection: &str) ->
         .cloned()
 }
 
-/// GPTQ-round every projection weight of `source` for which `wanted(name, shape)` holds (the
-/// tensors a q4 pack stores as q4), with moments from running `sequences` (token ids, one text
+/// GPTQ-round every projection weight of `source` for which `wanted(name, shape)` names a scheme
+/// (q4 or q4k: what a q4 pack stores it as), with moments from running `sequences` (token ids, one text
 /// each) through `encoder` (loaded from the same `source`). `progress(layer, layers)` is called
 /// after each layer. Returns the rounded tensors by checkpoint name; about half a byte per
 /// rounded weight is held.
@@ -65,7 +68,7 @@ pub fn gptq_projections<B: KernelBackend>(
     source: &dyn TensorSource,
     sequences: &[Vec<u32>],
     device: &B::Device,
-    wanted: &dyn Fn(&str, &[usize]) -> bool,
+    wanted: &dyn Fn(&str, &[usize]) -> Option<Quantization>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<BTreeMap<String, RoundedQ4>> {
     let names = source.names();
@@ -81,9 +84,12 @@ pub fn gptq_projections<B: KernelBackend>(
             let Some(meta) = source.meta(&name) else {
                 continue;
             };
-            if meta.shape.len() != 2 || !wanted(&name, &meta.shape) {
+            if meta.shape.len() != 2 {
                 continue;
             }
+            let Some(scheme) = wanted(&name, &meta.shape) else {
+                continue;
+            };
             let (values, shape) = source.read_f32(&name)?;
             let input = match projection {
                 "q_proj" | "k_proj" | "v_proj" => "attention",
@@ -101,7 +107,7 @@ pub fn gptq_projections<B: KernelBackend>(
                 )));
             }
             let h = sums.entry(input).or_insert_with(|| moments.sum_xxt());
-            let q = gptq_q4(&values, shape[0], shape[1], h)
+            let q = gptq_q4(&values, shape[0], shape[1], h, scheme)
                 .map_err(|e| QzhouError::InvalidOption(format!("tensor `{name}`: {e}")))?;
             rounded.insert(name, q);
         }

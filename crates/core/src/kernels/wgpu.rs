@@ -23,7 +23,7 @@ use burn_cubecl::ops::numeric::empty_device;
 
 use super::{KernelBackend, QuantizedMatrix, QuantizedRows};
 
-/// `shaders/row_tile.wgsl`: the 8-row tile both matmul kernels are built on (prepended).
+/// `shaders/row_tile.wgsl`: the 8-row tile the matmul kernels are built on (prepended).
 const ROW_TILE: &str = include_str!("../../../../shaders/row_tile.wgsl");
 /// `shaders/quantized_matmul.wgsl`.
 const QUANTIZED_MATMUL: &str = include_str!("../../../../shaders/quantized_matmul.wgsl");
