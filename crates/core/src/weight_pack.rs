@@ -895,20 +895,28 @@ mod tests {
     }
 
     #[test]
-    fn q4_packs_keep_the_named_tensors_at_q8_and_the_table_at_q4k() {
+    fn q4_packs_keep_k_v_o_at_q8_and_the_table_and_other_projections_at_q4k() {
         let o = PackOptions::default();
         let q4 = Quantization::Q4;
         for (name, want) in [
             ("layers.3.self_attn.v_proj.weight", Quantization::Q8),
             ("model.layers.0.self_attn.o_proj.weight", Quantization::Q8),
             ("layers.3.self_attn.k_proj.weight", Quantization::Q8),
-            ("layers.3.self_attn.q_proj.weight", Quantization::Q4),
-            ("layers.3.mlp.down_proj.weight", Quantization::Q4),
+            ("layers.3.self_attn.q_proj.weight", Quantization::Q4K),
+            ("layers.3.mlp.gate_proj.weight", Quantization::Q4K),
+            ("layers.3.mlp.down_proj.weight", Quantization::Q4K),
             ("model.embed_tokens.weight", Quantization::Q4K),
         ] {
             assert_eq!(o.scheme_for(q4, name, &[64, 896]), want, "{name}");
         }
         // q4k needs rows of whole 128-value super-blocks: q4 where only 32-blocks fit.
+        for name in ["embed_tokens.weight", "layers.3.mlp.down_proj.weight"] {
+            assert_eq!(
+                o.scheme_for(q4, name, &[64, 704]),
+                Quantization::Q4,
+                "{name}"
+            );
+        }
         assert_eq!(
             o.scheme_for(q4, "embed_tokens.weight", &[64, 32]),
             Quantization::Q4

@@ -183,16 +183,7 @@ impl<B: Backend> QuantizedMatrix<B> {
     ) -> Result<Self> {
         let bits = block_bits(packed, rows, cols)?;
         let q4k = packed.scheme == Quantization::Q4K;
-        let row_words = cols * bits / 32;
-        let mut words = vec![0i32; rows * row_words];
-        for r in 0..rows {
-            for (i, &w) in packed.words[r * row_words..(r + 1) * row_words]
-                .iter()
-                .enumerate()
-            {
-                words[i * rows + r] = w as i32;
-            }
-        }
+        let words = k_major(&packed.words, rows);
         let per_block = packed.params_per_block();
         let per_row = cols / packed.scheme.block_size() * per_block;
         // Row r's parameter j = (block b, slot p) goes to k-major position (b · rows + r) · per_block + p.
@@ -200,17 +191,7 @@ impl<B: Backend> QuantizedMatrix<B> {
             (j / per_block * rows + r) * per_block + j % per_block
         });
         let codes = if q4k {
-            let row_codes = cols / 32;
-            let mut codes = vec![0i32; rows * row_codes];
-            for r in 0..rows {
-                for (i, &c) in packed.codes[r * row_codes..(r + 1) * row_codes]
-                    .iter()
-                    .enumerate()
-                {
-                    codes[i * rows + r] = c as i32;
-                }
-            }
-            codes
+            k_major(&packed.codes, rows)
         } else {
             vec![0]
         };
@@ -282,6 +263,19 @@ impl<B: Backend> QuantizedMatrix<B> {
         let min = (units.narrow(1, 1, 1) * codes.narrow(1, 1, 1)).neg();
         (q * scale + min).reshape([k, n])
     }
+}
+
+/// Row-major `[rows, per_row]` words re-laid k-major (word `i` of row `r` at `i · rows + r`),
+/// bit-cast to `i32` for the backend's int tensors.
+fn k_major(row_major: &[u32], rows: usize) -> Vec<i32> {
+    let per_row = row_major.len() / rows;
+    let mut out = vec![0i32; row_major.len()];
+    for (r, row) in row_major.chunks_exact(per_row).enumerate() {
+        for (i, &w) in row.iter().enumerate() {
+            out[i * rows + r] = w as i32;
+        }
+    }
+    out
 }
 
 /// Bits per value of `packed` (8 or 4), checked to hold exactly `rows × cols` values with
