@@ -13,10 +13,11 @@
 // mc (low byte first). row_scale is a power of two per output column, applied once to the
 // finished dot product (exact).
 //
-// One invocation computes 8 rows of one output column (row_tile.wgsl, which the host prepends),
-// decoding each weight once. Bindings (order fixed by the host): x, words, params, row_scale,
-// codes, out, info; `k` must be a multiple of 128 (the host checks). Storage bindings are
-// read_write for the reason given in quantized_matmul.wgsl (Burn shares buffers).
+// The host prepends nibbles.wgsl (`nibbles_of`) and row_tile.wgsl: one invocation computes 8
+// rows of one output column, decoding each weight once. Bindings (order fixed by the host): x,
+// words, params, row_scale, codes, out, info; `k` must be a multiple of 128 (the host checks).
+// Storage bindings are read_write for the reason given in quantized_matmul.wgsl (Burn shares
+// buffers).
 
 @group(0) @binding(0) var<storage, read_write> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> words: array<u32>;
@@ -25,17 +26,6 @@
 @group(0) @binding(4) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<uniform> info: Info;
-
-/// Nibbles `first .. first + 4` of a word (low nibble first).
-fn nibbles_of(word: u32, first: u32) -> vec4<f32> {
-    let s = first * 4u;
-    return vec4<f32>(vec4<u32>(
-        extractBits(word, s, 4u),
-        extractBits(word, s + 4u, 4u),
-        extractBits(word, s + 8u, 4u),
-        extractBits(word, s + 12u, 4u),
-    ));
-}
 
 @compute @workgroup_size(64, 1, 1)
 fn main(

@@ -8,7 +8,8 @@
 // power of two per output column, applied once to the finished dot product (exact).
 //
 // The host prepends `const BITS: u32 = 8u;` or `4u;` (the only template parameter), so one
-// source serves both schemes and the branch on BITS folds away at pipeline creation.
+// source serves both schemes and the branch on BITS folds away at pipeline creation, and
+// nibbles.wgsl (`nibbles_of`, q4's decoding).
 //
 // Weight layout on the device is k-major ("column-interleaved"): word `w` of block `b` of
 // output column `col` is words[(b · WORDS + w) · n + col], and its scale (q8) / scale and min
@@ -47,17 +48,6 @@ fn bytes_of(word: u32) -> vec4<f32> {
         extractBits(v, 8u, 8u),
         extractBits(v, 16u, 8u),
         extractBits(v, 24u, 8u),
-    ));
-}
-
-/// Nibbles `first .. first + 4` of a q4 word (low nibble first).
-fn nibbles_of(word: u32, first: u32) -> vec4<f32> {
-    let s = first * 4u;
-    return vec4<f32>(vec4<u32>(
-        extractBits(word, s, 4u),
-        extractBits(word, s + 4u, 4u),
-        extractBits(word, s + 8u, 4u),
-        extractBits(word, s + 12u, 4u),
     ));
 }
 

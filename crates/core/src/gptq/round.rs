@@ -24,8 +24,9 @@
 //! [`Q4K_HEADROOM`] times larger than plain q4k's: with 8-bit codes that costs little, while
 //! codes capped at 255 would clip the values that grew — on the real Qwen2.5-0.5B without
 //! headroom, query-form embeddings came out *worse* than plain rounding (mean cosine 0.9917 vs
-//! 0.9931 on 91 multilingual sentences), with it better (0.9972). Rows are independent: the result of a row does not depend on the
-//! other rows, which is why a pack may cut the result into parts anywhere.
+//! 0.9931 on 91 multilingual sentences), with it better (0.9972). Rows are independent: the
+//! result of a row does not depend on the other rows, which is why a pack may cut the result
+//! into parts anywhere.
 //!
 //! `H` is damped by 1 % of its mean diagonal (the paper's λ), more if it is not positive
 //! definite; an input that never varied (zero diagonal) gets the mean diagonal, so its column is
@@ -172,12 +173,11 @@ enum Grids {
         mins: Vec<f16>,
     },
     /// q4k: a super-block's `(d, dmin)` when GPTQ reaches its first column; each sub-block's
-    /// codes when GPTQ reaches the sub-block (under that `(d, dmin)`).
+    /// codes when GPTQ reaches the sub-block (under that `(d, dmin)`). Row-major.
     Q4K {
         rows: usize,
         supers_per_row: usize,
-        current: Vec<Q4kSuperGrid>,
-        done: Vec<Q4kSuperGrid>,
+        supers: Vec<Q4kSuperGrid>,
     },
 }
 
@@ -189,8 +189,7 @@ impl Grids {
             Self::Q4K {
                 rows,
                 supers_per_row,
-                current: vec![empty; rows],
-                done: vec![empty; rows * supers_per_row],
+                supers: vec![empty; rows * supers_per_row],
             }
         } else {
             let blocks_per_row = cols / BLOCK_SIZE;
@@ -231,8 +230,7 @@ impl Grids {
             Self::Q4K {
                 rows,
                 supers_per_row,
-                current,
-                done,
+                supers,
             } => {
                 if j % Q4K_SUB_BLOCK != 0 {
                     return;
@@ -246,15 +244,15 @@ impl Grids {
                 let sub = (j % Q4K_SUPER_BLOCK) / Q4K_SUB_BLOCK;
                 let mut values = [0f32; Q4K_SUPER_BLOCK];
                 for r in 0..rows {
+                    let grid = &mut supers[r * *supers_per_row + j / Q4K_SUPER_BLOCK];
                     if sub == 0 {
                         column(r, j, &mut values);
-                        current[r] = Q4kSuperGrid::fit_with_headroom(&values, Q4K_HEADROOM);
+                        *grid = Q4kSuperGrid::fit_with_headroom(&values, Q4K_HEADROOM);
                     } else {
                         column(r, j, &mut values[..Q4K_SUB_BLOCK]);
-                        current[r].refit_sub(sub, &values[..Q4K_SUB_BLOCK]);
+                        grid.refit_sub(sub, &values[..Q4K_SUB_BLOCK]);
                     }
-                    done[r * *supers_per_row + j / Q4K_SUPER_BLOCK] = current[r];
-                    (scale[r], min[r]) = current[r].sub_grid(sub);
+                    (scale[r], min[r]) = grid.sub_grid(sub);
                 }
             }
         }
@@ -263,11 +261,11 @@ impl Grids {
     fn finish(self) -> RoundedGrids {
         match self {
             Self::Q4 { scales, mins, .. } => RoundedGrids::Q4 { scales, mins },
-            Self::Q4K { done, .. } => RoundedGrids::Q4K {
-                scale_codes: done.iter().flat_map(|g| g.scale_codes).collect(),
-                min_codes: done.iter().flat_map(|g| g.min_codes).collect(),
-                d: done.iter().map(|g| g.d).collect(),
-                dmin: done.iter().map(|g| g.dmin).collect(),
+            Self::Q4K { supers, .. } => RoundedGrids::Q4K {
+                scale_codes: supers.iter().flat_map(|g| g.scale_codes).collect(),
+                min_codes: supers.iter().flat_map(|g| g.min_codes).collect(),
+                d: supers.iter().map(|g| g.d).collect(),
+                dmin: supers.iter().map(|g| g.dmin).collect(),
             },
         }
     }

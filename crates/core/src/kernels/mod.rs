@@ -249,16 +249,7 @@ impl<B: Backend> QuantizedMatrix<B> {
         .reshape([subs, 2, n]);
         // Code word c of a super-block holds sub-blocks 2c, 2c + 1 as bytes sc, mc, sc, mc:
         // [supers · 4, 4, n] → [subs, 2, n].
-        let code_words = self.codes.clone().reshape([k / 32, n]);
-        let bytes: Vec<Tensor<B, 2, Int>> = (0..4)
-            .map(|j| {
-                code_words
-                    .clone()
-                    .bitwise_right_shift_scalar(((8 * j) as i64).elem())
-                    .bitwise_and_scalar(255i64.elem())
-            })
-            .collect();
-        let codes = Tensor::stack::<3>(bytes, 1).float().reshape([subs, 2, n]);
+        let codes = code_bytes(self.codes.clone().reshape([k / 32, n]), 1).reshape([subs, 2, n]);
         let scale = units.clone().narrow(1, 0, 1) * codes.clone().narrow(1, 0, 1);
         let min = (units.narrow(1, 1, 1) * codes.narrow(1, 1, 1)).neg();
         (q * scale + min).reshape([k, n])
@@ -331,6 +322,21 @@ fn unpack_words<B: Backend>(words: Tensor<B, 2, Int>, bits: usize, dim: usize) -
         })
         .collect();
     Tensor::stack::<3>(values, dim).float()
+}
+
+/// The four unsigned bytes of q4k code words `[a, c]` (low byte first: `sc, mc` of one
+/// sub-block, then of the next) as floats, byte `j` of each word stacked at `dim`: `[a, 4, c]`
+/// (`dim` 1) or `[a, c, 4]` (`dim` 2).
+fn code_bytes<B: Backend>(code_words: Tensor<B, 2, Int>, dim: usize) -> Tensor<B, 3> {
+    let bytes: Vec<Tensor<B, 2, Int>> = (0..4)
+        .map(|j| {
+            code_words
+                .clone()
+                .bitwise_right_shift_scalar(((8 * j) as i64).elem())
+                .bitwise_and_scalar(255i64.elem())
+        })
+        .collect();
+    Tensor::stack::<3>(bytes, dim).float()
 }
 
 /// [`KernelBackend::quantized_matmul`] with plain Burn ops: dequantise, then matmul.

@@ -7,7 +7,7 @@
 
 use burn::prelude::*;
 
-use super::{block_bits, half_params, params_per_block, unpack_words};
+use super::{block_bits, code_bytes, half_params, params_per_block, unpack_words};
 use crate::error::Result;
 use crate::quantization::{PackedBlocks, Quantization, BLOCK_SIZE, Q4K_SUB_BLOCK, Q4K_SUPER_BLOCK};
 
@@ -157,15 +157,7 @@ fn q4k_rows<B: Backend>(
         .clone()
         .reshape([rows, cols / 32])
         .select(0, local);
-    let bytes: Vec<Tensor<B, 2, Int>> = (0..4)
-        .map(|j| {
-            code_words
-                .clone()
-                .bitwise_right_shift_scalar(((8 * j) as i64).elem())
-                .bitwise_and_scalar(255i64.elem())
-        })
-        .collect();
-    let codes = Tensor::stack::<3>(bytes, 2).float().reshape([n, subs, 2]);
+    let codes = code_bytes(code_words, 2).reshape([n, subs, 2]);
     let scale = d.clone().narrow(2, 0, 1) * codes.clone().narrow(2, 0, 1);
     let min = (d.narrow(2, 1, 1) * codes.narrow(2, 1, 1)).neg();
     q * scale + min

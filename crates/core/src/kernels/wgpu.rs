@@ -25,6 +25,8 @@ use super::{KernelBackend, QuantizedMatrix, QuantizedRows};
 
 /// `shaders/row_tile.wgsl`: the 8-row tile the matmul kernels are built on (prepended).
 const ROW_TILE: &str = include_str!("../../../../shaders/row_tile.wgsl");
+/// `shaders/nibbles.wgsl`: 4-bit decoding shared by the q4 and q4k matmuls (prepended).
+const NIBBLES: &str = include_str!("../../../../shaders/nibbles.wgsl");
 /// `shaders/quantized_matmul.wgsl`.
 const QUANTIZED_MATMUL: &str = include_str!("../../../../shaders/quantized_matmul.wgsl");
 /// `shaders/q4k_matmul.wgsl`.
@@ -59,9 +61,9 @@ impl Shader {
     fn source(self) -> String {
         match self {
             Self::QuantizedMatmul { bits } => {
-                format!("const BITS: u32 = {bits}u;\n{ROW_TILE}\n{QUANTIZED_MATMUL}")
+                format!("const BITS: u32 = {bits}u;\n{NIBBLES}\n{ROW_TILE}\n{QUANTIZED_MATMUL}")
             }
-            Self::Q4kMatmul => format!("{ROW_TILE}\n{Q4K_MATMUL}"),
+            Self::Q4kMatmul => format!("{NIBBLES}\n{ROW_TILE}\n{Q4K_MATMUL}"),
             Self::QuantizedGather { bits } => {
                 format!("const BITS: u32 = {bits}u;\n{QUANTIZED_GATHER}")
             }
