@@ -17,6 +17,7 @@ use qzhou_core::sentence_transformers::SentenceTransformersFiles;
 use qzhou_core::weight_pack::{
     manifest_name, sha256_hex, write_pack, PackFile, PackLimits, PackOptions,
     DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PART_BYTES, DEFAULT_Q4_AS_Q4K, DEFAULT_Q4_KEEP_Q8,
+    Q4_MIN_MAX_GRIDS_WITH_GPTQ,
 };
 use qzhou_core::{
     AttentionMode, EmbedOptions, Embedder, LoadOptions, Quantization, QwenConfig, TensorSource,
@@ -56,6 +57,13 @@ pub struct ExportWebArgs {
     /// `none` stores them as q4.
     #[arg(long, value_delimiter = ',', value_name = "NAME_PARTS")]
     pub q4_as_q4k: Option<Vec<String>>,
+    /// In the q4 pack, fit the q4/q4k grids of tensors whose name contains any of these
+    /// (comma-separated) to each block's smallest and largest values instead of least squares:
+    /// more error per value, but a block's largest values are not pulled towards zero. Default:
+    /// the token-embedding table with `--calibration`, none without (each measured best on the
+    /// real Qwen2.5-0.5B; see README "Web packs"); `none` fits every grid by least squares.
+    #[arg(long, value_delimiter = ',', value_name = "NAME_PARTS")]
+    pub q4_min_max_grids: Option<Vec<String>>,
     /// Round the q4 pack's projections by GPTQ against calibration texts: one per line, or JSONL
     /// with a `text` field; a built-in set of 71 short texts (other languages, code, markup,
     /// numbers, emoji) is added to them. GPTQ moves each column's rounding error onto the columns
@@ -109,6 +117,14 @@ pub fn run(args: ExportWebArgs) -> Result<()> {
         },
         q4_keep_q8: name_parts(&args.q4_keep_q8, DEFAULT_Q4_KEEP_Q8),
         q4_as_q4k: name_parts(&args.q4_as_q4k, DEFAULT_Q4_AS_Q4K),
+        q4_min_max_grids: name_parts(
+            &args.q4_min_max_grids,
+            if args.calibration.is_some() {
+                Q4_MIN_MAX_GRIDS_WITH_GPTQ
+            } else {
+                &[]
+            },
+        ),
         q4_rounded: Default::default(),
     };
     let dir = args.source.resolve()?;

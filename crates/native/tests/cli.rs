@@ -8,6 +8,9 @@ use common::{cosine, ok, root};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use qzhou_core::fs::open_checkpoint;
+use qzhou_core::quantization::{quantize_scaled, GridFit, Quantization};
+use qzhou_core::TensorSource;
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -475,6 +478,48 @@ fn export_web_attention_sets_the_packs_form() {
     );
 }
 
+/// How the q4 pack in `web` fitted the grids of `model`'s token-embedding table: the fit whose
+/// encoding of the folder's f32 values reproduces every part's bytes.
+fn table_grid_fit(model: &std::path::Path, web: &std::path::Path) -> GridFit {
+    let checkpoint = open_checkpoint(model).unwrap();
+    let name = checkpoint
+        .names()
+        .into_iter()
+        .find(|n| n.ends_with("embed_tokens.weight"))
+        .unwrap();
+    let (values, shape) = checkpoint.read_f32(&name).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(web.join("manifest-q4.json")).unwrap()).unwrap();
+    let tensor = manifest["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"].as_str().unwrap().ends_with("embed_tokens.weight"))
+        .unwrap();
+    let dtype: Quantization = tensor["dtype"].as_str().unwrap().parse().unwrap();
+    assert!(
+        dtype == Quantization::Q4 || dtype == Quantization::Q4K,
+        "{dtype}"
+    );
+    let row = shape[1];
+    let mut first_row = 0;
+    let mut fits = vec![GridFit::LeastSquares, GridFit::MinMax];
+    for part in tensor["parts"].as_array().unwrap() {
+        let file = &manifest["files"][part["file"].as_u64().unwrap() as usize];
+        let bytes = std::fs::read(web.join(file["name"].as_str().unwrap())).unwrap();
+        let offset = part["offset"].as_u64().unwrap() as usize;
+        let stored = &bytes[offset..offset + part["bytes"].as_u64().unwrap() as usize];
+        let rows = part["rows"].as_u64().unwrap() as usize;
+        let chunk = &values[first_row * row..(first_row + rows) * row];
+        let exponent = part["scale_exp"].as_i64().unwrap_or(0) as i32;
+        fits.retain(|&fit| quantize_scaled(chunk, dtype, exponent, fit).unwrap() == stored);
+        first_row += rows;
+    }
+    assert_eq!(first_row, shape[0]);
+    assert_eq!(fits.len(), 1, "the fits that reproduce the table: {fits:?}");
+    fits[0]
+}
+
 /// `export-web --calibration`: a q4 pack rounded by GPTQ on the tiny model embeds like the f32
 /// folder within q4's accuracy; a calibration file without a q4 pack, or one that does not
 /// exist, is a clear error and writes nothing.
@@ -518,6 +563,39 @@ fn export_web_gptq_calibration() {
         assert!(
             (0.98..1.0 - 1e-9).contains(&c),
             "GPTQ q4 pack vs f32: cos {c}"
+        );
+    }
+    // With GPTQ the token-embedding table's grids are min/max (`--q4-min-max-grids`); without
+    // it, and with `--q4-min-max-grids none`, least squares.
+    assert_eq!(table_grid_fit(&model, &web), GridFit::MinMax);
+    for (name, extra) in [
+        ("web-plain", vec![]),
+        (
+            "web-gptq-ls",
+            vec![
+                "--calibration",
+                calibration.to_str().unwrap(),
+                "--q4-min-max-grids",
+                "none",
+            ],
+        ),
+    ] {
+        let out_dir = dir.path().join(name);
+        let mut all = vec![
+            "export-web",
+            "-m",
+            model.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--quant",
+            "q4",
+        ];
+        all.extend(extra);
+        ok(&qzhou(&all, &[]));
+        assert_eq!(
+            table_grid_fit(&model, &out_dir),
+            GridFit::LeastSquares,
+            "{name}"
         );
     }
     for (args, needle) in [

@@ -48,8 +48,8 @@ use half::f16;
 
 use crate::error::{QzhouError, Result};
 use crate::quantization::{
-    q4_block_grid, q4_level, scale_exponent, Q4kSuperGrid, Quantization, RoundedGrids, RoundedQ4,
-    BLOCK_SIZE, Q4K_SUB_BLOCK, Q4K_SUPER_BLOCK,
+    q4_block_grid, q4_level, scale_exponent, GridFit, Q4kSuperGrid, Quantization, RoundedGrids,
+    RoundedQ4, BLOCK_SIZE, Q4K_SUB_BLOCK, Q4K_SUPER_BLOCK,
 };
 
 /// Columns updated together before the rest of the matrix sees their errors.
@@ -185,7 +185,7 @@ impl Grids {
     fn new(scheme: Quantization, rows: usize, cols: usize) -> Self {
         if scheme == Quantization::Q4K {
             let supers_per_row = cols / Q4K_SUPER_BLOCK;
-            let empty = Q4kSuperGrid::fit(&[0.0; Q4K_SUPER_BLOCK]);
+            let empty = Q4kSuperGrid::fit(&[0.0; Q4K_SUPER_BLOCK], GridFit::LeastSquares);
             Self::Q4K {
                 rows,
                 supers_per_row,
@@ -221,7 +221,7 @@ impl Grids {
                     for (t, v) in values.iter_mut().enumerate() {
                         *v = w[(j + t) * *rows + r] as f32;
                     }
-                    let (s, m) = q4_block_grid(&values);
+                    let (s, m) = q4_block_grid(&values, GridFit::LeastSquares);
                     let at = r * *blocks_per_row + j / BLOCK_SIZE;
                     (scales[at], mins[at]) = (s, m);
                     (scale[r], min[r]) = (s.to_f32(), m.to_f32());
