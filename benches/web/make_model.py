@@ -133,7 +133,8 @@ enc = Encoder(model, causal=False).eval()
 onnx_dir = os.path.join(out, "onnx")
 os.makedirs(onnx_dir, exist_ok=True)
 path = os.path.join(onnx_dir, "model.onnx")
-batch, seq = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length")
+# min=2: torch 2.9 specialises a length-1 input away (a guard `64 * sequence_length != 64`).
+batch, seq = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length", min=2)
 with torch.no_grad():
     prog = torch.onnx.export(enc, (ids, mask, pos), dynamo=True, opset_version=18,
                              input_names=["input_ids", "attention_mask", "position_ids"],
