@@ -258,14 +258,14 @@ fn imported_gguf_matches_transformers_in_both_forms() {
 /// weight, GPTQ-calibrated on [`calibration_texts`] (plus the built-in set) in the QZhou form the
 /// texts are scored in (`--attention bidirectional`), none of them scored here; the q4 pack
 /// stores the embedding table and the q/gate/up/down projections as q4k (5.41 bits/weight in
-/// all). Issue 17's "every sentence ≥ 0.98" is not met by this recipe (measured 2026-12-03: min
-/// 0.9381, a run of eight emoji, mean 0.99612; with q4 projections, 5.24 bits/weight, it was
-/// 0.9721 on a short Chinese sentence, mean 0.99581; calibrated in the folder's causal form
-/// 0.9544 / 0.99325, with a q4 table 0.897 / 0.9881), so the floors guard the current state, not
-/// the goal (for comparison, per-block q4 projections with a q4 table: min 0.861, mean 0.9858).
-/// The emoji run's cosine moves with any change of rounding (0.938–0.988 across the schemes
-/// measured); on benches/quant/gptq_real.sh's packs it is lost in layer 1's MLP (that MLP alone
-/// at q8: 0.947 → 0.988).
+/// all), the table's grids fitted min/max (the default with `--calibration`). Measured
+/// 2026-12-04: min 0.98126 (a run of eight emoji), mean 0.99752 — issue 17's "every sentence
+/// ≥ 0.98" holds here; the floors (0.975 / 0.997) leave room for GPTQ's float summation order on
+/// another machine, since this emoji run's cosine moves with any change of rounding (0.938 with
+/// a least-squares table, mean 0.99612; with q4 projections, 5.24 bits/weight, min 0.9721 on a
+/// short Chinese sentence, mean 0.99581; calibrated in the folder's causal form 0.9544 /
+/// 0.99325, with a q4 table 0.897 / 0.9881; per-block q4 projections with a q4 table: min
+/// 0.861, mean 0.9858).
 fn web_packs_keep_the_real_models_embeddings(model: &Path, corpus: &[String], scratch: &Path) {
     // Every other sentence of the corpus (numbers and special tokens left out): ~90 texts keep
     // the three passes of the 0.5B model to a few minutes on 2 cores.
@@ -301,7 +301,7 @@ fn web_packs_keep_the_real_models_embeddings(model: &Path, corpus: &[String], sc
     let reference = embed_qzhou_form(model, "pack-f32");
     let mut failures = Vec::new();
     for (scheme, bound, mean_bound, max_bits) in
-        [("q8", 0.9995, 0.9998, 8.5), ("q4", 0.93, 0.995, 5.5)]
+        [("q8", 0.9995, 0.9998, 8.5), ("q4", 0.975, 0.997, 5.5)]
     {
         let manifest = web.join(format!("manifest-{scheme}.json"));
         let bits = qzhou_core::PackManifest::from_json(&std::fs::read(&manifest).unwrap(), scheme)
