@@ -468,9 +468,14 @@ fn pow2(e: i32) -> f32 {
     2f32.powi(e)
 }
 
-/// [`quantize_fitted`] with block parameters stored as the true ones times `2^−exponent` (see
+/// [`quantize`] with block parameters stored as the true ones times `2^−exponent` (see
 /// [`scale_exponent`]); f32/f16 data must use exponent 0.
-pub fn quantize_scaled(
+pub fn quantize_scaled(values: &[f32], scheme: Quantization, exponent: i32) -> Result<Vec<u8>> {
+    quantize_scaled_fitted(values, scheme, exponent, GridFit::LeastSquares)
+}
+
+/// [`quantize_scaled`] with q4 and q4k grids chosen by `fit`.
+pub fn quantize_scaled_fitted(
     values: &[f32],
     scheme: Quantization,
     exponent: i32,
@@ -1060,10 +1065,7 @@ mod tests {
                     .fold(0f32, f32::max)
             };
             let plain = worst(&quantize(&v, scheme).unwrap(), 0);
-            let scaled = worst(
-                &quantize_scaled(&v, scheme, e, GridFit::LeastSquares).unwrap(),
-                e,
-            );
+            let scaled = worst(&quantize_scaled(&v, scheme, e).unwrap(), e);
             let absmax = v.iter().fold(0f32, |m, x| m.max(x.abs()));
             let bound = match scheme {
                 Quantization::Q8 => absmax / 127.0 * 0.5 * 1.01,
@@ -1074,7 +1076,7 @@ mod tests {
         }
         assert_eq!(scale_exponent(&[0.0; 32]), 0);
         assert_eq!(scale_exponent(&[1.0; 32]), -10);
-        assert!(quantize_scaled(&v, Quantization::F16, 3, GridFit::MinMax).is_err());
+        assert!(quantize_scaled_fitted(&v, Quantization::F16, 3, GridFit::MinMax).is_err());
     }
 
     #[test]
@@ -1266,7 +1268,7 @@ mod tests {
         assert_eq!(packed.to_f32(), d);
         assert_eq!(packed.codes.len(), subs / 2);
         let e = scale_exponent(&v);
-        let scaled = quantize_scaled(&v, Quantization::Q4K, e, GridFit::LeastSquares).unwrap();
+        let scaled = quantize_scaled(&v, Quantization::Q4K, e).unwrap();
         let mut packed = PackedBlocks::new(Quantization::Q4K).unwrap();
         packed
             .extend_from_stored_scaled(&scaled, v.len(), e)

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{QzhouError, Result};
 use crate::quantization::{
-    dequantize_scaled, quantize_scaled, scale_exponent, GridFit, PackedBlocks, Quantization,
+    dequantize_scaled, quantize_scaled_fitted, scale_exponent, GridFit, PackedBlocks, Quantization,
     RoundedQ4, BLOCK_SIZE, MAX_SCALE_EXPONENT,
 };
 use crate::weights::{ByteSource, MemorySource, StoredDtype, TensorMeta, TensorSource};
@@ -345,7 +345,7 @@ pub fn write_pack(
                         0
                     };
                     let fit = options.grid_fit_for(&name);
-                    let bytes = quantize_scaled(chunk, dtype, scale_exp, fit)
+                    let bytes = quantize_scaled_fitted(chunk, dtype, scale_exp, fit)
                         .map_err(|e| QzhouError::InvalidOption(format!("tensor `{name}`: {e}")))?;
                     (scale_exp, bytes)
                 }
@@ -810,7 +810,7 @@ mod tests {
                 0
             };
             let expect = dequantize_scaled(
-                &quantize_scaled(&big, scheme, e, GridFit::LeastSquares).unwrap(),
+                &quantize_scaled_fitted(&big, scheme, e, GridFit::LeastSquares).unwrap(),
                 big.len(),
                 scheme,
                 e,
@@ -956,7 +956,7 @@ mod tests {
         )
         .unwrap();
         let e = scale_exponent(&values);
-        let expect = |fit| quantize_scaled(&values, Quantization::Q4K, e, fit).unwrap();
+        let expect = |fit| quantize_scaled_fitted(&values, Quantization::Q4K, e, fit).unwrap();
         let (least_squares, min_max) = (expect(GridFit::LeastSquares), expect(GridFit::MinMax));
         assert_ne!(least_squares, min_max);
         let stored = |options: &PackOptions| {

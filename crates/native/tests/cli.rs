@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use qzhou_core::fs::open_checkpoint;
-use qzhou_core::quantization::{quantize_scaled, GridFit, Quantization};
-use qzhou_core::TensorSource;
+use qzhou_core::quantization::{quantize_scaled_fitted, GridFit, Quantization};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -512,7 +511,7 @@ fn table_grid_fit(model: &std::path::Path, web: &std::path::Path) -> GridFit {
         let rows = part["rows"].as_u64().unwrap() as usize;
         let chunk = &values[first_row * row..(first_row + rows) * row];
         let exponent = part["scale_exp"].as_i64().unwrap_or(0) as i32;
-        fits.retain(|&fit| quantize_scaled(chunk, dtype, exponent, fit).unwrap() == stored);
+        fits.retain(|&fit| quantize_scaled_fitted(chunk, dtype, exponent, fit).unwrap() == stored);
         first_row += rows;
     }
     assert_eq!(first_row, shape[0]);
