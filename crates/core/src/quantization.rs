@@ -399,10 +399,10 @@ fn q4_error(block: &[f32], min: f16, scale: f16) -> f64 {
 const Q4_SEARCH_STEPS: usize = 20;
 
 /// The f16 `(scale, min)` of one q4 block. [`GridFit::MinMax`]: the min/max grid. Least
-/// squares: the grid with the least squared error among the min/max grid (round to nearest, the packs' q4 before) and, for [`Q4_SEARCH_STEPS`] + 1
-/// inverse scales in `(15 ± 1) / (max − min)` from `min(lo, 0)`, the least-squares refit of
-/// `x ≈ min + q · scale` to the levels that scale rounds to (llama.cpp's `make_qkx2_quants`
-/// idea). Never worse than min/max; on the real Qwen2.5-0.5B it takes the worst embedding's
+/// squares: the grid with the least squared error among the min/max grid (round to nearest,
+/// the packs' q4 before) and, for [`Q4_SEARCH_STEPS`] + 1 inverse scales in
+/// `(15 ± 1) / (max − min)` from `min(lo, 0)`, the least-squares refit of `x ≈ min + q · scale`
+/// to the levels that scale rounds to (llama.cpp's `make_qkx2_quants` idea). Never worse than min/max; on the real Qwen2.5-0.5B it takes the worst embedding's
 /// cosine to f32 from 0.924 to 0.966 at the same 5 bits per weight (benches/quant).
 pub(crate) fn q4_block_grid(block: &[f32], fit: GridFit) -> (f16, f16) {
     let lo = block.iter().copied().fold(f32::INFINITY, f32::min);
@@ -1076,7 +1076,7 @@ mod tests {
         }
         assert_eq!(scale_exponent(&[0.0; 32]), 0);
         assert_eq!(scale_exponent(&[1.0; 32]), -10);
-        assert!(quantize_scaled_fitted(&v, Quantization::F16, 3, GridFit::MinMax).is_err());
+        assert!(quantize_scaled(&v, Quantization::F16, 3).is_err());
     }
 
     #[test]

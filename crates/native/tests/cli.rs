@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 use qzhou_core::fs::open_checkpoint;
 use qzhou_core::quantization::{quantize_scaled_fitted, GridFit, Quantization};
+use qzhou_core::weight_pack::PackManifest;
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -477,6 +478,19 @@ fn export_web_attention_sets_the_packs_form() {
     );
 }
 
+/// `qzhou export-web -m model --out out` with `args`.
+fn export_web(model: &std::path::Path, out: &std::path::Path, args: &[&str]) -> Output {
+    let mut all = vec![
+        "export-web",
+        "-m",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    qzhou(&all, &[])
+}
+
 /// How the q4 pack in `web` fitted the grids of `model`'s token-embedding table: the fit whose
 /// encoding of the folder's f32 values reproduces every part's bytes.
 fn table_grid_fit(model: &std::path::Path, web: &std::path::Path) -> GridFit {
@@ -487,15 +501,17 @@ fn table_grid_fit(model: &std::path::Path, web: &std::path::Path) -> GridFit {
         .find(|n| n.ends_with("embed_tokens.weight"))
         .unwrap();
     let (values, shape) = checkpoint.read_f32(&name).unwrap();
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(web.join("manifest-q4.json")).unwrap()).unwrap();
-    let tensor = manifest["tensors"]
-        .as_array()
-        .unwrap()
+    let manifest = PackManifest::from_json(
+        &std::fs::read(web.join("manifest-q4.json")).unwrap(),
+        "manifest-q4.json",
+    )
+    .unwrap();
+    let tensor = manifest
+        .tensors
         .iter()
-        .find(|t| t["name"].as_str().unwrap().ends_with("embed_tokens.weight"))
+        .find(|t| t.name.ends_with("embed_tokens.weight"))
         .unwrap();
-    let dtype: Quantization = tensor["dtype"].as_str().unwrap().parse().unwrap();
+    let dtype: Quantization = tensor.dtype.parse().unwrap();
     assert!(
         dtype == Quantization::Q4 || dtype == Quantization::Q4K,
         "{dtype}"
@@ -503,16 +519,15 @@ fn table_grid_fit(model: &std::path::Path, web: &std::path::Path) -> GridFit {
     let row = shape[1];
     let mut first_row = 0;
     let mut fits = vec![GridFit::LeastSquares, GridFit::MinMax];
-    for part in tensor["parts"].as_array().unwrap() {
-        let file = &manifest["files"][part["file"].as_u64().unwrap() as usize];
-        let bytes = std::fs::read(web.join(file["name"].as_str().unwrap())).unwrap();
-        let offset = part["offset"].as_u64().unwrap() as usize;
-        let stored = &bytes[offset..offset + part["bytes"].as_u64().unwrap() as usize];
-        let rows = part["rows"].as_u64().unwrap() as usize;
-        let chunk = &values[first_row * row..(first_row + rows) * row];
-        let exponent = part["scale_exp"].as_i64().unwrap_or(0) as i32;
-        fits.retain(|&fit| quantize_scaled_fitted(chunk, dtype, exponent, fit).unwrap() == stored);
-        first_row += rows;
+    for part in &tensor.parts {
+        let bytes = std::fs::read(web.join(&manifest.files[part.file].name)).unwrap();
+        let offset = part.offset as usize;
+        let stored = &bytes[offset..offset + part.bytes as usize];
+        let chunk = &values[first_row * row..(first_row + part.rows) * row];
+        fits.retain(|&fit| {
+            quantize_scaled_fitted(chunk, dtype, part.scale_exp, fit).unwrap() == stored
+        });
+        first_row += part.rows;
     }
     assert_eq!(first_row, shape[0]);
     assert_eq!(fits.len(), 1, "the fits that reproduce the table: {fits:?}");
@@ -533,19 +548,15 @@ fn export_web_gptq_calibration() {
     )
     .unwrap();
     let web = dir.path().join("web");
-    let out = qzhou(
+    let out = export_web(
+        &model,
+        &web,
         &[
-            "export-web",
-            "-m",
-            model.to_str().unwrap(),
-            "--out",
-            web.to_str().unwrap(),
             "--quant",
             "q4",
             "--calibration",
             calibration.to_str().unwrap(),
         ],
-        &[],
     );
     ok(&out);
     assert!(
@@ -580,17 +591,11 @@ fn export_web_gptq_calibration() {
         ),
     ] {
         let out_dir = dir.path().join(name);
-        let mut all = vec![
-            "export-web",
-            "-m",
-            model.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-            "--quant",
-            "q4",
-        ];
-        all.extend(extra);
-        ok(&qzhou(&all, &[]));
+        ok(&export_web(
+            &model,
+            &out_dir,
+            &[&["--quant", "q4"], extra.as_slice()].concat(),
+        ));
         assert_eq!(
             table_grid_fit(&model, &out_dir),
             GridFit::LeastSquares,
@@ -613,15 +618,7 @@ fn export_web_gptq_calibration() {
         ),
     ] {
         let out_dir = dir.path().join("refused");
-        let mut all = vec![
-            "export-web",
-            "-m",
-            model.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ];
-        all.extend(args);
-        fails_with(&qzhou(&all, &[]), needle);
+        fails_with(&export_web(&model, &out_dir, &args), needle);
         assert!(!out_dir.exists(), "nothing is written");
     }
 }
