@@ -7,7 +7,9 @@
 //! burn-collective has no timeouts: a peer that stops answering would leave the others
 //! waiting for ever. A watchdog ends the process with an error when a peer has waited longer
 //! than `--peer-timeout` inside one collective call; a node that dies outright makes the
-//! others' next all-reduce fail at once (its connections reset), which ends them too.
+//! others' all-reduce fail within a second (its connections reset, or, in the closing sync of
+//! an all-reduce, which holds no connection to it, its port refuses the vendored crate's
+//! liveness probe: `vendor/README.md`), which ends them too.
 
 use std::marker::PhantomData;
 use std::str::FromStr;

@@ -8,7 +8,10 @@ use burn_communication::{CommunicationChannel, Message, Protocol, ProtocolClient
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, RwLock};
 
-use crate::{NodeId, node::base::NodeState};
+use crate::{NodeId, global::shared::GlobalCollectiveError, node::base::NodeState};
+
+/// qzhou patch: how long a sync waits between checks that the nodes it still waits for are alive.
+const LIVENESS_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Handles the status of sync requests from other nodes
 pub(crate) struct SyncService<P: Protocol> {
@@ -41,7 +44,11 @@ impl<P: Protocol> SyncService<P> {
     }
 
     /// Sync with all peers.
-    pub async fn sync(&self) {
+    ///
+    /// qzhou patch: fails with `PeerLost` when a node it waits for has gone (its port refuses
+    /// connections) instead of waiting for ever: a node killed between this node's sync request
+    /// and its own holds no connection to this one whose reset could say so.
+    pub async fn sync(&self) -> Result<(), GlobalCollectiveError> {
         // we can't sync while we register
         let node_state = self.node_state.read().await;
         let node_state = node_state
@@ -85,12 +92,49 @@ impl<P: Protocol> SyncService<P> {
                     // qzhou patch: clear the shared list, not a copy of it (the copy left this
                     // round's ids in place, so every later sync waited forever).
                     guard.clear();
-                    return;
+                    return Ok(());
                 }
             }
             // Wait for the next sync to come in
-            notified.await
+            if tokio::time::timeout(LIVENESS_PERIOD, notified)
+                .await
+                .is_err()
+            {
+                self.check_waited_for_nodes(node_state).await?;
+            }
         }
+    }
+
+    /// qzhou patch: `PeerLost` for the first node that has not synced yet and whose address
+    /// refuses a TCP connection (its process is gone). Other failures (a timeout, an unreachable
+    /// host) prove nothing and are left to the caller's own timeout.
+    async fn check_waited_for_nodes(
+        &self,
+        node_state: &NodeState,
+    ) -> Result<(), GlobalCollectiveError> {
+        let waited_for = {
+            let synced = self.syncing_peers.lock().unwrap();
+            node_state
+                .nodes
+                .iter()
+                .filter(|(id, _)| !synced.contains(id))
+                .map(|(id, address)| (*id, address.to_string()))
+                .collect::<Vec<_>>()
+        };
+        for (id, address) in waited_for {
+            let host_port = address.split("://").last().unwrap_or_default();
+            let host_port = host_port.split('/').next().unwrap_or_default();
+            let probe =
+                tokio::time::timeout(LIVENESS_PERIOD, tokio::net::TcpStream::connect(host_port))
+                    .await;
+            if let Ok(Err(err)) = probe
+                && err.kind() == std::io::ErrorKind::ConnectionRefused
+            {
+                log::warn!("node {id:?} at {address} refuses connections: it has stopped");
+                return Err(GlobalCollectiveError::PeerLost(id));
+            }
+        }
+        Ok(())
     }
 
     pub async fn handle_sync_connection<C: CommunicationChannel>(&self, mut channel: C) {

@@ -89,7 +89,7 @@ where
     }
 
     // Final barrier
-    sync_service.sync().await;
+    sync_service.sync().await?; // qzhou patch: a lost node is an error
 
     Ok(result)
 }
