@@ -12,8 +12,8 @@ use burn::backend::wgpu::WgpuDevice;
 use burn::prelude::*;
 use qzhou_core::backends::Wgpu;
 use qzhou_core::kernels::{
-    dense_matmul_kernel, reference_mean_pool, reference_quantized_matmul, KernelBackend,
-    QuantizedMatrix,
+    dense_matmul_kernel, dense_matmul_tiled_kernel, reference_mean_pool,
+    reference_quantized_matmul, KernelBackend, QuantizedMatrix,
 };
 use qzhou_core::quantization::{quantize, PackedBlocks};
 use qzhou_core::Quantization;
@@ -76,6 +76,12 @@ fn main() {
                 name,
                 time(iters, || {
                     dense_matmul_kernel(x.clone(), weight).expect("a layout the kernel reads")
+                }),
+            );
+            row(
+                &name.replace("f32 WGSL kernel", "f32 tiled WGSL kernel"),
+                time(iters, || {
+                    dense_matmul_tiled_kernel(x.clone(), weight).expect("a layout the kernel reads")
                 }),
             );
         }

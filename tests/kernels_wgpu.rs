@@ -11,8 +11,9 @@ use burn::prelude::*;
 use common::{assert_close, cosine, fixture, max_abs_diff, packed_model_files, Expected};
 use qzhou_core::backends::Wgpu;
 use qzhou_core::kernels::{
-    dense_matmul_kernel, reference_mean_pool, reference_quantized_gather,
-    reference_quantized_matmul, KernelBackend, QuantizedMatrix, QuantizedRows,
+    dense_matmul_kernel, dense_matmul_tiled_kernel, reference_mean_pool,
+    reference_quantized_gather, reference_quantized_matmul, KernelBackend, QuantizedMatrix,
+    QuantizedRows,
 };
 use qzhou_core::model::{Projection, TokenEmbedding};
 use qzhou_core::quantization::{quantize, quantize_scaled, scale_exponent, PackedBlocks};
@@ -107,15 +108,33 @@ fn quantized_matmul_kernel_matches_plain_burn_ops_and_host_math() {
 }
 
 /// Row `ids[t] - start` of a `[rows, cols]` host table, zeros outside it.
+/// One of the f32 kernels: its name, its launcher and which shapes (n, k) it takes.
+type DenseKernel = (
+    &'static str,
+    fn(Tensor<Wgpu, 2>, &Tensor<Wgpu, 2>) -> Option<Tensor<Wgpu, 2>>,
+    fn(usize, usize) -> bool,
+);
+
 #[test]
-fn dense_matmul_kernel_matches_burn_matmul_and_host_math_in_both_layouts() {
+fn dense_matmul_kernels_match_burn_matmul_and_host_math_in_both_layouts() {
     let device = WgpuDevice::DefaultDevice;
-    // Ragged sizes as above; (3, 5, 6): k not a multiple of 4 falls back (None).
+    let kernels: [DenseKernel; 2] = [
+        ("row tile", dense_matmul_kernel, |_, k| k % 4 == 0),
+        ("tiled", dense_matmul_tiled_kernel, |n, k| {
+            n % 4 == 0 && k % 4 == 0
+        }),
+    ];
+    // Ragged sizes as above, and shapes past one tiled block (64 rows × 128 columns × 32 deep)
+    // that are not multiples of it; (3, 5, 6): k not a multiple of 4 falls back (None) in both,
+    // n = 130 or 7 in the tiled one.
     for (m, n, k) in [
         (37, 130, 96),
         (1, 7, 32),
         (64, 64, 256),
         (9, 70, 64),
+        (70, 132, 100),
+        (130, 260, 36),
+        (1, 4, 4),
         (3, 5, 6),
     ] {
         let x = values(m * k, 3 + m as u64, 1.0);
@@ -132,25 +151,29 @@ fn dense_matmul_kernel_matches_burn_matmul_and_host_math_in_both_layouts() {
             .collect();
         let w_contiguous = Tensor::<Wgpu, 2>::from_data(TensorData::new(w_t, [k, n]), &device);
         let burn = host(xt.clone().matmul(w_view.clone()));
-        for (layout, weight) in [("[n, k] view", &w_view), ("[k, n]", &w_contiguous)] {
-            let what = format!("m={m} n={n} k={k} weight {layout}");
-            let Some(out) = dense_matmul_kernel(xt.clone(), weight) else {
-                assert_ne!(k % 4, 0, "{what}: the kernel declined a supported shape");
-                continue;
-            };
-            assert_eq!(
-                k % 4,
-                0,
-                "{what}: the kernel ran with k not a multiple of 4"
-            );
-            assert_eq!(out.dims(), [m, n], "{what}");
-            let out = host(out);
-            assert!(
-                max_rel(&out, &want) < 1e-5,
-                "{what}: kernel vs host {}",
-                max_rel(&out, &want)
-            );
-            assert!(max_rel(&out, &burn) < 1e-5, "{what}: kernel vs Burn matmul");
+        for (kernel, launch, takes) in kernels {
+            for (layout, weight) in [("[n, k] view", &w_view), ("[k, n]", &w_contiguous)] {
+                let what = format!("{kernel}: m={m} n={n} k={k} weight {layout}");
+                let Some(out) = launch(xt.clone(), weight) else {
+                    assert!(
+                        !takes(n, k),
+                        "{what}: the kernel declined a supported shape"
+                    );
+                    continue;
+                };
+                assert!(
+                    takes(n, k),
+                    "{what}: the kernel ran on a shape it cannot take"
+                );
+                assert_eq!(out.dims(), [m, n], "{what}");
+                let out = host(out);
+                assert!(
+                    max_rel(&out, &want) < 1e-5,
+                    "{what}: kernel vs host {}",
+                    max_rel(&out, &want)
+                );
+                assert!(max_rel(&out, &burn) < 1e-5, "{what}: kernel vs Burn matmul");
+            }
         }
     }
     // Any other layout (here a column slice of a contiguous [k, 2n]) is declined.
@@ -158,7 +181,10 @@ fn dense_matmul_kernel_matches_burn_matmul_and_host_math_in_both_layouts() {
         Tensor::<Wgpu, 2>::from_data(TensorData::new(values(64 * 16, 9, 0.1), [64, 16]), &device);
     let x =
         Tensor::<Wgpu, 2>::from_data(TensorData::new(values(8 * 64, 10, 1.0), [8, 64]), &device);
-    assert!(dense_matmul_kernel(x, &wide.slice([0..64, 0..8])).is_none());
+    for (kernel, launch, _) in kernels {
+        let declined = launch(x.clone(), &wide.clone().slice([0..64, 0..8])).is_none();
+        assert!(declined, "{kernel}: ran on a strided column slice");
+    }
 }
 
 fn host_gather(table: &[f32], ids: &[i32], start: usize, rows: usize, cols: usize) -> Vec<f32> {

@@ -44,8 +44,9 @@ export interface LoadOptions {
   quantizedEmbedding?: boolean;
   /**
    * Run f32 projections (an f32/f16 pack, or q8/q4 on a backend without the fused kernel)
-   * through qzhou's WGSL matmul instead of Burn's generated one. Default false: Burn's was the
-   * faster on the adapters measured (see the README). Applies to every model of the page.
+   * through qzhou's tiled WGSL matmul instead of Burn's generated one. Default false: the two
+   * were even on SwiftShader and Burn's the faster on lavapipe (see the README). Applies to
+   * every model of the page.
    */
   denseKernel?: boolean;
   /** The .wasm file's URL or bytes, if it is not next to the package's JS. */

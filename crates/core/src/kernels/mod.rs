@@ -27,7 +27,7 @@ mod quantized_rows;
 #[cfg(feature = "wgpu")]
 mod wgpu;
 #[cfg(feature = "wgpu")]
-pub use wgpu::dense_matmul_kernel;
+pub use wgpu::{dense_matmul_kernel, dense_matmul_tiled_kernel};
 
 pub use quantized_rows::{reference_quantized_gather, QuantizedRows};
 
