@@ -12,8 +12,8 @@ use burn::backend::wgpu::WgpuDevice;
 use burn::prelude::*;
 use qzhou_core::backends::Wgpu;
 use qzhou_core::kernels::{
-    dense_matmul_kernel, dense_matmul_tiled_kernel, reference_mean_pool,
-    reference_quantized_matmul, KernelBackend, QuantizedMatrix,
+    dense_matmul_kernel, quantized_matmul_kernel, reference_mean_pool, reference_quantized_matmul,
+    KernelBackend, MatmulSchedule, QuantizedMatrix,
 };
 use qzhou_core::quantization::{quantize, PackedBlocks};
 use qzhou_core::Quantization;
@@ -68,24 +68,24 @@ fn main() {
         );
         let k_major = dense.clone().into_data();
         let k_major = Tensor::<Wgpu, 2>::from_data(k_major, &device);
-        for (name, weight) in [
-            ("f32 WGSL kernel, weight [n, k] (loaded Linear)", &dense),
-            ("f32 WGSL kernel, weight [k, n] (k-major)", &k_major),
+        for (layout, weight) in [
+            ("weight [n, k] (loaded Linear)", &dense),
+            ("weight [k, n] (k-major)", &k_major),
         ] {
-            row(
-                name,
-                time(iters, || {
-                    dense_matmul_kernel(x.clone(), weight).expect("a layout the kernel reads")
-                }),
-            );
-            row(
-                &name.replace("f32 WGSL kernel", "f32 tiled WGSL kernel"),
-                time(iters, || {
-                    dense_matmul_tiled_kernel(x.clone(), weight).expect("a layout the kernel reads")
-                }),
-            );
+            for (schedule, name) in [
+                (MatmulSchedule::RowTile, "f32 WGSL row-tile kernel"),
+                (MatmulSchedule::Tiled, "f32 WGSL tiled kernel"),
+            ] {
+                row(
+                    &format!("{name}, {layout}"),
+                    time(iters, || {
+                        dense_matmul_kernel(x.clone(), weight, schedule)
+                            .expect("a layout the kernel reads")
+                    }),
+                );
+            }
         }
-        for scheme in [Quantization::Q8, Quantization::Q4] {
+        for scheme in [Quantization::Q8, Quantization::Q4, Quantization::Q4K] {
             let mut packed = PackedBlocks::new(scheme).unwrap();
             packed
                 .extend_from_stored(&quantize(&w, scheme).unwrap(), n * k)
@@ -95,10 +95,14 @@ fn main() {
                 &format!("{scheme} dequantise + Burn matmul"),
                 time(iters, || reference_quantized_matmul(x.clone(), &q)),
             );
-            row(
-                &format!("{scheme} fused WGSL kernel"),
-                time(iters, || Wgpu::quantized_matmul(x.clone(), &q)),
-            );
+            for schedule in [MatmulSchedule::RowTile, MatmulSchedule::Tiled] {
+                row(
+                    &format!("{scheme} fused WGSL kernel, {schedule:?}"),
+                    time(iters, || {
+                        quantized_matmul_kernel(x.clone(), &q, schedule).expect("a shape it takes")
+                    }),
+                );
+            }
         }
     }
     let (b, s, h) = (8, 128, 1024);

@@ -5,6 +5,9 @@
 //   out[m, n] = sum_k x[m, k] * W[n, k]                              (x · Wᵀ, W in HF [out, in] layout)
 //   W[n, k]   = (q · (d · sc) − dmin · mc) · row_scale[n]            q ∈ [0, 15], eight nibbles per word, low first
 //
+// The row-tile schedule: the host runs tiled_matmul.wgsl (with the same decoding) where n is a
+// multiple of 4, 2.2–2.5× faster on lavapipe, and this kernel for the other shapes.
+//
 // Device layout, k-major like quantized_matmul.wgsl's (consecutive output columns read
 // consecutive words): word `w` (0 .. k / 8) of output column `col` is words[w · n + col], so
 // super-block `b` holds words b · 16 .. b · 16 + 15 and sub-block `s` of it words b · 16 + 2s and

@@ -11,9 +11,8 @@ use burn::prelude::*;
 use common::{assert_close, cosine, fixture, max_abs_diff, packed_model_files, Expected};
 use qzhou_core::backends::Wgpu;
 use qzhou_core::kernels::{
-    dense_matmul_kernel, dense_matmul_tiled_kernel, reference_mean_pool,
-    reference_quantized_gather, reference_quantized_matmul, KernelBackend, QuantizedMatrix,
-    QuantizedRows,
+    dense_matmul_kernel, quantized_matmul_kernel, reference_mean_pool, reference_quantized_gather,
+    reference_quantized_matmul, KernelBackend, MatmulSchedule, QuantizedMatrix, QuantizedRows,
 };
 use qzhou_core::model::{Projection, TokenEmbedding};
 use qzhou_core::quantization::{quantize, quantize_scaled, scale_exponent, PackedBlocks};
@@ -59,9 +58,10 @@ fn max_rel(got: &[f32], want: &[f32]) -> f32 {
 fn quantized_matmul_kernel_matches_plain_burn_ops_and_host_math() {
     let device = WgpuDevice::DefaultDevice;
     assert!(<Wgpu as KernelBackend>::has_fused_quantized_matmul());
-    // Ragged sizes: m not a multiple of the 8-row tile, n not a multiple of 64 columns.
-    // The last case has weights of 1e-5: stored with a pack's scale exponent (f16 scales
-    // would be subnormal), they reach the device with a power of two per row.
+    // Ragged sizes: m not a multiple of the 8-row tile or the 64-row block, n not a multiple
+    // of 64 or 128 columns (n = 130, 7 and 70 are not multiples of 4 either: the tiled schedule
+    // declines them). The 1e-5 cases have weights stored with a pack's scale exponent (f16
+    // scales would be subnormal): they reach the device with a power of two per row.
     for (m, n, k, scale) in [
         (37, 130, 96, 0.1),
         (1, 7, 32, 0.1),
@@ -69,6 +69,9 @@ fn quantized_matmul_kernel_matches_plain_burn_ops_and_host_math() {
         (9, 70, 64, 1e-5),
         (37, 130, 384, 0.1),
         (13, 70, 128, 1e-5),
+        (70, 132, 384, 0.1),
+        (130, 260, 128, 1e-5),
+        (1, 4, 32, 0.1),
     ] {
         let x = values(m * k, 1 + m as u64, 1.0);
         let w = values(n * k, 2 + n as u64, scale);
@@ -89,14 +92,27 @@ fn quantized_matmul_kernel_matches_plain_burn_ops_and_host_math() {
 
             let weight = QuantizedMatrix::<Wgpu>::from_packed(&packed, n, k, &device).unwrap();
             let xt = Tensor::<Wgpu, 2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
-            let fused = host(Wgpu::quantized_matmul(xt.clone(), &weight));
-            let plain = host(reference_quantized_matmul(xt, &weight));
-            assert!(
-                max_rel(&fused, &want) < 1e-5,
-                "{what}: kernel vs host {}",
-                max_rel(&fused, &want)
-            );
-            assert!(max_rel(&fused, &plain) < 1e-5, "{what}: kernel vs Burn ops");
+            let plain = host(reference_quantized_matmul(xt.clone(), &weight));
+            for schedule in [MatmulSchedule::RowTile, MatmulSchedule::Tiled] {
+                let what = format!("{what} {schedule:?}");
+                let Some(fused) = quantized_matmul_kernel(xt.clone(), &weight, schedule) else {
+                    assert!(
+                        schedule == MatmulSchedule::Tiled && n % 4 != 0,
+                        "{what}: the kernel declined a supported shape"
+                    );
+                    continue;
+                };
+                let fused = host(fused);
+                assert!(
+                    max_rel(&fused, &want) < 1e-5,
+                    "{what}: kernel vs host {}",
+                    max_rel(&fused, &want)
+                );
+                assert!(max_rel(&fused, &plain) < 1e-5, "{what}: kernel vs Burn ops");
+            }
+            // The backend's own choice is one of them.
+            let chosen = host(Wgpu::quantized_matmul(xt, &weight));
+            assert!(max_rel(&chosen, &want) < 1e-5, "{what}: backend vs host");
 
             // The plain-op path (what CPU and CUDA run) decodes the same blocks.
             let weight = QuantizedMatrix::<Flex>::from_packed(&packed, n, k, &FlexDevice).unwrap();
@@ -108,22 +124,14 @@ fn quantized_matmul_kernel_matches_plain_burn_ops_and_host_math() {
 }
 
 /// Row `ids[t] - start` of a `[rows, cols]` host table, zeros outside it.
-/// One of the f32 kernels: its name, its launcher and which shapes (n, k) it takes.
-type DenseKernel = (
-    &'static str,
-    fn(Tensor<Wgpu, 2>, &Tensor<Wgpu, 2>) -> Option<Tensor<Wgpu, 2>>,
-    fn(usize, usize) -> bool,
-);
-
 #[test]
 fn dense_matmul_kernels_match_burn_matmul_and_host_math_in_both_layouts() {
     let device = WgpuDevice::DefaultDevice;
-    let kernels: [DenseKernel; 2] = [
-        ("row tile", dense_matmul_kernel, |_, k| k % 4 == 0),
-        ("tiled", dense_matmul_tiled_kernel, |n, k| {
-            n % 4 == 0 && k % 4 == 0
-        }),
-    ];
+    // Which shapes (n, k) each schedule takes.
+    let takes = |schedule, n: usize, k: usize| match schedule {
+        MatmulSchedule::RowTile => k % 4 == 0,
+        MatmulSchedule::Tiled => n % 4 == 0 && k % 4 == 0,
+    };
     // Ragged sizes as above, and shapes past one tiled block (64 rows × 128 columns × 32 deep)
     // that are not multiples of it; (3, 5, 6): k not a multiple of 4 falls back (None) in both,
     // n = 130 or 7 in the tiled one.
@@ -151,18 +159,18 @@ fn dense_matmul_kernels_match_burn_matmul_and_host_math_in_both_layouts() {
             .collect();
         let w_contiguous = Tensor::<Wgpu, 2>::from_data(TensorData::new(w_t, [k, n]), &device);
         let burn = host(xt.clone().matmul(w_view.clone()));
-        for (kernel, launch, takes) in kernels {
+        for schedule in [MatmulSchedule::RowTile, MatmulSchedule::Tiled] {
             for (layout, weight) in [("[n, k] view", &w_view), ("[k, n]", &w_contiguous)] {
-                let what = format!("{kernel}: m={m} n={n} k={k} weight {layout}");
-                let Some(out) = launch(xt.clone(), weight) else {
+                let what = format!("{schedule:?}: m={m} n={n} k={k} weight {layout}");
+                let Some(out) = dense_matmul_kernel(xt.clone(), weight, schedule) else {
                     assert!(
-                        !takes(n, k),
+                        !takes(schedule, n, k),
                         "{what}: the kernel declined a supported shape"
                     );
                     continue;
                 };
                 assert!(
-                    takes(n, k),
+                    takes(schedule, n, k),
                     "{what}: the kernel ran on a shape it cannot take"
                 );
                 assert_eq!(out.dims(), [m, n], "{what}");
@@ -181,9 +189,10 @@ fn dense_matmul_kernels_match_burn_matmul_and_host_math_in_both_layouts() {
         Tensor::<Wgpu, 2>::from_data(TensorData::new(values(64 * 16, 9, 0.1), [64, 16]), &device);
     let x =
         Tensor::<Wgpu, 2>::from_data(TensorData::new(values(8 * 64, 10, 1.0), [8, 64]), &device);
-    for (kernel, launch, _) in kernels {
-        let declined = launch(x.clone(), &wide.clone().slice([0..64, 0..8])).is_none();
-        assert!(declined, "{kernel}: ran on a strided column slice");
+    for schedule in [MatmulSchedule::RowTile, MatmulSchedule::Tiled] {
+        let slice = wide.clone().slice([0..64, 0..8]);
+        let declined = dense_matmul_kernel(x.clone(), &slice, schedule).is_none();
+        assert!(declined, "{schedule:?}: ran on a strided column slice");
     }
 }
 

@@ -71,12 +71,18 @@ pub struct LoadOptions {
     /// rows up from it ([`KernelBackend::has_quantized_gather`]); `false` dequantises it to f32
     /// at load (4–8× the memory, the reference path).
     pub quantized_embedding: bool,
-    /// Run dense (f32) projections through the backend's own f32 matmul kernel
-    /// (`shaders/dense_matmul.wgsl` on wgpu) instead of Burn's matmul
+    /// Run dense (f32) projections through the backend's own f32 matmul kernels
+    /// (`shaders/tiled_matmul.wgsl` / `dense_matmul.wgsl` on wgpu) instead of Burn's matmul
     /// ([`KernelBackend::use_dense_kernel`]; process-wide). `None` keeps the current choice,
-    /// Burn's by default — the faster one on every adapter measured so far (README "Hand-written
-    /// WGSL kernels").
+    /// Burn's by default: 1.25× the tiled kernel on lavapipe, even with it on SwiftShader
+    /// (README "Hand-written WGSL kernels").
     pub dense_kernel: Option<bool>,
+    /// Run the backend's matmul kernels with the tiled schedule (`shaders/tiled_matmul.wgsl`
+    /// on wgpu) where it takes the shape (`true`), or with the row tile (`false`)
+    /// ([`KernelBackend::use_tiled_matmul`]; process-wide). `None` keeps the current choice:
+    /// tiled by default, 2.2–2.5× the row tile on lavapipe; the web package asks for the row
+    /// tile, the faster on SwiftShader (README "Hand-written WGSL kernels").
+    pub tiled_matmul: Option<bool>,
 }
 
 impl Default for LoadOptions {
@@ -92,6 +98,7 @@ impl Default for LoadOptions {
             max_buffer_bytes: None,
             quantized_embedding: true,
             dense_kernel: None,
+            tiled_matmul: None,
         }
     }
 }
@@ -253,6 +260,9 @@ impl<B: KernelBackend> Embedder<B> {
         storage.quantized_embedding &= options.quantized_embedding;
         if let Some(on) = options.dense_kernel {
             B::use_dense_kernel(on);
+        }
+        if let Some(on) = options.tiled_matmul {
+            B::use_tiled_matmul(on);
         }
         if let Some(limit) = options.max_buffer_bytes {
             if limit == 0 {

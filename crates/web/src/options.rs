@@ -12,6 +12,7 @@ struct LoadJson {
     max_buffer_bytes: Option<usize>,
     quantized_embedding: Option<bool>,
     dense_kernel: Option<bool>,
+    tiled_kernel: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -37,7 +38,9 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(json: &str, what: &str) -> Resu
 /// into GPU buffers of at most this size; default: the device's binding limit),
 /// `quantizedEmbedding` (keep a q8/q4 pack's token-embedding table quantised on the GPU;
 /// default true; false dequantises it to f32 at load), `denseKernel` (f32 projections through
-/// qzhou's WGSL matmul instead of Burn's; default false, see the package README).
+/// qzhou's WGSL matmul instead of Burn's; default false, see the package README),
+/// `tiledKernel` (the matmul kernels' tiled schedule instead of their row tile; default false:
+/// the row tile was the faster on SwiftShader, the only browser adapter measured).
 pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
     let j: LoadJson = parse(json, "load options")?;
     let d = LoadOptions::default();
@@ -48,6 +51,7 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
         max_buffer_bytes: j.max_buffer_bytes,
         quantized_embedding: j.quantized_embedding.unwrap_or(d.quantized_embedding),
         dense_kernel: j.dense_kernel,
+        tiled_matmul: Some(j.tiled_kernel.unwrap_or(false)),
         ..d
     })
 }

@@ -27,7 +27,7 @@ mod quantized_rows;
 #[cfg(feature = "wgpu")]
 mod wgpu;
 #[cfg(feature = "wgpu")]
-pub use wgpu::{dense_matmul_kernel, dense_matmul_tiled_kernel};
+pub use wgpu::{dense_matmul_kernel, quantized_matmul_kernel, MatmulSchedule};
 
 pub use quantized_rows::{reference_quantized_gather, QuantizedRows};
 
@@ -69,6 +69,15 @@ pub trait KernelBackend: Backend {
     /// a speed trade-off per adapter; both compute the same products). A no-op where the
     /// backend has no such kernel (everything but plain wgpu).
     fn use_dense_kernel(on: bool) {
+        let _ = on;
+    }
+
+    /// Run the backend's own matmul kernels (quantised ones, and f32 ones when
+    /// [`KernelBackend::use_dense_kernel`] is on) with a tiled schedule through workgroup
+    /// memory where it takes the shape (`true`, the default) or with the row tile (`false`),
+    /// for every model on the backend in this process: a speed trade-off per adapter, both
+    /// compute the same products. A no-op where the backend has no such kernels.
+    fn use_tiled_matmul(on: bool) {
         let _ = on;
     }
 

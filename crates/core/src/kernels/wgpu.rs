@@ -25,7 +25,7 @@ use super::{KernelBackend, QuantizedMatrix, QuantizedRows};
 
 /// `shaders/row_tile.wgsl`: the 8-row tile the matmul kernels are built on (prepended).
 const ROW_TILE: &str = include_str!("../../../../shaders/row_tile.wgsl");
-/// `shaders/nibbles.wgsl`: 4-bit decoding shared by the q4 and q4k matmuls (prepended).
+/// `shaders/nibbles.wgsl`: 4- and 8-bit decoding shared by the quantised matmuls (prepended).
 const NIBBLES: &str = include_str!("../../../../shaders/nibbles.wgsl");
 /// `shaders/quantized_matmul.wgsl`.
 const QUANTIZED_MATMUL: &str = include_str!("../../../../shaders/quantized_matmul.wgsl");
@@ -37,9 +37,15 @@ const QUANTIZED_GATHER: &str = include_str!("../../../../shaders/quantized_gathe
 const Q4K_GATHER: &str = include_str!("../../../../shaders/q4k_gather.wgsl");
 /// `shaders/dense_matmul.wgsl`.
 const DENSE_MATMUL: &str = include_str!("../../../../shaders/dense_matmul.wgsl");
-/// `shaders/dense_matmul_tiled.wgsl`.
-const DENSE_MATMUL_TILED: &str = include_str!("../../../../shaders/dense_matmul_tiled.wgsl");
-/// The shape of `shaders/dense_matmul_tiled.wgsl`'s blocks (prepended to it as constants).
+/// `shaders/tiled_matmul.wgsl`: the tiled matmul, after one of the three weights files below.
+const TILED_MATMUL: &str = include_str!("../../../../shaders/tiled_matmul.wgsl");
+/// `shaders/dense_weights.wgsl`: f32 weights for the tiled matmul.
+const DENSE_WEIGHTS: &str = include_str!("../../../../shaders/dense_weights.wgsl");
+/// `shaders/block_weights.wgsl`: q8/q4 weights for the tiled matmul.
+const BLOCK_WEIGHTS: &str = include_str!("../../../../shaders/block_weights.wgsl");
+/// `shaders/q4k_weights.wgsl`: q4k weights for the tiled matmul.
+const Q4K_WEIGHTS: &str = include_str!("../../../../shaders/q4k_weights.wgsl");
+/// The shape of `shaders/tiled_matmul.wgsl`'s blocks (prepended to it as constants).
 struct TiledShape {
     /// Invocations of a workgroup along columns.
     invocations_x: u32,
@@ -65,17 +71,30 @@ impl TiledShape {
     }
 }
 
-/// 64 × 128 blocks, 8 × 16 outputs per invocation, k in steps of 32: the fastest of the shapes
-/// tried on lavapipe (4 × 4 per invocation in 16 × 16 workgroups ran at half the speed).
+/// 64 × 128 blocks, 8 × 16 outputs per invocation, k in steps of 16: 12 KiB of workgroup
+/// memory, under the 16 KiB every WebGPU device offers (steps of 32, 24 KiB, were 5 % faster on
+/// lavapipe but need a device with more). Of the shapes tried on lavapipe with f32 weights the
+/// fastest; 4 × 4 outputs per invocation in 16 × 16 workgroups ran at half the speed.
 const TILED: TiledShape = TiledShape {
     invocations_x: 8,
     invocations_y: 8,
     rows: 8,
     column_quads: 4,
-    depth: 32,
+    depth: 16,
 };
 /// `shaders/mean_pool_l2.wgsl`.
 const MEAN_POOL_L2: &str = include_str!("../../../../shaders/mean_pool_l2.wgsl");
+
+/// The weights `shaders/tiled_matmul.wgsl` reads, with their compile-time parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum TiledWeights {
+    /// f32, `[k, n]` stored k-major or as the transposed view of `[n, k]`.
+    Dense { k_major: bool },
+    /// q8 / q4 blocks of 32.
+    Blocks { bits: u32 },
+    /// q4k super-blocks.
+    Q4k,
+}
 
 /// Which hand-written kernel, with its compile-time parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,8 +109,8 @@ enum Shader {
     Q4kGather,
     /// f32 matmul, the weight `[k, n]` stored k-major or as the transposed view of `[n, k]`.
     DenseMatmul { k_major: bool },
-    /// f32 matmul tiled through workgroup memory, same layouts.
-    DenseMatmulTiled { k_major: bool },
+    /// Matmul tiled through workgroup memory, for any of the weights.
+    TiledMatmul(TiledWeights),
     /// Masked mean pooling + optional L2 normalisation.
     MeanPoolL2,
 }
@@ -110,7 +129,7 @@ impl Shader {
             Self::DenseMatmul { k_major } => {
                 format!("const K_MAJOR: bool = {k_major};\n{ROW_TILE}\n{DENSE_MATMUL}")
             }
-            Self::DenseMatmulTiled { k_major } => {
+            Self::TiledMatmul(weights) => {
                 let TiledShape {
                     invocations_x,
                     invocations_y,
@@ -118,8 +137,17 @@ impl Shader {
                     column_quads,
                     depth,
                 } = TILED;
+                let weights = match weights {
+                    TiledWeights::Dense { k_major } => {
+                        format!("const K_MAJOR: bool = {k_major};\n{DENSE_WEIGHTS}")
+                    }
+                    TiledWeights::Blocks { bits } => {
+                        format!("const BITS: u32 = {bits}u;\n{NIBBLES}\n{BLOCK_WEIGHTS}")
+                    }
+                    TiledWeights::Q4k => format!("{NIBBLES}\n{Q4K_WEIGHTS}"),
+                };
                 format!(
-                    "const K_MAJOR: bool = {k_major};\nconst WG_X: u32 = {invocations_x}u;\nconst WG_Y: u32 = {invocations_y}u;\nconst RM: u32 = {rows}u;\nconst CN4: u32 = {column_quads}u;\nconst DEPTH: u32 = {depth}u;\n{DENSE_MATMUL_TILED}"
+                    "const WG_X: u32 = {invocations_x}u;\nconst WG_Y: u32 = {invocations_y}u;\nconst RM: u32 = {rows}u;\nconst CN4: u32 = {column_quads}u;\nconst DEPTH: u32 = {depth}u;\n{weights}\n{TILED_MATMUL}"
                 )
             }
             Self::MeanPoolL2 => MEAN_POOL_L2.to_string(),
@@ -134,9 +162,7 @@ impl Shader {
             | Self::Q4kGather
             | Self::DenseMatmul { .. } => CubeDim::new_1d(64),
             Self::MeanPoolL2 => CubeDim::new_1d(256),
-            Self::DenseMatmulTiled { .. } => {
-                CubeDim::new_1d(TILED.invocations_x * TILED.invocations_y)
-            }
+            Self::TiledMatmul(_) => CubeDim::new_1d(TILED.invocations_x * TILED.invocations_y),
         }
     }
 }
@@ -160,7 +186,7 @@ impl<C: Compiler> CubeTask<C> for WgslTask {
                 Shader::QuantizedGather { .. } => "qzhou::quantized_gather",
                 Shader::Q4kGather => "qzhou::q4k_gather",
                 Shader::DenseMatmul { .. } => "qzhou::dense_matmul",
-                Shader::DenseMatmulTiled { .. } => "qzhou::dense_matmul_tiled",
+                Shader::TiledMatmul(_) => "qzhou::tiled_matmul",
                 Shader::MeanPoolL2 => "qzhou::mean_pool_l2",
             }),
             source: self.0.source(),
@@ -227,13 +253,38 @@ fn to_u32(v: usize, what: &str) -> u32 {
     u32::try_from(v).unwrap_or_else(|_| panic!("{what} {v} exceeds the kernel's u32 indexing"))
 }
 
-/// `x` `[m, k]` times `w` `[k, n]` by `shaders/dense_matmul.wgsl`, reading `w` where it lies:
-/// contiguous `[k, n]`, or the transposed view of a contiguous `[n, k]` (how loaded `Linear`
-/// weights are held). `None` (use Burn's matmul) for any other layout or `k` not a multiple
-/// of 4, or a grid past WebGPU's 65,535 workgroups per dimension (over 524,280 rows).
+/// How a matmul kernel cuts the output among invocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulSchedule {
+    /// `shaders/row_tile.wgsl`: 8 rows × 1 column per invocation, no workgroup memory.
+    RowTile,
+    /// `shaders/tiled_matmul.wgsl`: 64 × 128 blocks through workgroup memory, 8 × 16 outputs
+    /// per invocation; `n` and `k` must be multiples of 4.
+    Tiled,
+}
+
+impl MatmulSchedule {
+    /// Workgroups along (columns, rows) for an `[m, n]` output, `None` past WebGPU's 65,535
+    /// per dimension.
+    fn groups(self, m: usize, n: usize) -> Option<CubeCount> {
+        let (block_n, block_m) = match self {
+            Self::RowTile => (64, 8),
+            Self::Tiled => (TILED.block_columns(), TILED.block_rows()),
+        };
+        let (x, y) = (n.div_ceil(block_n), m.div_ceil(block_m));
+        (x <= 65_535 && y <= 65_535).then(|| CubeCount::Static(x as u32, y as u32, 1))
+    }
+}
+
+/// `x` `[m, k]` times `w` `[k, n]` by `shaders/dense_matmul.wgsl` (row tile) or
+/// `shaders/tiled_matmul.wgsl`, reading `w` where it lies: contiguous `[k, n]`, or the
+/// transposed view of a contiguous `[n, k]` (how loaded `Linear` weights are held). `None`
+/// (use another kernel or Burn's matmul) for any other layout, `k` not a multiple of 4, `n`
+/// not a multiple of 4 (tiled), or a grid past WebGPU's 65,535 workgroups per dimension.
 pub fn dense_matmul_kernel<BT: BoolElement>(
     x: Tensor<CubeBackend<WgpuRuntime, f32, i32, BT>, 2>,
     w: &Tensor<CubeBackend<WgpuRuntime, f32, i32, BT>, 2>,
+    schedule: MatmulSchedule,
 ) -> Option<Tensor<CubeBackend<WgpuRuntime, f32, i32, BT>, 2>> {
     let [m, k] = x.dims();
     let [k2, n] = w.dims();
@@ -241,11 +292,11 @@ pub fn dense_matmul_kernel<BT: BoolElement>(
         k, k2,
         "dense matmul: x has {k} columns, the weight {k2} rows"
     );
-    // WebGPU caps each grid dimension at 65,535 workgroups.
-    let fits_grid = n.div_ceil(64) <= 65_535 && m.div_ceil(8) <= 65_535;
-    if k % 4 != 0 || m == 0 || n == 0 || !fits_grid {
+    let tiled = schedule == MatmulSchedule::Tiled;
+    if k % 4 != 0 || (tiled && n % 4 != 0) || m == 0 || n == 0 {
         return None;
     }
+    let groups = schedule.groups(m, n)?;
     let w: CubeTensor<WgpuRuntime> = float_primitive(w.clone());
     let k_major = match w.meta.strides()[..] {
         [a, 1] if a == n => true,
@@ -253,76 +304,99 @@ pub fn dense_matmul_kernel<BT: BoolElement>(
         _ => return None,
     };
     let x: CubeTensor<WgpuRuntime> = into_contiguous(float_primitive(x));
-    let groups = CubeCount::Static(n.div_ceil(64) as u32, m.div_ceil(8) as u32, 1);
     let info = [
         to_u32(m, "rows"),
         to_u32(n, "columns"),
         to_u32(k, "depth"),
         0,
     ];
-    Some(launch(
-        Shader::DenseMatmul { k_major },
-        &[&x, &w],
-        [m, n],
-        info,
-        groups,
-    ))
+    let shader = if tiled {
+        Shader::TiledMatmul(TiledWeights::Dense { k_major })
+    } else {
+        Shader::DenseMatmul { k_major }
+    };
+    Some(launch(shader, &[&x, &w], [m, n], info, groups))
 }
 
-/// `x` `[m, k]` times `w` `[k, n]` by `shaders/dense_matmul_tiled.wgsl` (64 × 128 blocks
-/// through workgroup memory), for the same two weight layouts as [`dense_matmul_kernel`].
-/// `None` (use another kernel) for any other layout, `n` or `k` not a multiple of 4, or a grid
-/// past WebGPU's 65,535 workgroups per dimension.
-pub fn dense_matmul_tiled_kernel<BT: BoolElement>(
+/// `x` `[m, k]` times a quantised weight `[n, k]` (as `x · Wᵀ`) by the fused dequantise +
+/// matmul kernels: `shaders/quantized_matmul.wgsl` / `q4k_matmul.wgsl` (row tile) or
+/// `shaders/tiled_matmul.wgsl` with the weights' decoding. `None` for `n` not a multiple of 4
+/// (tiled) or a grid past WebGPU's 65,535 workgroups per dimension.
+pub fn quantized_matmul_kernel<BT: BoolElement>(
     x: Tensor<CubeBackend<WgpuRuntime, f32, i32, BT>, 2>,
-    w: &Tensor<CubeBackend<WgpuRuntime, f32, i32, BT>, 2>,
+    weight: &QuantizedMatrix<CubeBackend<WgpuRuntime, f32, i32, BT>>,
+    schedule: MatmulSchedule,
 ) -> Option<Tensor<CubeBackend<WgpuRuntime, f32, i32, BT>, 2>> {
     let [m, k] = x.dims();
-    let [k2, n] = w.dims();
     assert_eq!(
-        k, k2,
-        "dense matmul: x has {k} columns, the weight {k2} rows"
+        k, weight.cols,
+        "quantized matmul: x has {k} columns, the weight {}",
+        weight.cols
     );
-    let (block_n, block_m) = (TILED.block_columns(), TILED.block_rows());
-    let fits_grid = n.div_ceil(block_n) <= 65_535 && m.div_ceil(block_m) <= 65_535;
-    if n % 4 != 0 || k % 4 != 0 || m == 0 || n == 0 || !fits_grid {
+    let n = weight.rows;
+    if m == 0 {
+        return Some(Tensor::zeros([0, n], &x.device()));
+    }
+    let tiled = schedule == MatmulSchedule::Tiled;
+    if tiled && n % 4 != 0 {
         return None;
     }
-    let w: CubeTensor<WgpuRuntime> = float_primitive(w.clone());
-    let k_major = match w.meta.strides()[..] {
-        [a, 1] if a == n => true,
-        [1, b] if b == k => false,
-        _ => return None,
-    };
+    let groups = schedule.groups(m, n)?;
     let x: CubeTensor<WgpuRuntime> = into_contiguous(float_primitive(x));
-    let groups = CubeCount::Static(n.div_ceil(block_n) as u32, m.div_ceil(block_m) as u32, 1);
+    let words: CubeTensor<WgpuRuntime> = into_contiguous(weight.words.clone().into_primitive());
+    let params: CubeTensor<WgpuRuntime> = into_contiguous(weight.params.clone().into_primitive());
+    let row_scale: CubeTensor<WgpuRuntime> =
+        into_contiguous(float_primitive(weight.row_scale.clone()));
     let info = [
         to_u32(m, "rows"),
         to_u32(n, "columns"),
         to_u32(k, "depth"),
         0,
     ];
-    Some(launch(
-        Shader::DenseMatmulTiled { k_major },
-        &[&x, &w],
-        [m, n],
-        info,
-        groups,
-    ))
+    if weight.q4k {
+        let codes: CubeTensor<WgpuRuntime> = into_contiguous(weight.codes.clone().into_primitive());
+        let shader = if tiled {
+            Shader::TiledMatmul(TiledWeights::Q4k)
+        } else {
+            Shader::Q4kMatmul
+        };
+        let inputs = [&x, &words, &params, &row_scale, &codes];
+        return Some(launch(shader, &inputs, [m, n], info, groups));
+    }
+    let bits = weight.bits as u32;
+    let shader = if tiled {
+        Shader::TiledMatmul(TiledWeights::Blocks { bits })
+    } else {
+        Shader::QuantizedMatmul { bits }
+    };
+    let inputs = [&x, &words, &params, &row_scale];
+    Some(launch(shader, &inputs, [m, n], info, groups))
 }
 
 /// Whether dense projections run the WGSL kernels ([`KernelBackend::use_dense_kernel`]): the
 /// tiled one where it takes the shape, else `shaders/dense_matmul.wgsl`, else Burn's matmul.
 static DENSE_KERNEL: AtomicBool = AtomicBool::new(false);
 
+/// Whether the matmul kernels try [`MatmulSchedule::Tiled`] before the row tile
+/// ([`KernelBackend::use_tiled_matmul`]).
+static TILED_SCHEDULE: AtomicBool = AtomicBool::new(true);
+
+/// The schedules to try, in order.
+fn schedules() -> &'static [MatmulSchedule] {
+    if TILED_SCHEDULE.load(Ordering::Relaxed) {
+        &[MatmulSchedule::Tiled, MatmulSchedule::RowTile]
+    } else {
+        &[MatmulSchedule::RowTile]
+    }
+}
+
 impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
     fn dense_matmul(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
         if DENSE_KERNEL.load(Ordering::Relaxed) {
-            if let Some(y) = dense_matmul_tiled_kernel(x.clone(), w) {
-                return y;
-            }
-            if let Some(y) = dense_matmul_kernel(x.clone(), w) {
-                return y;
+            for &schedule in schedules() {
+                if let Some(y) = dense_matmul_kernel(x.clone(), w, schedule) {
+                    return y;
+                }
             }
         }
         x.matmul(w.clone())
@@ -332,55 +406,24 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         DENSE_KERNEL.store(on, Ordering::Relaxed);
     }
 
+    fn use_tiled_matmul(on: bool) {
+        TILED_SCHEDULE.store(on, Ordering::Relaxed);
+    }
+
     fn has_fused_quantized_matmul() -> bool {
         true
     }
 
     fn quantized_matmul(x: Tensor<Self, 2>, weight: &QuantizedMatrix<Self>) -> Tensor<Self, 2> {
-        let [m, k] = x.dims();
-        assert_eq!(
-            k, weight.cols,
-            "quantized matmul: x has {k} columns, the weight {}",
-            weight.cols
-        );
-        let n = weight.rows;
-        if m == 0 {
-            return Tensor::zeros([0, n], &x.device());
-        }
-        let x: CubeTensor<WgpuRuntime> = into_contiguous(float_primitive(x));
-        let words: CubeTensor<WgpuRuntime> = into_contiguous(weight.words.clone().into_primitive());
-        let params: CubeTensor<WgpuRuntime> =
-            into_contiguous(weight.params.clone().into_primitive());
-        let row_scale: CubeTensor<WgpuRuntime> =
-            into_contiguous(float_primitive(weight.row_scale.clone()));
-        let groups = CubeCount::Static(n.div_ceil(64) as u32, m.div_ceil(8) as u32, 1);
-        let info = [
-            to_u32(m, "rows"),
-            to_u32(n, "columns"),
-            to_u32(k, "depth"),
-            0,
-        ];
-        if weight.q4k {
-            let codes: CubeTensor<WgpuRuntime> =
-                into_contiguous(weight.codes.clone().into_primitive());
-            return launch(
-                Shader::Q4kMatmul,
-                &[&x, &words, &params, &row_scale, &codes],
-                [m, n],
-                info,
-                groups,
-            );
-        }
-        let shader = Shader::QuantizedMatmul {
-            bits: weight.bits as u32,
-        };
-        launch(
-            shader,
-            &[&x, &words, &params, &row_scale],
-            [m, n],
-            info,
-            groups,
-        )
+        schedules()
+            .iter()
+            .find_map(|&schedule| quantized_matmul_kernel(x.clone(), weight, schedule))
+            .unwrap_or_else(|| {
+                panic!(
+                    "quantized matmul: no kernel takes {} rows (a grid past WebGPU's limit)",
+                    x.dims()[0]
+                )
+            })
     }
 
     fn has_quantized_gather() -> bool {
