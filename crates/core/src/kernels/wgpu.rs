@@ -264,15 +264,25 @@ pub enum MatmulSchedule {
 }
 
 impl MatmulSchedule {
-    /// Workgroups along (columns, rows) for an `[m, n]` output, `None` past WebGPU's 65,535
-    /// per dimension.
-    fn groups(self, m: usize, n: usize) -> Option<CubeCount> {
+    /// Workgroups along (columns, rows) for an `[m, n]` output; `None` where this schedule
+    /// cannot take it: `n` not a multiple of 4 (tiled), or a grid past WebGPU's 65,535 per
+    /// dimension.
+    fn grid(self, m: usize, n: usize) -> Option<CubeCount> {
         let (block_n, block_m) = match self {
             Self::RowTile => (64, 8),
+            Self::Tiled if n % 4 != 0 => return None,
             Self::Tiled => (TILED.block_columns(), TILED.block_rows()),
         };
         let (x, y) = (n.div_ceil(block_n), m.div_ceil(block_m));
         (x <= 65_535 && y <= 65_535).then(|| CubeCount::Static(x as u32, y as u32, 1))
+    }
+
+    /// The kernel of this schedule: `row_tile`, or the tiled one reading `weights`.
+    fn shader(self, weights: TiledWeights, row_tile: Shader) -> Shader {
+        match self {
+            Self::RowTile => row_tile,
+            Self::Tiled => Shader::TiledMatmul(weights),
+        }
     }
 }
 
@@ -292,11 +302,10 @@ pub fn dense_matmul_kernel<BT: BoolElement>(
         k, k2,
         "dense matmul: x has {k} columns, the weight {k2} rows"
     );
-    let tiled = schedule == MatmulSchedule::Tiled;
-    if k % 4 != 0 || (tiled && n % 4 != 0) || m == 0 || n == 0 {
+    if k % 4 != 0 || m == 0 || n == 0 {
         return None;
     }
-    let groups = schedule.groups(m, n)?;
+    let groups = schedule.grid(m, n)?;
     let w: CubeTensor<WgpuRuntime> = float_primitive(w.clone());
     let k_major = match w.meta.strides()[..] {
         [a, 1] if a == n => true,
@@ -310,11 +319,10 @@ pub fn dense_matmul_kernel<BT: BoolElement>(
         to_u32(k, "depth"),
         0,
     ];
-    let shader = if tiled {
-        Shader::TiledMatmul(TiledWeights::Dense { k_major })
-    } else {
-        Shader::DenseMatmul { k_major }
-    };
+    let shader = schedule.shader(
+        TiledWeights::Dense { k_major },
+        Shader::DenseMatmul { k_major },
+    );
     Some(launch(shader, &[&x, &w], [m, n], info, groups))
 }
 
@@ -337,11 +345,7 @@ pub fn quantized_matmul_kernel<BT: BoolElement>(
     if m == 0 {
         return Some(Tensor::zeros([0, n], &x.device()));
     }
-    let tiled = schedule == MatmulSchedule::Tiled;
-    if tiled && n % 4 != 0 {
-        return None;
-    }
-    let groups = schedule.groups(m, n)?;
+    let groups = schedule.grid(m, n)?;
     let x: CubeTensor<WgpuRuntime> = into_contiguous(float_primitive(x));
     let words: CubeTensor<WgpuRuntime> = into_contiguous(weight.words.clone().into_primitive());
     let params: CubeTensor<WgpuRuntime> = into_contiguous(weight.params.clone().into_primitive());
@@ -353,23 +357,19 @@ pub fn quantized_matmul_kernel<BT: BoolElement>(
         to_u32(k, "depth"),
         0,
     ];
-    if weight.q4k {
-        let codes: CubeTensor<WgpuRuntime> = into_contiguous(weight.codes.clone().into_primitive());
-        let shader = if tiled {
-            Shader::TiledMatmul(TiledWeights::Q4k)
-        } else {
-            Shader::Q4kMatmul
-        };
-        let inputs = [&x, &words, &params, &row_scale, &codes];
-        return Some(launch(shader, &inputs, [m, n], info, groups));
-    }
-    let bits = weight.bits as u32;
-    let shader = if tiled {
-        Shader::TiledMatmul(TiledWeights::Blocks { bits })
+    let codes: CubeTensor<WgpuRuntime>;
+    let mut inputs = vec![&x, &words, &params, &row_scale];
+    let shader = if weight.q4k {
+        codes = into_contiguous(weight.codes.clone().into_primitive());
+        inputs.push(&codes);
+        schedule.shader(TiledWeights::Q4k, Shader::Q4kMatmul)
     } else {
-        Shader::QuantizedMatmul { bits }
+        let bits = weight.bits as u32;
+        schedule.shader(
+            TiledWeights::Blocks { bits },
+            Shader::QuantizedMatmul { bits },
+        )
     };
-    let inputs = [&x, &words, &params, &row_scale];
     Some(launch(shader, &inputs, [m, n], info, groups))
 }
 
