@@ -4,7 +4,9 @@
 //! `cargo run --release -p qzhou-cli --example bench_kernels -- [ITERS]`
 //!
 //! Prints one row per (operation, shape): milliseconds per call (best of ITERS after a
-//! warm-up, each call synchronised by reading the result back) and GFLOP/s.
+//! warm-up, each call synchronised by reading the result back) and GFLOP/s. The autotuned rows
+//! run whichever candidate cubecl's autotune kept (`CUBECL_DEBUG_LOG=stderr` prints its
+//! measurements).
 
 use std::time::Instant;
 
@@ -85,6 +87,11 @@ fn main() {
                 );
             }
         }
+        // The backend's own choice under `MatmulKernel::Autotune` (measured on the warm-up call).
+        row(
+            "f32, autotuned (backend default)",
+            time(iters, || Wgpu::dense_matmul(x.clone(), &dense)),
+        );
         for scheme in [Quantization::Q8, Quantization::Q4, Quantization::Q4K] {
             let mut packed = PackedBlocks::new(scheme).unwrap();
             packed
@@ -103,6 +110,10 @@ fn main() {
                     }),
                 );
             }
+            row(
+                &format!("{scheme}, autotuned (backend default)"),
+                time(iters, || Wgpu::quantized_matmul(x.clone(), &q)),
+            );
         }
     }
     let (b, s, h) = (8, 128, 1024);

@@ -16,7 +16,7 @@ use qzhou_core::kernels::{
 };
 use qzhou_core::model::{Projection, TokenEmbedding};
 use qzhou_core::quantization::{quantize, quantize_scaled, scale_exponent, PackedBlocks};
-use qzhou_core::{EmbedOptions, Embedder, LoadOptions, Quantization};
+use qzhou_core::{EmbedOptions, Embedder, LoadOptions, MatmulKernel, Quantization};
 
 /// Deterministic pseudo-random values in [-scale, scale).
 fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -194,6 +194,93 @@ fn dense_matmul_kernels_match_burn_matmul_and_host_math_in_both_layouts() {
         let declined = dense_matmul_kernel(x.clone(), &slice, schedule).is_none();
         assert!(declined, "{schedule:?}: ran on a strided column slice");
     }
+}
+
+/// [`MatmulKernel::Autotune`] (the default): whichever candidate the measurement keeps for a
+/// key, the products are the host's, for inputs the benchmark cut to its first 256 rows (300
+/// rows, then 260 rows of the same key served from the result), ragged ones (37), a
+/// layout only Burn's matmul takes, and an input too tall for the row tile's grid that the
+/// tuner is not handed (the tiled kernel serves it).
+#[test]
+fn autotuned_matmuls_give_the_host_products_whatever_they_choose() {
+    let device = WgpuDevice::DefaultDevice;
+    Wgpu::use_matmul_kernel(MatmulKernel::Autotune);
+    let (n, k) = (132, 256);
+    let w = values(n * k, 21, 0.1);
+    let w_view =
+        Tensor::<Wgpu, 2>::from_data(TensorData::new(w.clone(), [n, k]), &device).transpose();
+    for scheme in [Quantization::Q8, Quantization::Q4, Quantization::Q4K] {
+        let mut packed = PackedBlocks::new(scheme).unwrap();
+        packed
+            .extend_from_stored(&quantize(&w, scheme).unwrap(), n * k)
+            .unwrap();
+        let weight = QuantizedMatrix::<Wgpu>::from_packed(&packed, n, k, &device).unwrap();
+        let decoded = packed.to_f32();
+        for m in [300, 260, 37, 1] {
+            let x = values(m * k, 22 + m as u64, 1.0);
+            let xt = Tensor::<Wgpu, 2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
+            let what = format!("{scheme} m={m} n={n} k={k}");
+            let got = host(Wgpu::quantized_matmul(xt.clone(), &weight));
+            let want = host_matmul(&x, &decoded, m, n, k);
+            assert!(
+                max_rel(&got, &want) < 1e-5,
+                "{what}: autotuned vs host {}",
+                max_rel(&got, &want)
+            );
+            if scheme == Quantization::Q8 {
+                let got = host(Wgpu::dense_matmul(xt, &w_view));
+                let want = host_matmul(&x, &w, m, n, k);
+                assert!(max_rel(&got, &want) < 1e-5, "f32 m={m}: autotuned vs host");
+            }
+        }
+    }
+    // A column slice: only Burn's matmul takes it.
+    let wide = values(64 * 16, 23, 0.1);
+    let slice = Tensor::<Wgpu, 2>::from_data(TensorData::new(wide.clone(), [64, 16]), &device)
+        .slice([0..64, 0..8]);
+    let x = values(8 * 64, 24, 1.0);
+    let xt = Tensor::<Wgpu, 2>::from_data(TensorData::new(x.clone(), [8, 64]), &device);
+    let w_sliced: Vec<f32> = (0..8)
+        .flat_map(|j| (0..64).map(move |p| (p, j)))
+        .map(|(p, j)| wide[p * 16 + j])
+        .collect();
+    let got = host(Wgpu::dense_matmul(xt, &slice));
+    assert!(
+        max_rel(&got, &host_matmul(&x, &w_sliced, 8, 8, 64)) < 1e-5,
+        "f32 strided weight"
+    );
+    // 8 · 65,535 + 1 rows: past the row tile's grid.
+    let (m, n, k) = (8 * 65_535 + 1, 4, 32);
+    let w = values(n * k, 25, 0.1);
+    let mut packed = PackedBlocks::new(Quantization::Q8).unwrap();
+    packed
+        .extend_from_stored(&quantize(&w, Quantization::Q8).unwrap(), n * k)
+        .unwrap();
+    let weight = QuantizedMatrix::<Wgpu>::from_packed(&packed, n, k, &device).unwrap();
+    let x = values(m * k, 26, 1.0);
+    let xt = Tensor::<Wgpu, 2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
+    let got = host(Wgpu::quantized_matmul(xt, &weight));
+    let want = host_matmul(&x, &packed.to_f32(), m, n, k);
+    assert!(
+        max_rel(&got, &want) < 1e-5,
+        "q8 m={m}: vs host {}",
+        max_rel(&got, &want)
+    );
+}
+
+#[test]
+fn matmul_kernel_names_parse_and_unknown_ones_are_refused() {
+    for (name, kernel) in [
+        ("auto", MatmulKernel::Autotune),
+        ("burn", MatmulKernel::Burn),
+        ("row-tile", MatmulKernel::RowTile),
+        ("tiled", MatmulKernel::Tiled),
+    ] {
+        assert_eq!(name.parse::<MatmulKernel>().unwrap(), kernel);
+        assert_eq!(kernel.to_string(), name);
+    }
+    let err = "fast".parse::<MatmulKernel>().unwrap_err().to_string();
+    assert!(err.contains("`fast`") && err.contains("row-tile"), "{err}");
 }
 
 fn host_gather(table: &[f32], ids: &[i32], start: usize, rows: usize, cols: usize) -> Vec<f32> {

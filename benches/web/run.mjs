@@ -6,7 +6,8 @@
 // usage: node benches/web/run.mjs [WORKDIR]          (WORKDIR default /tmp/webbench)
 //   WORKDIR/model  the random-weight Qwen2 model of make_model.py (made if missing)
 //   WORKDIR/web    its qzhou weight packs (qzhou export-web, rewritten every run)
-// env: MAXLEN (128) tokens per text after truncation; ROWS (f32,f32-wgsl,q8,q4,tjs-fp32,tjs-q8,tjs-q4; also f16,
+// env: MAXLEN (128) tokens per text after truncation; ROWS (f32,q8,q4,tjs-fp32,tjs-q8,tjs-q4; also f16,
+// <q>@<kernel>: qzhou with matmulKernel fixed to burn, row-tile or tiled instead of auto;
 // cpu-f32, cpu-q8, ...: qzhou on its CPU wasm backend; tjs-wasm-<dtype>: transformers.js on wasm);
 //      REPEATS (2) timed runs per row (the best is reported); PYTHON (/work/pyref/bin/python);
 //      ORT_LOG (e.g. verbose: onnxruntime-web's log, page console kept in WORKDIR/<row>.console.log);
@@ -23,7 +24,7 @@ const MODEL = join(WORK, 'model');
 const WEB = join(WORK, 'web');
 const MAXLEN = Number(process.env.MAXLEN || 128);
 const REPEATS = Number(process.env.REPEATS || 2);
-const ROWS = (process.env.ROWS || 'f32,f32-wgsl,q8,q4,tjs-fp32,tjs-q8,tjs-q4').split(',');
+const ROWS = (process.env.ROWS || 'f32,q8,q4,tjs-fp32,tjs-q8,tjs-q4').split(',');
 const PYTHON = process.env.PYTHON || '/work/pyref/bin/python';
 // harness.mjs looks in $CARGO_TARGET_DIR or <repo>/target; this workspace builds into /work/target.
 const QZ = existsSync(QZHOU) ? QZHOU : '/work/target/debug/qzhou';
@@ -147,20 +148,20 @@ try {
           r.times.push(t.ms); r.shape = t.shape; r.rows = t.rows;
         }
       } else {
-        // <q> on WebGPU, cpu-<q> on qzhou's CPU (Burn Flex) wasm backend
-        // f32-wgsl: f32 with the WGSL dense-matmul kernel instead of Burn's matmul
-        const denseKernel = row === 'f32-wgsl';
-        const [backend, q] = row.startsWith('cpu-') ? ['cpu', row.slice(4)] : ['webgpu', denseKernel ? 'f32' : row];
+        // <q> on WebGPU (matmulKernel 'auto'), <q>@<kernel> with the matmul fixed, cpu-<q> on
+        // qzhou's CPU (Burn Flex) wasm backend
+        const [name, matmulKernel] = row.split('@');
+        const [backend, q] = name.startsWith('cpu-') ? ['cpu', name.slice(4)] : ['webgpu', name];
         r.packBytes = packBytes(q);
-        Object.assign(r, await evaluate(page, async ({ q, backend, maxLength, warm, denseKernel }) => {
+        Object.assign(r, await evaluate(page, async ({ q, backend, maxLength, warm, matmulKernel }) => {
           const qz = await import('/crates/web/pkg/index.js');
-          const e = await qz.Embedder.load('/model/', { quantization: q, backend, maxLength, cache: false, denseKernel });
+          const e = await qz.Embedder.load('/model/', { quantization: q, backend, maxLength, cache: false, matmulKernel });
           window.e = e;
           await e.embed([warm], { kind: 'document' });
           const info = e.info();
           return { ttfeMs: performance.now(), prefix: e.prefix({ kind: 'document' }),
-            info: { backend: info.backend, attention: info.attention, pooling: info.pooling, maxLength: info.maxLength, loadMs: info.loadMs } };
-        }, { q, backend, maxLength: MAXLEN, warm: WARMUP, denseKernel }, LOAD_MS, logs));
+            info: { backend: info.backend, matmulKernel: info.matmulKernel, attention: info.attention, pooling: info.pooling, maxLength: info.maxLength, loadMs: info.loadMs } };
+        }, { q, backend, maxLength: MAXLEN, warm: WARMUP, matmulKernel }, LOAD_MS, logs));
         r.times = [];
         for (let k = 0; k < REPEATS; k++) {
           const t = await evaluate(page, async (texts) => {
@@ -200,16 +201,17 @@ for (const r of Object.values(results)) {
 // against transformers.js on onnxruntime-web's wasm backend); transformers.js rows against its
 // own fp32.
 const isCpu = (row) => row.startsWith('cpu-') || row.startsWith('tjs-wasm-');
-const DTYPE = { f32: 'fp32', 'f32-wgsl': 'fp32', f16: 'fp16', q8: 'q8', q4: 'q4' };
+const DTYPE = { f32: 'fp32', f16: 'fp16', q8: 'q8', q4: 'q4' };
 const baseFor = (row) => {
   const device = isCpu(row) ? 'tjs-wasm-' : 'tjs-';
-  const precision = row.startsWith('tjs-') ? 'fp32' : DTYPE[row.replace(/^cpu-/, '')];
+  const precision = row.startsWith('tjs-') ? 'fp32' : DTYPE[row.replace(/^cpu-/, '').split('@')[0]];
   return results[device + precision]?.tokensPerS;
 };
-const NAMES = { f32: 'qzhou f32', 'f32-wgsl': 'qzhou f32, WGSL dense kernel', f16: 'qzhou f16', q8: 'qzhou q8', q4: 'qzhou q4' };
+const NAMES = { f32: 'qzhou f32', f16: 'qzhou f16', q8: 'qzhou q8', q4: 'qzhou q4' };
+const qzName = (row) => { const [q, kernel] = row.split('@'); return kernel ? `${NAMES[q] || q}, ${kernel} kernel` : NAMES[q]; };
 const header = ['row', 'tokens/s', 'vs transformers.js, same precision and device', 'pack bytes', 'first embedding (s)', 'timed runs (s)', 'min cos vs qzhou f32'];
 const lines = Object.entries(results).map(([row, r]) => [
-  NAMES[row] || (row.startsWith('cpu-') ? `qzhou ${row.slice(4)} (wasm CPU)` : row.startsWith('tjs-wasm-') ? `transformers.js ${row.slice(9)} (wasm CPU)` : `transformers.js ${row.slice(4)}`),
+  qzName(row) || (row.startsWith('cpu-') ? `qzhou ${row.slice(4)} (wasm CPU)` : row.startsWith('tjs-wasm-') ? `transformers.js ${row.slice(9)} (wasm CPU)` : `transformers.js ${row.slice(4)}`),
   r.error ? `FAILED: ${r.error.slice(0, 80)}` : r.tokensPerS.toFixed(1),
   r.error || !baseFor(row) ? '-' : `${(r.tokensPerS / baseFor(row)).toFixed(2)}x`,
   String(r.packBytes ?? '-'),

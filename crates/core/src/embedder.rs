@@ -15,7 +15,7 @@ use burn::prelude::*;
 use crate::batching::{pad_batch, plan_batches};
 use crate::config::{AttentionMode, QwenConfig};
 use crate::error::{QzhouError, Result};
-use crate::kernels::KernelBackend;
+use crate::kernels::{KernelBackend, MatmulKernel};
 use crate::model::{DeviceStorage, QwenEncoder};
 use crate::pooling::{l2_normalize, pool, Pooling};
 use crate::preprocessor::Preprocessor;
@@ -71,18 +71,11 @@ pub struct LoadOptions {
     /// rows up from it ([`KernelBackend::has_quantized_gather`]); `false` dequantises it to f32
     /// at load (4–8× the memory, the reference path).
     pub quantized_embedding: bool,
-    /// Run dense (f32) projections through the backend's own f32 matmul kernels
-    /// (`shaders/tiled_matmul.wgsl` / `dense_matmul.wgsl` on wgpu) instead of Burn's matmul
-    /// ([`KernelBackend::use_dense_kernel`]; process-wide). `None` keeps the current choice,
-    /// Burn's by default: 1.25× the tiled kernel on lavapipe, even with it on SwiftShader
-    /// (README "Hand-written WGSL kernels").
-    pub dense_kernel: Option<bool>,
-    /// Run the backend's matmul kernels with the tiled schedule (`shaders/tiled_matmul.wgsl`
-    /// on wgpu) where it takes the shape (`true`), or with the row tile (`false`)
-    /// ([`KernelBackend::use_tiled_matmul`]; process-wide). `None` keeps the current choice:
-    /// tiled by default, 2.2–2.5× the row tile on lavapipe; the web package asks for the row
-    /// tile, the faster on SwiftShader (README "Hand-written WGSL kernels").
-    pub tiled_matmul: Option<bool>,
+    /// Which matmul runs the projections, dense and quantised, where the backend has its own
+    /// kernels (wgpu) ([`KernelBackend::use_matmul_kernel`]; process-wide). `None` keeps the
+    /// current choice, [`MatmulKernel::Autotune`] by default: the fastest per adapter and
+    /// shape, measured on first use (README "Hand-written WGSL kernels").
+    pub matmul_kernel: Option<MatmulKernel>,
 }
 
 impl Default for LoadOptions {
@@ -97,8 +90,7 @@ impl Default for LoadOptions {
             max_batch: DEFAULT_MAX_BATCH,
             max_buffer_bytes: None,
             quantized_embedding: true,
-            dense_kernel: None,
-            tiled_matmul: None,
+            matmul_kernel: None,
         }
     }
 }
@@ -258,11 +250,8 @@ impl<B: KernelBackend> Embedder<B> {
             .unwrap_or_else(|| settings.config.native_attention());
         let mut storage = DeviceStorage::for_backend::<B>(device);
         storage.quantized_embedding &= options.quantized_embedding;
-        if let Some(on) = options.dense_kernel {
-            B::use_dense_kernel(on);
-        }
-        if let Some(on) = options.tiled_matmul {
-            B::use_tiled_matmul(on);
+        if let Some(kernel) = options.matmul_kernel {
+            B::use_matmul_kernel(kernel);
         }
         if let Some(limit) = options.max_buffer_bytes {
             if limit == 0 {

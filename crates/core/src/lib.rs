@@ -43,7 +43,7 @@ pub mod weights;
 pub use config::{AttentionMode, ModelType, QwenConfig};
 pub use embedder::{EmbedOptions, Embedder, LoadOptions, ModelFiles, TextKind};
 pub use error::{QzhouError, Result};
-pub use kernels::KernelBackend;
+pub use kernels::{KernelBackend, MatmulKernel};
 pub use pooling::Pooling;
 pub use preprocessor::Preprocessor;
 pub use prompts::PromptStyle;

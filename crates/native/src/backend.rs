@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::ValueEnum;
 #[allow(unused_imports)]
 use qzhou_core::backends;
-use qzhou_core::KernelBackend;
+use qzhou_core::{KernelBackend, MatmulKernel};
 
 /// Compute backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,7 +64,8 @@ impl BackendKind {
     }
 }
 
-/// The inference commands' `--backend`, `--dtype`, `--device` and `--fusion` flags.
+/// The inference commands' `--backend`, `--dtype`, `--device`, `--fusion` and
+/// `--matmul-kernel` flags.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct ComputeArgs {
     /// Compute backend.
@@ -79,13 +80,45 @@ pub struct ComputeArgs {
     /// Burn's kernel fusion on wgpu/cuda (default: off; see README "Backends").
     #[arg(long, value_enum)]
     pub fusion: Option<FusionArg>,
+    /// Which matmul runs the projections on wgpu (without fusion): `auto` (default: the
+    /// fastest of Burn's matmul and qzhou's WGSL kernels per shape, measured on first use and
+    /// kept in the kernel cache), `burn`, `row-tile` or `tiled`.
+    #[arg(long, value_parser = str::parse::<MatmulKernel>)]
+    pub matmul_kernel: Option<MatmulKernel>,
 }
 
 impl ComputeArgs {
     /// Run `job` on the chosen backend (see [`dispatch`]).
     pub fn dispatch<J: BackendJob>(self, job: J) -> Result<()> {
         let fusion = self.backend.fusion(self.fusion)?;
+        if let Some(kernel) = self.matmul_kernel {
+            if self.backend != BackendKind::Wgpu || fusion {
+                bail!(
+                    "--matmul-kernel {kernel} chooses among the wgpu backend's own kernels: it \
+                     needs --backend wgpu without --fusion on"
+                );
+            }
+        }
+        let job = WithMatmulKernel {
+            kernel: self.matmul_kernel,
+            job,
+        };
         dispatch(self.backend, self.dtype, self.device, fusion, job)
+    }
+}
+
+/// A job run after choosing the backend's matmul ([`KernelBackend::use_matmul_kernel`]).
+struct WithMatmulKernel<J> {
+    kernel: Option<MatmulKernel>,
+    job: J,
+}
+
+impl<J: BackendJob> BackendJob for WithMatmulKernel<J> {
+    fn run<B: KernelBackend>(self, device: B::Device) -> Result<()> {
+        if let Some(kernel) = self.kernel {
+            B::use_matmul_kernel(kernel);
+        }
+        self.job.run::<B>(device)
     }
 }
 

@@ -43,20 +43,14 @@ export interface LoadOptions {
    */
   quantizedEmbedding?: boolean;
   /**
-   * Run f32 projections (an f32/f16 pack, or q8/q4 on a backend without the fused kernel)
-   * through qzhou's tiled WGSL matmul instead of Burn's generated one. Default false: the two
-   * were even on SwiftShader and Burn's the faster on lavapipe (see the README). Applies to
-   * every model of the page.
+   * Which matmul runs the projections on WebGPU. `'auto'` (default): the fastest of Burn's
+   * generated matmul and qzhou's WGSL kernels (row tile; tiled through workgroup memory; for
+   * q8/q4 packs also dequantise + Burn's matmul), measured on this GPU the first time each
+   * weight format and shape is met — in the background: those first calls run the row tile
+   * (q8/q4) or Burn's matmul (f32). `'burn'`, `'row-tile'`, `'tiled'` fix one. Applies to every
+   * model of the page. (Replaces 0.x's `denseKernel` / `tiledKernel`, which now reject.)
    */
-  denseKernel?: boolean;
-  /**
-   * Run the matmul kernels (every projection of a q8/q4 pack; f32 ones with `denseKernel`)
-   * with their tiled schedule (64 × 128 blocks through workgroup memory) instead of the row
-   * tile. Default false: the row tile was the faster on SwiftShader, the only browser adapter
-   * measured; natively on lavapipe the tiled one is 2.2–2.5× faster. Try it on your GPU.
-   * Applies to every model of the page.
-   */
-  tiledKernel?: boolean;
+  matmulKernel?: 'auto' | 'burn' | 'row-tile' | 'tiled';
   /** The .wasm file's URL or bytes, if it is not next to the package's JS. */
   wasm?: string | URL | Bytes;
 }
@@ -99,6 +93,8 @@ export interface EmbedderInfo {
   attention: string;
   maxLength: number;
   version: string;
+  /** The `matmulKernel` load option in force (`null` on the CPU backend, which has none). */
+  matmulKernel: 'auto' | 'burn' | 'row-tile' | 'tiled' | null;
   /** How the weights sit on the device. */
   deviceWeights: {
     quantizedProjections: number;

@@ -233,6 +233,9 @@ export class Embedder {
     const loadJson = JSON.stringify({
       maxLength: options.maxLength, batchTokens: options.batchTokens, maxBatch: options.maxBatch,
       maxBufferBytes: options.maxBufferBytes, quantizedEmbedding: options.quantizedEmbedding,
+      matmulKernel: options.matmulKernel,
+      // Replaced by matmulKernel: passed on so that the load fails saying so.
+      denseKernel: options.denseKernel, tiledKernel: options.tiledKernel,
     });
     const run = loadChain.then(() => loadEmbedder(backend, got.source, got.manifestName, loadJson));
     loadChain = run.catch(() => {});

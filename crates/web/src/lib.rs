@@ -77,7 +77,7 @@ pub fn gpu_memory_reserved_bytes() -> Option<f64> {
 ///
 /// `source` holds the files by name; `manifest` names the weight pack's manifest
 /// (`manifest-q8.json`, ...), or is empty for a plain `model.safetensors`. `options_json`:
-/// `{"maxLength": n, "batchTokens": n, "maxBatch": n}`, all optional.
+/// see [`parse_load_options`], every key optional.
 #[wasm_bindgen(js_name = loadEmbedder)]
 pub async fn load_embedder(
     backend: String,
@@ -86,6 +86,7 @@ pub async fn load_embedder(
     options_json: String,
 ) -> Result<WasmEmbedder, JsError> {
     let mut options = parse_load_options(&options_json).map_err(js_err)?;
+    let matmul_kernel = options.matmul_kernel.unwrap_or_default();
     let (files, quantization) = source.into_model_files(&manifest).map_err(js_err)?;
     let (model, backend_info) = match backend.as_str() {
         "webgpu" => {
@@ -121,6 +122,8 @@ pub async fn load_embedder(
         "normalize": embedder.with(|e| e.normalize(), |e| e.normalize()),
         "attention": format!("{:?}", embedder.with(|e| e.attention(), |e| e.attention())),
         "maxLength": embedder.with(|e| e.tokenizer().max_length(), |e| e.tokenizer().max_length()),
+        // The choice of matmul only applies where the backend has kernels of its own.
+        "matmulKernel": (backend == "webgpu").then(|| matmul_kernel.to_string()),
         "deviceWeights": embedder.with(|e| e.model().storage_summary(), |e| e.model().storage_summary()),
         "version": version(),
     })

@@ -1,6 +1,8 @@
 //! Options passed from JavaScript as JSON (camelCase keys, every key optional).
 
-use qzhou_core::{EmbedOptions, LoadOptions, Pooling, PromptStyle, QzhouError, Result, TextKind};
+use qzhou_core::{
+    EmbedOptions, LoadOptions, MatmulKernel, Pooling, PromptStyle, QzhouError, Result, TextKind,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
@@ -11,8 +13,11 @@ struct LoadJson {
     max_batch: Option<usize>,
     max_buffer_bytes: Option<usize>,
     quantized_embedding: Option<bool>,
-    dense_kernel: Option<bool>,
-    tiled_kernel: Option<bool>,
+    matmul_kernel: Option<String>,
+    /// Replaced by `matmulKernel`; kept only to say so.
+    dense_kernel: Option<serde_json::Value>,
+    /// Replaced by `matmulKernel`; kept only to say so.
+    tiled_kernel: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -37,12 +42,23 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(json: &str, what: &str) -> Resu
 /// Load options: `maxLength`, `batchTokens`, `maxBatch`, `maxBufferBytes` (split weights
 /// into GPU buffers of at most this size; default: the device's binding limit),
 /// `quantizedEmbedding` (keep a q8/q4 pack's token-embedding table quantised on the GPU;
-/// default true; false dequantises it to f32 at load), `denseKernel` (f32 projections through
-/// qzhou's WGSL matmul instead of Burn's; default false, see the package README),
-/// `tiledKernel` (the matmul kernels' tiled schedule instead of their row tile; default false:
-/// the row tile was the faster on SwiftShader, the only browser adapter measured).
+/// default true; false dequantises it to f32 at load), `matmulKernel` (`auto`: the fastest
+/// of Burn's matmul and qzhou's WGSL kernels, measured per shape on this GPU, the default;
+/// `burn`, `row-tile` or `tiled` to fix one, see the package README).
 pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
     let j: LoadJson = parse(json, "load options")?;
+    for (old, given) in [
+        ("denseKernel", j.dense_kernel.is_some()),
+        ("tiledKernel", j.tiled_kernel.is_some()),
+    ] {
+        if given {
+            return Err(QzhouError::InvalidOption(format!(
+                "load options: `{old}` was replaced by `matmulKernel`: 'auto' (the default: \
+                 the fastest kernel for each shape, measured on this GPU), 'burn', 'row-tile' \
+                 or 'tiled'"
+            )));
+        }
+    }
     let d = LoadOptions::default();
     Ok(LoadOptions {
         max_length: j.max_length,
@@ -50,8 +66,13 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
         max_batch: j.max_batch.unwrap_or(d.max_batch),
         max_buffer_bytes: j.max_buffer_bytes,
         quantized_embedding: j.quantized_embedding.unwrap_or(d.quantized_embedding),
-        dense_kernel: j.dense_kernel,
-        tiled_matmul: Some(j.tiled_kernel.unwrap_or(false)),
+        matmul_kernel: Some(
+            j.matmul_kernel
+                .as_deref()
+                .map(str::parse::<MatmulKernel>)
+                .transpose()?
+                .unwrap_or_default(),
+        ),
         ..d
     })
 }

@@ -116,6 +116,22 @@ test('webgpu keeps a q4k embedding table and q4k projections (128-wide model) qu
   assert.ok(worst <= 1e-5, `q4k: max |diff| ${worst}`);
 });
 
+test('webgpu: every matmulKernel gives the same vectors, and info() says which is in force', { timeout: 300_000 }, async () => {
+  // 'auto' (the default) measures Burn's matmul and the WGSL kernels per shape; the others fix one.
+  for (const q of ['q8', 'f32']) {
+    const auto = await embedInPage(q);
+    assert.equal(auto.info.matmulKernel, 'auto');
+    for (const kernel of ['burn', 'row-tile', 'tiled']) {
+      const r = await embedInPage(q, { matmulKernel: kernel });
+      assert.equal(r.info.matmulKernel, kernel);
+      let worst = 0;
+      r.rows.forEach((row, i) => row.forEach((v, j) => { worst = Math.max(worst, Math.abs(v - auto.rows[i][j])); }));
+      console.log(`webgpu ${q} matmulKernel ${kernel} vs auto: max|Δ| ${worst.toExponential(2)}, embed ${r.embedMs.toFixed(0)} ms`);
+      assert.ok(worst <= 1e-5, `${q} ${kernel}: max |diff| ${worst}`);
+    }
+  }
+});
+
 test('dispose gives the weights\' GPU memory back', { timeout: 300_000 }, async () => {
   const r = await evaluate(browser.page, async () => {
     const sizes = [];
@@ -196,12 +212,14 @@ const ERRORS = [
   ['a truncated weight file', { url: '/truncated/', q: 'q8' }, /weights-q8-000\.bin is \d+ bytes, the manifest says \d+ \(truncated/],
   ['a checksum mismatch', { url: '/corrupt/', q: 'q8' }, /weights-q8-000\.bin fails its checksum/],
   ['an unsupported quantization', { url: '/model/', q: 'q3' }, /unsupported quantization 'q3'/],
+  ['an unknown matmul kernel', { url: '/model/', q: 'q8', extra: { matmulKernel: 'fast' } }, /matmul kernel `fast` \(expected `auto`, `burn`, `row-tile` or `tiled`\)/],
+  ['the replaced tiledKernel option', { url: '/model/', q: 'q8', extra: { tiledKernel: true } }, /`tiledKernel` was replaced by `matmulKernel`/],
 ];
 for (const [what, arg, pattern] of ERRORS) {
   test(`load rejects ${what} with a clear message`, { timeout: 120_000 }, async () => {
-    const message = await evaluate(browser.page, async ({ url, q }) => {
+    const message = await evaluate(browser.page, async ({ url, q, extra }) => {
       try {
-        await window.qz.Embedder.load(url, { quantization: q, backend: 'cpu', cache: false });
+        await window.qz.Embedder.load(url, { quantization: q, backend: 'cpu', cache: false, ...extra });
         return 'resolved';
       } catch (e) {
         return e.message;

@@ -31,6 +31,54 @@ pub use wgpu::{dense_matmul_kernel, quantized_matmul_kernel, MatmulSchedule};
 
 pub use quantized_rows::{reference_quantized_gather, QuantizedRows};
 
+/// Which matmul computes a projection (`x · Wᵀ`, dense or quantised weights) on a backend
+/// with kernels of its own (plain wgpu: the WGSL kernels of `shaders/`). Parsed from `auto`,
+/// `burn`, `row-tile`, `tiled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MatmulKernel {
+    /// The fastest of the candidates below, measured on the device the first time each weight
+    /// format and shape (rows rounded up to a power of two) is met: cubecl's autotune, the
+    /// mechanism Burn's own matmul uses. Natively the measurement blocks once and is cached on
+    /// disk with cubecl's autotune cache; in a browser it runs in the background while the
+    /// row tile (quantised weights) or Burn's matmul (f32) serves the calls that meet it.
+    #[default]
+    Autotune,
+    /// Burn's matmul, on quantised weights after dequantising them on the device (a
+    /// transient f32 copy of the weight per call): the reference.
+    Burn,
+    /// `shaders/row_tile.wgsl`: 8 rows × 1 column per invocation, no workgroup memory.
+    RowTile,
+    /// `shaders/tiled_matmul.wgsl`: 64 × 128 blocks through workgroup memory (12 KiB).
+    Tiled,
+}
+
+impl std::str::FromStr for MatmulKernel {
+    type Err = QzhouError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Autotune),
+            "burn" => Ok(Self::Burn),
+            "row-tile" => Ok(Self::RowTile),
+            "tiled" => Ok(Self::Tiled),
+            other => Err(QzhouError::InvalidOption(format!(
+                "matmul kernel `{other}` (expected `auto`, `burn`, `row-tile` or `tiled`)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for MatmulKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Autotune => "auto",
+            Self::Burn => "burn",
+            Self::RowTile => "row-tile",
+            Self::Tiled => "tiled",
+        })
+    }
+}
+
 /// A Burn backend with qzhou's fused operations.
 pub trait KernelBackend: Backend {
     /// Whether [`KernelBackend::quantized_matmul`] is a fused kernel here. When it is not,
@@ -58,27 +106,19 @@ pub trait KernelBackend: Backend {
     }
 
     /// `x` `[m, k]` times a dense weight `w` `[k, n]` (a `Linear`'s weight, any strides):
-    /// `[m, n]`. Burn's matmul, unless the backend has its own kernel and it is switched on
-    /// ([`KernelBackend::use_dense_kernel`]).
+    /// `[m, n]`. Burn's matmul, unless the backend has its own kernels and
+    /// [`KernelBackend::use_matmul_kernel`] chose one of them (or autotune found one faster).
     fn dense_matmul(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
         x.matmul(w.clone())
     }
 
-    /// Run [`KernelBackend::dense_matmul`] through the backend's own f32 kernel (`true`) or
-    /// Burn's matmul (`false`), for every model on the backend in this process (the choice is
-    /// a speed trade-off per adapter; both compute the same products). A no-op where the
-    /// backend has no such kernel (everything but plain wgpu).
-    fn use_dense_kernel(on: bool) {
-        let _ = on;
-    }
-
-    /// Run the backend's own matmul kernels (quantised ones, and f32 ones when
-    /// [`KernelBackend::use_dense_kernel`] is on) with a tiled schedule through workgroup
-    /// memory where it takes the shape (`true`, the default) or with the row tile (`false`),
-    /// for every model on the backend in this process: a speed trade-off per adapter, both
-    /// compute the same products. A no-op where the backend has no such kernels.
-    fn use_tiled_matmul(on: bool) {
-        let _ = on;
+    /// Which matmul runs [`KernelBackend::dense_matmul`] and
+    /// [`KernelBackend::quantized_matmul`], for every model on the backend in this process:
+    /// all of them compute the same products, so the choice is a speed trade-off per adapter
+    /// and shape ([`MatmulKernel::Autotune`], the default, measures it). A no-op where the
+    /// backend has no kernels of its own (everything but plain wgpu).
+    fn use_matmul_kernel(kernel: MatmulKernel) {
+        let _ = kernel;
     }
 
     /// Masked mean of `hidden` `[batch, seq, dim]` over the tokens where `mask` `[batch, seq]`

@@ -7,7 +7,7 @@
 //! feature on recompiles all of cubecl for every build (dev, wasm, CUDA check), so the
 //! twenty lines live here instead.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::backend::wgpu::{BoolElement, CubeBackend, CubeTensor, WgpuDevice, WgpuRuntime};
 use burn::prelude::*;
@@ -21,7 +21,9 @@ use burn_cubecl::cubecl::{CompilationError, Compiler, CubeTask};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device;
 
-use super::{KernelBackend, QuantizedMatrix, QuantizedRows};
+use super::{KernelBackend, MatmulKernel, QuantizedMatrix, QuantizedRows};
+
+mod autotune;
 
 /// `shaders/row_tile.wgsl`: the 8-row tile the matmul kernels are built on (prepended).
 const ROW_TILE: &str = include_str!("../../../../shaders/row_tile.wgsl");
@@ -373,41 +375,57 @@ pub fn quantized_matmul_kernel<BT: BoolElement>(
     Some(launch(shader, &inputs, [m, n], info, groups))
 }
 
-/// Whether dense projections run the WGSL kernels ([`KernelBackend::use_dense_kernel`]): the
-/// tiled one where it takes the shape, else `shaders/dense_matmul.wgsl`, else Burn's matmul.
-static DENSE_KERNEL: AtomicBool = AtomicBool::new(false);
+/// [`KernelBackend::use_matmul_kernel`]'s choice ([`matmul_kernel`] decodes it).
+static MATMUL_KERNEL: AtomicU8 = AtomicU8::new(0);
 
-/// Whether the matmul kernels try [`MatmulSchedule::Tiled`] before the row tile
-/// ([`KernelBackend::use_tiled_matmul`]).
-static TILED_SCHEDULE: AtomicBool = AtomicBool::new(true);
+/// The matmul the projections run ([`KernelBackend::use_matmul_kernel`]).
+fn matmul_kernel() -> MatmulKernel {
+    match MATMUL_KERNEL.load(Ordering::Relaxed) {
+        1 => MatmulKernel::Burn,
+        2 => MatmulKernel::RowTile,
+        3 => MatmulKernel::Tiled,
+        _ => MatmulKernel::Autotune,
+    }
+}
 
-/// The schedules to try, in order.
-fn schedules() -> &'static [MatmulSchedule] {
-    if TILED_SCHEDULE.load(Ordering::Relaxed) {
-        &[MatmulSchedule::Tiled, MatmulSchedule::RowTile]
-    } else {
-        &[MatmulSchedule::RowTile]
+/// The WGSL schedules to try, in order, before Burn's matmul: for a fixed [`MatmulKernel`]
+/// (the tiled one falls back to the row tile for shapes it does not take), and for an input
+/// [`MatmulKernel::Autotune`] does not hand to the tuner (taller than the row tile's grid: the
+/// tiled kernel takes 8× taller ones, without the dequantised copy Burn's matmul needs).
+fn fixed_schedules(kernel: MatmulKernel) -> &'static [MatmulSchedule] {
+    match kernel {
+        MatmulKernel::Tiled | MatmulKernel::Autotune => {
+            &[MatmulSchedule::Tiled, MatmulSchedule::RowTile]
+        }
+        MatmulKernel::RowTile => &[MatmulSchedule::RowTile],
+        MatmulKernel::Burn => &[],
     }
 }
 
 impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
     fn dense_matmul(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
-        if DENSE_KERNEL.load(Ordering::Relaxed) {
-            for &schedule in schedules() {
-                if let Some(y) = dense_matmul_kernel(x.clone(), w, schedule) {
-                    return y;
-                }
+        let kernel = matmul_kernel();
+        if kernel == MatmulKernel::Autotune {
+            if let Some(y) = autotune::dense_matmul(x.clone(), w) {
+                return y;
+            }
+        }
+        for &schedule in fixed_schedules(kernel) {
+            if let Some(y) = dense_matmul_kernel(x.clone(), w, schedule) {
+                return y;
             }
         }
         x.matmul(w.clone())
     }
 
-    fn use_dense_kernel(on: bool) {
-        DENSE_KERNEL.store(on, Ordering::Relaxed);
-    }
-
-    fn use_tiled_matmul(on: bool) {
-        TILED_SCHEDULE.store(on, Ordering::Relaxed);
+    fn use_matmul_kernel(kernel: MatmulKernel) {
+        let code = match kernel {
+            MatmulKernel::Autotune => 0,
+            MatmulKernel::Burn => 1,
+            MatmulKernel::RowTile => 2,
+            MatmulKernel::Tiled => 3,
+        };
+        MATMUL_KERNEL.store(code, Ordering::Relaxed);
     }
 
     fn has_fused_quantized_matmul() -> bool {
@@ -415,15 +433,21 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
     }
 
     fn quantized_matmul(x: Tensor<Self, 2>, weight: &QuantizedMatrix<Self>) -> Tensor<Self, 2> {
-        schedules()
+        if x.dims()[0] == 0 {
+            return Tensor::zeros([0, weight.rows], &x.device());
+        }
+        let kernel = matmul_kernel();
+        if kernel == MatmulKernel::Autotune {
+            if let Some(y) = autotune::quantized_matmul(x.clone(), weight) {
+                return y;
+            }
+        }
+        // Burn's matmul on the dequantised weight is also the way out for a shape no kernel
+        // takes (a grid past WebGPU's limits).
+        fixed_schedules(kernel)
             .iter()
             .find_map(|&schedule| quantized_matmul_kernel(x.clone(), weight, schedule))
-            .unwrap_or_else(|| {
-                panic!(
-                    "quantized matmul: no kernel takes {} rows (a grid past WebGPU's limit)",
-                    x.dims()[0]
-                )
-            })
+            .unwrap_or_else(|| super::reference_quantized_matmul(x, weight))
     }
 
     fn has_quantized_gather() -> bool {
