@@ -43,12 +43,14 @@ export interface LoadOptions {
    */
   quantizedEmbedding?: boolean;
   /**
-   * Which matmul runs the projections on WebGPU. `'auto'` (default): the fastest of Burn's
-   * generated matmul and qzhou's WGSL kernels (row tile; tiled through workgroup memory; for
-   * q8/q4 packs also dequantise + Burn's matmul), measured on this GPU the first time each
-   * weight format and shape is met — in the background: those first calls run the row tile
-   * (q8/q4) or Burn's matmul (f32). `'burn'`, `'row-tile'`, `'tiled'` fix one. Applies to every
-   * model of the page. (Replaces 0.x's `denseKernel` / `tiledKernel`, which now reject.)
+   * Which matmul runs the projections on WebGPU. `'auto'` (default): the fastest of qzhou's
+   * WGSL kernels (row tile; tiled through workgroup memory) and, for f32 weights, Burn's
+   * generated matmul, measured on this GPU the first time each weight format and shape is met
+   * — in the background: those first calls run the row tile, and the measurement's runs
+   * share the GPU with them (on a software adapter such as SwiftShader the first large batch
+   * takes several times longer). `'burn'` (q8/q4: dequantise, then
+   * Burn's matmul), `'row-tile'`, `'tiled'` fix one. Applies to every model of the page.
+   * (Replaces `denseKernel` / `tiledKernel`, which now reject.)
    */
   matmulKernel?: 'auto' | 'burn' | 'row-tile' | 'tiled';
   /** The .wasm file's URL or bytes, if it is not next to the package's JS. */

@@ -36,11 +36,13 @@ pub use quantized_rows::{reference_quantized_gather, QuantizedRows};
 /// `burn`, `row-tile`, `tiled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MatmulKernel {
-    /// The fastest of the candidates below, measured on the device the first time each weight
-    /// format and shape (rows rounded up to a power of two) is met: cubecl's autotune, the
-    /// mechanism Burn's own matmul uses. Natively the measurement blocks once and is cached on
-    /// disk with cubecl's autotune cache; in a browser it runs in the background while the
-    /// row tile (quantised weights) or Burn's matmul (f32) serves the calls that meet it.
+    /// The fastest of the row tile, the tiled kernel and, for f32 weights, Burn's matmul,
+    /// measured on the device the first time each weight format and shape (rows rounded up to
+    /// a power of two) is met: cubecl's autotune, the mechanism Burn's own matmul uses
+    /// (`kernels/wgpu/autotune.rs` says why dequantise + Burn's matmul is not a candidate).
+    /// Natively the measurement blocks once and is cached on disk with cubecl's autotune
+    /// cache; in a browser it runs in the background while the row tile serves the calls that
+    /// meet it.
     #[default]
     Autotune,
     /// Burn's matmul, on quantised weights after dequantising them on the device (a

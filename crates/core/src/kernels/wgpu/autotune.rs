@@ -4,13 +4,18 @@
 //! candidate that takes it (3 warm-up and 10 timed runs each, on the device's own clock) and
 //! keeps the fastest for the key. Natively the benchmark blocks that call once and the result
 //! goes to cubecl's autotune cache on disk; on wasm the measurement is resolved on the event
-//! loop while the calls that meet the key meanwhile run the first candidate that takes them
-//! (the row tile for quantised weights, Burn's matmul for f32).
+//! loop while the calls that meet the key meanwhile run the first candidate that takes them:
+//! the row tile, the fastest measured in Chromium on SwiftShader for every format (f32 5× Burn's
+//! matmul there), then the tiled kernel, then (f32) Burn's matmul.
 //!
 //! Candidates, by index (the order matters only for that fallback):
-//! * quantised weights: the row-tile kernel, the tiled kernel, Burn's matmul after
-//!   dequantising on the device (skipped for weights over [`MAX_DEQUANTIZED_BYTES`]);
-//! * f32 weights: Burn's matmul, the tiled kernel, the row-tile kernel.
+//! * quantised weights: the row-tile kernel, the tiled kernel. Not Burn's matmul after
+//!   dequantising on the device: the device clock sees only its kernels' run time, not the
+//!   host-side work of its ~20 small ops per call, which on the adapters measured (lavapipe,
+//!   SwiftShader: the "GPU" shares the CPU) is most of its cost — chosen by the measurement,
+//!   it made q8 embedding 2.7× slower than the row tile in Chromium, and it needs a transient
+//!   f32 copy of the weight. It stays available as [`MatmulKernel::Burn`](crate::MatmulKernel::Burn).
+//! * f32 weights: the row-tile kernel, the tiled kernel, Burn's matmul (which takes any layout).
 
 use std::fmt;
 
@@ -22,7 +27,7 @@ use burn_cubecl::CubeTuneId;
 use serde::{Deserialize, Serialize};
 
 use super::{dense_matmul_kernel, float_primitive, quantized_matmul_kernel, MatmulSchedule};
-use crate::kernels::{reference_quantized_matmul, QuantizedMatrix};
+use crate::kernels::QuantizedMatrix;
 
 type Wgpu<BT> = CubeBackend<WgpuRuntime, f32, i32, BT>;
 
@@ -31,11 +36,6 @@ type Wgpu<BT> = CubeBackend<WgpuRuntime, f32, i32, BT>;
 /// blocks, enough to rank the schedules, and keep the one-time measurement short on a
 /// software rasteriser (SwiftShader: about 0.8 GFLOP/s).
 pub(super) const TUNE_ROWS: usize = 256;
-
-/// The dequantise-then-matmul candidate is not measured for weights whose f32 form would take
-/// more than this (bytes): it allocates that much per call, which a 7B model's largest
-/// projections (18944 × 3584: 272 MB) cannot afford inside a browser tab's budget.
-pub(super) const MAX_DEQUANTIZED_BYTES: usize = 128 << 20;
 
 /// How a projection's weight is stored: what decides which kernels take it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -152,11 +152,11 @@ pub(super) fn dense_matmul<BT: BoolElement>(
             }
         };
         TunableSet::new(key, inputs)
+            .with(Tunable::new("row_tile", wgsl(MatmulSchedule::RowTile)))
+            .with(Tunable::new("tiled", wgsl(MatmulSchedule::Tiled)))
             .with(Tunable::new("burn_matmul", |(x, w): Inputs<BT>| {
                 Ok::<_, &str>(float_primitive(x.matmul(w)))
             }))
-            .with(Tunable::new("tiled", wgsl(MatmulSchedule::Tiled)))
-            .with(Tunable::new("row_tile", wgsl(MatmulSchedule::RowTile)))
     });
     let (id, primitive) = tune_id(&x);
     let out = TUNER.execute(&id, &primitive.client, tunables, (x, w.clone()));
@@ -195,15 +195,6 @@ pub(super) fn quantized_matmul<BT: BoolElement>(
         TunableSet::new(key, inputs)
             .with(Tunable::new("row_tile", wgsl(MatmulSchedule::RowTile)))
             .with(Tunable::new("tiled", wgsl(MatmulSchedule::Tiled)))
-            .with(Tunable::new(
-                "dequantize_burn_matmul",
-                |(x, weight): Inputs<BT>| {
-                    if weight.rows * weight.cols * 4 > MAX_DEQUANTIZED_BYTES {
-                        return Err("the dequantised weight is over the size measured");
-                    }
-                    Ok(float_primitive(reference_quantized_matmul(x, &weight)))
-                },
-            ))
     });
     let (id, primitive) = tune_id(&x);
     let out = TUNER.execute(&id, &primitive.client, tunables, (x, weight.clone()));
