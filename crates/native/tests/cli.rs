@@ -133,6 +133,12 @@ fn embeds_arguments_like_transformers() {
     // Qwen3 fixture: its folder says causal + last token.
     let got = embed_documents(&fixture("tiny-qwen3"));
     assert_matches_reference(&got, "tiny-qwen3", "causal-lasttoken");
+    // Every matmul the wgpu backend can be told to run gives transformers' vectors.
+    for kernel in ["auto", "burn", "row-tile", "tiled"] {
+        let flags = ["--backend", "wgpu", "--matmul-kernel", kernel];
+        let got = embed_documents_with(&model, &flags);
+        assert_matches_reference(&got, "tiny-qwen2", "bidirectional-mean");
+    }
 }
 
 #[test]
@@ -232,6 +238,18 @@ fn errors_are_one_line_and_keep_existing_output() {
     fails_with(
         &qzhou(&["embed", "-m", m, "--backend", "cuda", "hi"], &[]),
         "built without CUDA",
+    );
+    fails_with(
+        &qzhou(&["embed", "-m", m, "--matmul-kernel", "tiled", "hi"], &[]),
+        "--matmul-kernel tiled chooses among the wgpu backend's own kernels",
+    );
+    // (A flag value clap refuses: its own usage message, which names the problem.)
+    let out = qzhou(&["embed", "-m", m, "--matmul-kernel", "fast", "hi"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "--matmul-kernel fast succeeded");
+    assert!(
+        stderr.contains("matmul kernel `fast` (expected `auto`, `burn`, `row-tile` or `tiled`)"),
+        "{stderr}"
     );
 
     let dir = tempfile::tempdir().unwrap();
