@@ -7,7 +7,7 @@
 //! feature on recompiles all of cubecl for every build (dev, wasm, CUDA check), so the
 //! twenty lines live here instead.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{PoisonError, RwLock};
 
 use burn::backend::wgpu::{BoolElement, CubeBackend, CubeTensor, WgpuDevice, WgpuRuntime};
 use burn::prelude::*;
@@ -288,6 +288,17 @@ impl MatmulSchedule {
     }
 }
 
+/// How a dense `w` `[k, n]` lies in its buffer, as the WGSL kernels read it: `Some(true)`
+/// contiguous `[k, n]` (k-major), `Some(false)` the transposed view of a contiguous `[n, k]`
+/// (a loaded `Linear`'s weight), `None` any other strides.
+fn dense_layout(w: &CubeTensor<WgpuRuntime>, k: usize, n: usize) -> Option<bool> {
+    match w.meta.strides()[..] {
+        [a, 1] if a == n => Some(true),
+        [1, b] if b == k => Some(false),
+        _ => None,
+    }
+}
+
 /// `x` `[m, k]` times `w` `[k, n]` by `shaders/dense_matmul.wgsl` (row tile) or
 /// `shaders/tiled_matmul.wgsl`, reading `w` where it lies: contiguous `[k, n]`, or the
 /// transposed view of a contiguous `[n, k]` (how loaded `Linear` weights are held). `None`
@@ -309,11 +320,7 @@ pub fn dense_matmul_kernel<BT: BoolElement>(
     }
     let groups = schedule.grid(m, n)?;
     let w: CubeTensor<WgpuRuntime> = float_primitive(w.clone());
-    let k_major = match w.meta.strides()[..] {
-        [a, 1] if a == n => true,
-        [1, b] if b == k => false,
-        _ => return None,
-    };
+    let k_major = dense_layout(&w, k, n)?;
     let x: CubeTensor<WgpuRuntime> = into_contiguous(float_primitive(x));
     let info = [
         to_u32(m, "rows"),
@@ -375,17 +382,13 @@ pub fn quantized_matmul_kernel<BT: BoolElement>(
     Some(launch(shader, &inputs, [m, n], info, groups))
 }
 
-/// [`KernelBackend::use_matmul_kernel`]'s choice ([`matmul_kernel`] decodes it).
-static MATMUL_KERNEL: AtomicU8 = AtomicU8::new(0);
+/// [`KernelBackend::use_matmul_kernel`]'s choice.
+static MATMUL_KERNEL: RwLock<MatmulKernel> = RwLock::new(MatmulKernel::Autotune);
 
 /// The matmul the projections run ([`KernelBackend::use_matmul_kernel`]).
 fn matmul_kernel() -> MatmulKernel {
-    match MATMUL_KERNEL.load(Ordering::Relaxed) {
-        1 => MatmulKernel::Burn,
-        2 => MatmulKernel::RowTile,
-        3 => MatmulKernel::Tiled,
-        _ => MatmulKernel::Autotune,
-    }
+    // A plain Copy value: a writer that panicked cannot have left it half-written.
+    *MATMUL_KERNEL.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The WGSL schedules to try, in order, before Burn's matmul: for a fixed [`MatmulKernel`]
@@ -419,13 +422,9 @@ impl<BT: BoolElement> KernelBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
     }
 
     fn use_matmul_kernel(kernel: MatmulKernel) {
-        let code = match kernel {
-            MatmulKernel::Autotune => 0,
-            MatmulKernel::Burn => 1,
-            MatmulKernel::RowTile => 2,
-            MatmulKernel::Tiled => 3,
-        };
-        MATMUL_KERNEL.store(code, Ordering::Relaxed);
+        *MATMUL_KERNEL
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = kernel;
     }
 
     fn has_fused_quantized_matmul() -> bool {

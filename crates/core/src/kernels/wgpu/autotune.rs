@@ -18,6 +18,7 @@
 //! * f32 weights: the row-tile kernel, the tiled kernel, Burn's matmul (which takes any layout).
 
 use std::fmt;
+use std::sync::Arc;
 
 use burn::backend::wgpu::{BoolElement, CubeBackend, CubeTensor, WgpuRuntime};
 use burn::prelude::*;
@@ -26,7 +27,9 @@ use burn_cubecl::cubecl::tune::{AutotuneKey, LocalTuner, Tunable, TunableSet};
 use burn_cubecl::CubeTuneId;
 use serde::{Deserialize, Serialize};
 
-use super::{dense_matmul_kernel, float_primitive, quantized_matmul_kernel, MatmulSchedule};
+use super::{
+    dense_layout, dense_matmul_kernel, float_primitive, quantized_matmul_kernel, MatmulSchedule,
+};
 use crate::kernels::QuantizedMatrix;
 
 type Wgpu<BT> = CubeBackend<WgpuRuntime, f32, i32, BT>;
@@ -105,25 +108,27 @@ fn tune_rows<BT: BoolElement>(x: &Tensor<Wgpu<BT>, 2>) -> Tensor<Wgpu<BT>, 2> {
     }
 }
 
-/// The tuner's id for the device `x` lives on.
-fn tune_id<BT: BoolElement>(x: &Tensor<Wgpu<BT>, 2>) -> (CubeTuneId, CubeTensor<WgpuRuntime>) {
+/// Run `tunables` on `inputs` (whose first tensor is `x`) with `tuner`, for the device `x`
+/// lives on: the fastest candidate for the inputs' key, measured first if the key is new.
+fn run_tuned<BT: BoolElement, I: Clone + Send + Sync + 'static>(
+    tuner: &LocalTuner<MatmulKey, CubeTuneId>,
+    tunables: Arc<TunableSet<MatmulKey, I, CubeTensor<WgpuRuntime>>>,
+    x: &Tensor<Wgpu<BT>, 2>,
+    inputs: I,
+) -> Tensor<Wgpu<BT>, 2> {
     let primitive: CubeTensor<WgpuRuntime> = float_primitive(x.clone());
     let id = CubeTuneId::new::<WgpuRuntime>(&primitive.client, &primitive.device);
-    (id, primitive)
-}
-
-fn output<BT: BoolElement>(out: CubeTensor<WgpuRuntime>) -> Tensor<Wgpu<BT>, 2> {
+    let out = tuner.execute(&id, &primitive.client, tunables, inputs);
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-/// The storage of a dense `w` `[k, n]`.
+/// The storage of a dense `w` `[k, n]` ([`dense_layout`]).
 fn dense_format<BT: BoolElement>(w: &Tensor<Wgpu<BT>, 2>) -> WeightFormat {
     let [k, n] = w.dims();
-    let primitive: CubeTensor<WgpuRuntime> = float_primitive(w.clone());
-    match primitive.meta.strides()[..] {
-        [a, 1] if a == n => WeightFormat::DenseKMajor,
-        [1, b] if b == k => WeightFormat::DenseTransposed,
-        _ => WeightFormat::DenseStrided,
+    match dense_layout(&float_primitive(w.clone()), k, n) {
+        Some(true) => WeightFormat::DenseKMajor,
+        Some(false) => WeightFormat::DenseTransposed,
+        None => WeightFormat::DenseStrided,
     }
 }
 
@@ -158,9 +163,8 @@ pub(super) fn dense_matmul<BT: BoolElement>(
                 Ok::<_, &str>(float_primitive(x.matmul(w)))
             }))
     });
-    let (id, primitive) = tune_id(&x);
-    let out = TUNER.execute(&id, &primitive.client, tunables, (x, w.clone()));
-    Some(output(out))
+    let inputs = (x.clone(), w.clone());
+    Some(run_tuned(&TUNER, tunables, &x, inputs))
 }
 
 /// `x` `[m, k]` times the quantised `weight` (`x · Wᵀ`) by the fastest candidate for its key;
@@ -196,7 +200,6 @@ pub(super) fn quantized_matmul<BT: BoolElement>(
             .with(Tunable::new("row_tile", wgsl(MatmulSchedule::RowTile)))
             .with(Tunable::new("tiled", wgsl(MatmulSchedule::Tiled)))
     });
-    let (id, primitive) = tune_id(&x);
-    let out = TUNER.execute(&id, &primitive.client, tunables, (x, weight.clone()));
-    Some(output(out))
+    let inputs = (x.clone(), weight.clone());
+    Some(run_tuned(&TUNER, tunables, &x, inputs))
 }
